@@ -1,0 +1,221 @@
+//! The command line: clap definitions and turning argv into a validated `Config`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Result, anyhow};
+use clap::Parser;
+use clap::error::ErrorKind;
+
+use crate::config::Config;
+
+const AFTER_HELP: &str = "\
+Classification of the heartbeat answer:
+  200-399                      healthy: exit 0, print nothing, change nothing
+  --relaunch-on codes, timeout php-fpm is dead or hung: relaunch it
+  refused, DNS failure         the web server is down: log and alert, php-fpm untouched
+  any other status             log and alert, no relaunch
+
+Exit codes:
+  0  healthy
+  1  still down after the relaunch (or, with --dry-run, a relaunch is needed)
+  2  usage or configuration error; nothing was probed or restarted
+  3  relaunched, and the heartbeat is healthy again
+  4  web server unreachable or unexpected status: logged and alerted only
+  5  another run holds the lock
+
+Log line (one per run that found a problem or did something):
+  TIMESTAMP url=URL verdict=V latency=S action=A old_pid=P new_pid=P took=S state=S mail=M [error=\"...\"]";
+
+/// Watchdog for php-fpm: request a heartbeat page once and relaunch php-fpm when it answers 502/504 or times out.
+///
+/// Drop-in replacement for the php-relaunch cron script: same arguments, run from root's crontab or mcron.
+/// A run takes a lock, requests URL once with a hard deadline, and on a relaunch verdict restarts php-fpm
+/// (escalating to SIGKILL of exactly that master and its workers when the restart does not help), appends
+/// one line to the log, and mails the addresses given.
+#[derive(Parser, Debug)]
+#[command(name = "php-relaunch", version, after_long_help = AFTER_HELP, allow_negative_numbers = true)]
+pub struct Cli {
+    /// The heartbeat page, e.g. http://127.0.0.1:8889/php-heartbeat.php (http:// only)
+    #[arg(value_name = "URL")]
+    pub url: String,
+
+    /// Hard deadline in seconds for the whole request (connect, headers and body); fractions allowed
+    #[arg(value_name = "TIMEOUT")]
+    pub timeout: String,
+
+    /// Comma-separated addresses to alert; '' for none
+    #[arg(value_name = "EMAILS", default_value = "")]
+    pub emails: String,
+
+    /// 1 when php-cgi runs as a fallback beside php-fpm: a relaunch also kills the php-cgi processes and starts
+    /// their service
+    #[arg(value_name = "PHP_CGI", default_value = "0")]
+    pub php_cgi: String,
+
+    /// The log file, appended to; created 0640, never followed through a symlink
+    #[arg(
+        long = "log",
+        value_name = "PATH",
+        default_value = "/var/log/php-relaunch.log"
+    )]
+    pub log: PathBuf,
+
+    /// The lock that keeps runs from overlapping; created 0600, never followed through a symlink
+    #[arg(
+        long = "lock",
+        value_name = "PATH",
+        default_value = "/run/php-relaunch.lock"
+    )]
+    pub lock: PathBuf,
+
+    /// The php-fpm service to relaunch through `service` [default: detected from the running master and the
+    /// init scripts present, e.g. php8.2-fpm]
+    #[arg(long = "service", value_name = "NAME")]
+    pub service: Option<String>,
+
+    /// Control php-fpm directly instead of through the init system: the php-fpm binary
+    #[arg(
+        long = "fpm-bin",
+        value_name = "PATH",
+        requires = "fpm_config",
+        conflicts_with = "service"
+    )]
+    pub fpm_bin: Option<PathBuf>,
+
+    /// With --fpm-bin: the php-fpm configuration file the master runs with
+    #[arg(long = "fpm-config", value_name = "CONF", requires = "fpm_bin")]
+    pub fpm_config: Option<PathBuf>,
+
+    /// The master's pid file [default: the `pid` setting of the php-fpm configuration]
+    #[arg(long = "pid-file", value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+
+    /// Send mail through this SMTP server, e.g. smtp://127.0.0.1:25 [default: /usr/sbin/sendmail]
+    #[arg(long = "smtp", value_name = "URL")]
+    pub smtp: Option<String>,
+
+    /// The sender address of alerts [default: php-relaunch@HOSTNAME]
+    #[arg(long = "from", value_name = "ADDRESS")]
+    pub from: Option<String>,
+
+    /// Probe, decide and print the log line of what would be done; change nothing, send nothing
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+
+    /// The HTTP statuses that mean php-fpm is broken (the old script used 500,502,503,504)
+    #[arg(long = "relaunch-on", value_name = "CODES", default_value = "502,504")]
+    pub relaunch_on: String,
+
+    /// Repeat the check every SECONDS until the current minute is over [default: check once]
+    #[arg(long = "every", value_name = "SECONDS")]
+    pub every: Option<String>,
+
+    /// Deadline in seconds for each step of a relaunch: the service command, and the wait for a healthy
+    /// heartbeat after it
+    #[arg(long = "restart-timeout", value_name = "SECONDS", default_value = "10")]
+    pub restart_timeout: String,
+
+    /// With PHP_CGI=1: the php-cgi service to start after its processes were killed [default: the first of
+    /// php-cgi, php-fastcgi, spawn-fcgi that exists]
+    #[arg(long = "cgi-service", value_name = "NAME")]
+    pub cgi_service: Option<String>,
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Parsed {
+    /// Run with this configuration.
+    Run(Box<Config>),
+    /// Help or version was printed; exit with this code.
+    Exit(ExitCode),
+}
+
+/// Parses argv. Errors are one line naming the problem; `main` prints them and exits 2.
+pub fn parse<I, T>(args: I) -> Result<Parsed>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    match Cli::try_parse_from(args) {
+        Ok(cli) => Ok(Parsed::Run(Box::new(Config::from_cli(cli)?))),
+        Err(err)
+            if matches!(
+                err.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+            ) =>
+        {
+            // Printing help only fails when stdout is closed; there is nothing left to tell then.
+            let _ = err.print();
+            Ok(Parsed::Exit(ExitCode::SUCCESS))
+        }
+        Err(err) => Err(anyhow!(
+            "{} (see --help)",
+            first_paragraph(&err.to_string())
+        )),
+    }
+}
+
+/// clap explains an error over several lines; cron mail and logs want one.
+fn first_paragraph(text: &str) -> String {
+    let text = text.strip_prefix("error: ").unwrap_or(text);
+    let words: Vec<&str> = text
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    words.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    fn error_of(args: &[&str]) -> String {
+        let argv = std::iter::once("php-relaunch").chain(args.iter().copied());
+        match parse(argv) {
+            Err(err) => format!("{err:#}"),
+            Ok(parsed) => panic!("expected an error for {args:?}, got {parsed:?}"),
+        }
+    }
+
+    #[test]
+    fn clap_errors_are_one_line_naming_the_problem() {
+        let missing = error_of(&["http://127.0.0.1/"]);
+        assert!(!missing.contains('\n'), "{missing}");
+        assert!(missing.contains("<TIMEOUT>"), "{missing}");
+
+        let unknown = error_of(&["http://127.0.0.1/", "5", "--bogus"]);
+        assert!(!unknown.contains('\n'), "{unknown}");
+        assert!(unknown.contains("--bogus"), "{unknown}");
+    }
+
+    #[test]
+    fn negative_timeout_reaches_validation() {
+        let err = error_of(&["http://127.0.0.1/", "-1"]);
+        assert!(err.contains("TIMEOUT"), "{err}");
+    }
+
+    #[test]
+    fn old_script_arguments_parse() {
+        let argv = [
+            "php-relaunch",
+            "http://127.0.0.1:8889/php-heartbeat.php",
+            "5",
+            "ops@example.com,me@example.com",
+            "1",
+        ];
+        let Ok(Parsed::Run(config)) = parse(argv) else {
+            panic!("the classic crontab line must parse");
+        };
+        assert_eq!(config.recipients.len(), 2);
+        assert!(config.php_cgi);
+    }
+}

@@ -1,0 +1,394 @@
+//! The validated configuration of a run, built from the command line. Every check that can reject
+//! input happens here, before anything is probed, locked or restarted.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use lettre::Address;
+
+use crate::cli::Cli;
+use crate::fpm;
+
+/// Everything a run needs to know, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The heartbeat page.
+    pub url: String,
+    /// The hard deadline of one heartbeat request.
+    pub timeout: Duration,
+    /// Who gets alerts; empty for nobody.
+    pub recipients: Vec<Address>,
+    /// Whether a relaunch also restarts php-cgi.
+    pub php_cgi: bool,
+    /// The append-only log.
+    pub log: PathBuf,
+    /// The single-run lock.
+    pub lock: PathBuf,
+    /// How php-fpm is controlled.
+    pub control: Control,
+    /// The master's pid file, when given explicitly.
+    pub pid_file: Option<PathBuf>,
+    /// How alerts leave this host.
+    pub transport: Transport,
+    /// The sender of alerts; `None` for php-relaunch@HOSTNAME.
+    pub from: Option<Address>,
+    /// Decide and report only.
+    pub dry_run: bool,
+    /// The HTTP statuses that call for a relaunch.
+    pub relaunch_on: Vec<u16>,
+    /// Repeat the check at this interval until the minute is over.
+    pub every: Option<Duration>,
+    /// Deadline of each relaunch step.
+    pub restart_timeout: Duration,
+    /// The php-cgi service to start after a php-cgi kill, when given.
+    pub cgi_service: Option<String>,
+}
+
+/// How php-fpm is stopped and started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Through the init system's `service` command; `None` means detect the service when needed.
+    Service(Option<String>),
+    /// Directly: start `bin --daemonize --fpm-config config`, signal the master by pid.
+    Direct {
+        /// The php-fpm binary.
+        bin: PathBuf,
+        /// Its configuration, as an absolute path (the master shows it in its command line).
+        config: PathBuf,
+    },
+}
+
+/// How alert mail is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// The local `sendmail` program.
+    Sendmail,
+    /// Plain SMTP (no TLS) to this server.
+    Smtp {
+        /// Host name or address.
+        host: String,
+        /// TCP port.
+        port: u16,
+    },
+}
+
+impl Config {
+    /// Validates the command line. Errors name the argument and the offending value.
+    pub fn from_cli(cli: Cli) -> Result<Config> {
+        let url = heartbeat_url(&cli.url)?;
+        let timeout = seconds("TIMEOUT", &cli.timeout)?;
+        let recipients = recipients(&cli.emails)?;
+        let php_cgi = match cli.php_cgi.as_str() {
+            "0" => false,
+            "1" => true,
+            other => bail!("PHP_CGI must be 0 or 1, got '{other}'"),
+        };
+        let control = match (cli.fpm_bin, cli.fpm_config) {
+            (Some(bin), Some(config)) => direct_control(&bin, &config)?,
+            _ => Control::Service(cli.service.map(service_name).transpose()?),
+        };
+        let transport = match cli.smtp {
+            Some(url) => smtp_url(&url)?,
+            None => Transport::Sendmail,
+        };
+        let from = cli.from.map(|from| address("--from", &from)).transpose()?;
+        let every = cli
+            .every
+            .map(|every| seconds("--every", &every))
+            .transpose()?;
+        if let Some(every) = every {
+            ensure!(
+                every < Duration::from_mins(1),
+                "--every must be under 60 seconds (it repeats within one cron minute), got '{}'",
+                every.as_secs_f64()
+            );
+        }
+        let cgi_service = cli.cgi_service.map(service_name).transpose()?;
+        Ok(Config {
+            url,
+            timeout,
+            recipients,
+            php_cgi,
+            log: cli.log,
+            lock: cli.lock,
+            control,
+            pid_file: cli.pid_file,
+            transport,
+            from,
+            dry_run: cli.dry_run,
+            relaunch_on: status_codes(&cli.relaunch_on)?,
+            every,
+            restart_timeout: seconds("--restart-timeout", &cli.restart_timeout)?,
+            cgi_service,
+        })
+    }
+}
+
+/// Checks that `text` is an http:// URL with a plausible host; returns it unchanged.
+fn heartbeat_url(text: &str) -> Result<String> {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        bail!("URL '{text}' has no scheme: write it as http://HOST[:PORT]/PATH");
+    };
+    if scheme.eq_ignore_ascii_case("https") {
+        bail!("URL '{text}': https is not supported; probe the heartbeat over http on loopback");
+    }
+    ensure!(
+        scheme.eq_ignore_ascii_case("http"),
+        "URL '{text}' has scheme '{scheme}'; only http:// is supported"
+    );
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    ensure!(
+        !authority.contains('@'),
+        "URL '{text}': credentials in the URL are not supported"
+    );
+    let (host, port) = split_host_port(authority);
+    ensure!(valid_host(host), "URL '{text}' has a bad host '{host}'");
+    if let Some(port) = port {
+        ensure!(
+            matches!(port.parse::<u16>(), Ok(p) if p > 0),
+            "URL '{text}' has a bad port '{port}'"
+        );
+    }
+    text.parse::<ureq::http::Uri>()
+        .with_context(|| format!("URL '{text}' is not a valid URL"))?;
+    Ok(text.to_owned())
+}
+
+/// Splits `host[:port]` and `[v6]:port`.
+fn split_host_port(authority: &str) -> (&str, Option<&str>) {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((host, tail)) => (host, tail.strip_prefix(':')),
+            None => (authority, None),
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (authority, None),
+    }
+}
+
+/// A DNS name, an IPv4 address, or (unbracketed here) an IPv6 address.
+fn valid_host(host: &str) -> bool {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let host = host.strip_suffix('.').unwrap_or(host);
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// Positive seconds, fractions allowed, at most a day.
+pub fn seconds(name: &str, text: &str) -> Result<Duration> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite())
+        .with_context(|| format!("{name} must be a number of seconds, got '{text}'"))?;
+    ensure!(
+        value > 0.0,
+        "{name} must be greater than 0 seconds, got '{text}'"
+    );
+    ensure!(
+        value <= 86_400.0,
+        "{name} must be at most 86400 seconds, got '{text}'"
+    );
+    Ok(Duration::from_secs_f64(value))
+}
+
+fn address(name: &str, text: &str) -> Result<Address> {
+    Address::from_str(text.trim())
+        .with_context(|| format!("{name}: '{text}' is not a valid e-mail address"))
+}
+
+/// Comma-separated addresses; empty items are ignored so `''` means nobody.
+fn recipients(text: &str) -> Result<Vec<Address>> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| address("EMAILS", item))
+        .collect()
+}
+
+/// `502,504` → the codes; each must be an HTTP error status.
+fn status_codes(text: &str) -> Result<Vec<u16>> {
+    let codes = text
+        .split(',')
+        .map(|item| {
+            let item = item.trim();
+            match item.parse::<u16>() {
+                Ok(code @ 400..=599) => Ok(code),
+                _ => bail!("--relaunch-on takes HTTP statuses from 400 to 599, got '{item}'"),
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(codes)
+}
+
+/// A service name as init systems spell them; never an option or a path.
+fn service_name(name: String) -> Result<String> {
+    ensure!(
+        !name.is_empty()
+            && !name.starts_with('-')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"@._-".contains(&b)),
+        "'{name}' is not a service name"
+    );
+    ensure!(
+        fpm::service_exists(&name),
+        "service '{name}' not found: no init script or unit of that name"
+    );
+    Ok(name)
+}
+
+fn direct_control(bin: &Path, config: &Path) -> Result<Control> {
+    ensure!(
+        bin.is_file(),
+        "--fpm-bin '{}' is not an executable file",
+        bin.display()
+    );
+    let config = config
+        .canonicalize()
+        .with_context(|| format!("--fpm-config '{}'", config.display()))?;
+    ensure!(
+        config.is_file(),
+        "--fpm-config '{}' is not a file",
+        config.display()
+    );
+    Ok(Control::Direct {
+        bin: bin.to_owned(),
+        config,
+    })
+}
+
+/// `smtp://HOST[:PORT]`, port 25 by default.
+fn smtp_url(text: &str) -> Result<Transport> {
+    let Some(authority) = text.strip_prefix("smtp://") else {
+        bail!("--smtp '{text}' must be smtp://HOST[:PORT] (plain SMTP, no TLS)");
+    };
+    let authority = authority.trim_end_matches('/');
+    let (host, port) = split_host_port(authority);
+    ensure!(valid_host(host), "--smtp '{text}' has a bad host '{host}'");
+    let port = match port {
+        None => 25,
+        Some(port) => match port.parse::<u16>() {
+            Ok(port) if port > 0 => port,
+            _ => bail!("--smtp '{text}' has a bad port '{port}'"),
+        },
+    };
+    Ok(Transport::Smtp {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        for good in [
+            "http://127.0.0.1:8889/php-heartbeat.php",
+            "http://heartbeat.no-ip:8889/php-heartbeat.php",
+            "http://[::1]:8889/",
+            "HTTP://localhost",
+        ] {
+            assert!(heartbeat_url(good).is_ok(), "{good}");
+        }
+        for (bad, says) in [
+            ("127.0.0.1/php-heartbeat.php", "no scheme"),
+            ("https://example.com/", "https is not supported"),
+            ("ftp://example.com/", "only http://"),
+            ("http://exa mple/", "bad host"),
+            ("http://-bad-/", "bad host"),
+            ("http:///path", "bad host"),
+            ("http://host:0/", "bad port"),
+            ("http://host:99999/", "bad port"),
+            ("http://user@host/", "credentials"),
+        ] {
+            let err = heartbeat_url(bad).expect_err(bad).to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(
+            seconds("TIMEOUT", "0.5").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(seconds("TIMEOUT", "5").unwrap(), Duration::from_secs(5));
+        for bad in ["0", "-1", "abc", "", "NaN", "inf", "1e9"] {
+            assert!(seconds("TIMEOUT", bad).is_err(), "{bad}");
+        }
+        let err = seconds("TIMEOUT", "0").unwrap_err().to_string();
+        assert_eq!(err, "TIMEOUT must be greater than 0 seconds, got '0'");
+    }
+
+    #[test]
+    fn emails() {
+        assert!(recipients("").unwrap().is_empty());
+        assert_eq!(recipients("a@example.com, b@example.com").unwrap().len(), 2);
+        let err = recipients("a@example.com,not-an-address")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "EMAILS: 'not-an-address' is not a valid e-mail address"
+        );
+    }
+
+    #[test]
+    fn relaunch_codes() {
+        assert_eq!(status_codes("502,504").unwrap(), [502, 504]);
+        assert_eq!(
+            status_codes("500, 502,503,504").unwrap(),
+            [500, 502, 503, 504]
+        );
+        for bad in ["200", "abc", "", "502,", "600"] {
+            assert!(status_codes(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn smtp_urls() {
+        assert_eq!(
+            smtp_url("smtp://127.0.0.1:2525").unwrap(),
+            Transport::Smtp {
+                host: "127.0.0.1".into(),
+                port: 2525
+            }
+        );
+        assert_eq!(
+            smtp_url("smtp://mail.example.com").unwrap(),
+            Transport::Smtp {
+                host: "mail.example.com".into(),
+                port: 25
+            }
+        );
+        assert!(smtp_url("smtps://mail.example.com").is_err());
+        assert!(smtp_url("smtp://mail.example.com:x").is_err());
+    }
+
+    #[test]
+    fn service_names_are_never_options_or_paths() {
+        for bad in ["-x", "../php", "php fpm", ""] {
+            let err = service_name(bad.to_owned()).unwrap_err().to_string();
+            assert!(err.contains("is not a service name"), "{bad}: {err}");
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The HTTP heartbeat probe: one GET through ureq with a total deadline over DNS, connect, headers and
+//! body, no proxy, no redirects followed.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use ureq::Agent;
+
+use super::{Answer, Verdict};
+
+/// Requests `url` once; the whole exchange must finish within `timeout`.
+pub fn probe_http(url: &str, timeout: Duration) -> Verdict {
+    let agent: Agent = Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        // ureq honours HTTP_PROXY even for loopback; a watchdog must talk to the page itself.
+        .proxy(None)
+        .user_agent(concat!("php-relaunch/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into();
+    let started = Instant::now();
+    let answer = match agent.get(url).call() {
+        Ok(mut response) => {
+            // A status line alone is not an answer: the body must arrive in time too.
+            let mut body = response.body_mut().as_reader();
+            match io::copy(&mut body, &mut io::sink()) {
+                Ok(_) => Answer::Status(response.status().as_u16()),
+                Err(err) => classify_io(&err),
+            }
+        }
+        Err(err) => classify(err),
+    };
+    Verdict {
+        answer,
+        latency: started.elapsed(),
+    }
+}
+
+fn classify(err: ureq::Error) -> Answer {
+    match err {
+        ureq::Error::Timeout(_) => Answer::Timeout,
+        ureq::Error::HostNotFound => Answer::Dns("host not found".to_owned()),
+        ureq::Error::Io(err) => classify_io(&err),
+        other => Answer::Failed(other.to_string()),
+    }
+}
+
+fn classify_io(err: &io::Error) -> Answer {
+    // ureq wraps its own errors (a timeout while reading the body) into io::Error.
+    if let Some(ureq::Error::Timeout(_)) =
+        err.get_ref().and_then(|e| e.downcast_ref::<ureq::Error>())
+    {
+        return Answer::Timeout;
+    }
+    match err.kind() {
+        io::ErrorKind::ConnectionRefused => Answer::Refused,
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Answer::Timeout,
+        // std reports a failed getaddrinfo as an uncategorized error with this message.
+        _ if err.to_string().contains("failed to lookup address") => Answer::Dns(err.to_string()),
+        _ => Answer::Failed(err.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::thread;
+
+    /// A canned server for what a real one cannot do on demand: a reply that never ends.
+    fn serve_once(reply: &'static [u8], then_hang: bool) -> (String, thread::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hb.php", listener.local_addr().unwrap());
+        let handle = thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut request = [0u8; 1024];
+            let _ = conn.read(&mut request);
+            conn.write_all(reply).unwrap();
+            if then_hang {
+                thread::sleep(Duration::from_millis(1500));
+            }
+        });
+        (url, handle)
+    }
+
+    #[test]
+    fn status_is_read_with_the_body() {
+        let (url, server) = serve_once(
+            b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 3\r\n\r\nbad",
+            false,
+        );
+        let verdict = probe_http(&url, Duration::from_secs(5));
+        assert_eq!(verdict.answer, Answer::Status(502));
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn a_body_that_never_finishes_is_a_timeout() {
+        let (url, server) = serve_once(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial",
+            true,
+        );
+        let verdict = probe_http(&url, Duration::from_millis(300));
+        assert_eq!(verdict.answer, Answer::Timeout);
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn nothing_listening_is_refused() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let verdict = probe_http(&format!("http://127.0.0.1:{port}/"), Duration::from_secs(2));
+        assert_eq!(verdict.answer, Answer::Refused);
+    }
+
+    #[test]
+    fn an_unresolvable_name_is_dns() {
+        let verdict = probe_http("http://no-such-host.invalid/", Duration::from_secs(5));
+        assert!(
+            matches!(verdict.answer, Answer::Dns(_)),
+            "{:?}",
+            verdict.answer
+        );
+    }
+}

@@ -1,0 +1,204 @@
+//! Running a helper program (the `service` command, php-fpm, sendmail) with a deadline: arguments only,
+//! never a shell; a fixed PATH, because cron's is `/usr/bin:/bin`; output kept in an unnamed temporary
+//! file, because a daemon that inherits a pipe would keep us reading forever.
+
+use std::ffi::OsStr;
+use std::fmt::Write as _;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// The PATH helpers run with.
+const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How much of a helper's output is kept for messages.
+const OUTPUT_TAIL: usize = 600;
+
+/// A helper that ran to its end.
+#[derive(Debug)]
+pub struct Finished {
+    /// How it ended.
+    pub status: ExitStatus,
+    /// The tail of its stdout and stderr, trimmed.
+    pub output: String,
+}
+
+/// Runs `program args…` and waits at most `deadline`. With `input`, the program reads it on stdin.
+/// On the deadline the program's whole process group is killed and an error returned.
+pub fn run(
+    program: &Path,
+    args: &[&OsStr],
+    input: Option<&[u8]>,
+    deadline: Duration,
+) -> Result<Finished> {
+    let shown = shown(program, args);
+    let mut output = tempfile::tempfile().context("creating a temporary file for helper output")?;
+    let stdin = match input {
+        Some(bytes) => {
+            let mut file =
+                tempfile::tempfile().context("creating a temporary file for helper input")?;
+            file.write_all(bytes)?;
+            file.seek(SeekFrom::Start(0))?;
+            Stdio::from(file)
+        }
+        None => Stdio::null(),
+    };
+    let mut child = Command::new(program)
+        .args(args)
+        .env("PATH", SAFE_PATH)
+        .stdin(stdin)
+        .stdout(output.try_clone()?)
+        .stderr(output.try_clone()?)
+        // Its own process group, so a hung init script can be ended with everything it started.
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot run `{shown}`"))?;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if started.elapsed() >= deadline {
+            let group = rustix::process::Pid::from_child(&child);
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "`{shown}` did not finish within {}s and was killed",
+                deadline.as_secs_f64()
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    output.seek(SeekFrom::Start(0))?;
+    let mut text = Vec::new();
+    output.read_to_end(&mut text)?;
+    Ok(Finished {
+        status,
+        output: tail(&String::from_utf8_lossy(&text)),
+    })
+}
+
+/// Like [`run`], but a non-zero exit is an error carrying the program's output.
+pub fn run_ok(
+    program: &Path,
+    args: &[&OsStr],
+    input: Option<&[u8]>,
+    deadline: Duration,
+) -> Result<Finished> {
+    let finished = run(program, args, input, deadline)?;
+    if !finished.status.success() {
+        let mut msg = format!("`{}` {}", shown(program, args), describe(finished.status));
+        if !finished.output.is_empty() {
+            let _ = write!(msg, ": {}", finished.output);
+        }
+        bail!(msg);
+    }
+    Ok(finished)
+}
+
+/// The first of `candidates` that exists.
+pub fn first_existing(candidates: &[&str]) -> Option<PathBuf> {
+    candidates.iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        _ => "failed".to_owned(),
+    }
+}
+
+fn shown(program: &Path, args: &[&OsStr]) -> String {
+    let mut shown = program.display().to_string();
+    for arg in args {
+        shown.push(' ');
+        shown.push_str(&arg.to_string_lossy());
+    }
+    shown
+}
+
+/// The last lines of a helper's output, on one line.
+fn tail(text: &str) -> String {
+    let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let start = joined.len().saturating_sub(OUTPUT_TAIL);
+    let start = (start..joined.len())
+        .find(|&i| joined.is_char_boundary(i))
+        .unwrap_or(joined.len());
+    joined[start..].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str, deadline: Duration) -> Result<Finished> {
+        run(
+            Path::new("/bin/sh"),
+            &[OsStr::new("-c"), OsStr::new(script)],
+            None,
+            deadline,
+        )
+    }
+
+    #[test]
+    fn output_and_status_are_kept() {
+        let done = sh("echo out; echo err >&2; exit 3", Duration::from_secs(5)).unwrap();
+        assert_eq!(done.status.code(), Some(3));
+        assert_eq!(done.output, "out err");
+    }
+
+    #[test]
+    fn a_helper_past_its_deadline_is_killed_with_its_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("survived");
+        let script = format!("(sleep 1; touch {}) & sleep 30", marker.display());
+        let err = sh(&script, Duration::from_millis(200))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("did not finish within 0.2s"), "{err}");
+        thread::sleep(Duration::from_millis(1300));
+        assert!(!marker.exists(), "the helper's child outlived the deadline");
+    }
+
+    #[test]
+    fn a_daemon_holding_the_output_does_not_block() {
+        // The child leaves a grandchild holding stdout, as an init script's daemon does.
+        let done = sh("sleep 3 & echo started", Duration::from_secs(2)).unwrap();
+        assert_eq!(done.output, "started");
+    }
+
+    #[test]
+    fn run_ok_reports_the_output_of_a_failure() {
+        let err = run_ok(
+            Path::new("/bin/sh"),
+            &[OsStr::new("-c"), OsStr::new("echo no such pool; exit 1")],
+            None,
+            Duration::from_secs(5),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "`/bin/sh -c echo no such pool; exit 1` exited with 1: no such pool"
+        );
+    }
+
+    #[test]
+    fn input_is_fed_on_stdin() {
+        let done = run(
+            Path::new("/bin/cat"),
+            &[],
+            Some(b"hello"),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(done.output, "hello");
+    }
+}
