@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use lettre::message::Mailbox;
-use lettre::message::header::ContentType;
+use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::Body;
 use lettre::{Address, Message, SmtpTransport, Transport as _};
 
 use crate::config::Transport;
@@ -86,9 +87,11 @@ pub fn send(transport: &Transport, from: &Address, to: &[Address], alert: &Alert
     for address in to {
         builder = builder.to(Mailbox::new(None, address.clone()));
     }
-    let message = builder
-        .body(alert.body.clone())
-        .context("building the alert mail")?;
+    // Plain 7-bit text when it is (it nearly always is), so the mail reads well even raw;
+    // lettre picks an encoding otherwise.
+    let body = Body::new_with_encoding(alert.body.clone(), ContentTransferEncoding::SevenBit)
+        .unwrap_or_else(|_| Body::new(alert.body.clone()));
+    let message = builder.body(body).context("building the alert mail")?;
     match transport {
         Transport::Smtp { host, port } => {
             SmtpTransport::builder_dangerous(host.as_str())

@@ -1,0 +1,411 @@
+//! Test environment: a private php-fpm (own binary copy, config, socket and pid file), a private nginx
+//! serving the project's heartbeat vhost, an SMTP sink, all on loopback in a temporary directory.
+//! Everything started here is ended here, by pid, when the value is dropped, even if the test failed.
+
+#![allow(dead_code)] // Each test file uses its own part of this.
+
+use std::fs;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, kill_process};
+
+/// The project's root, where nginx/ lives.
+pub fn project() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A temporary directory that php-fpm's and nginx's unprivileged workers can read.
+pub fn shared_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+pub fn signal(pid: u32, sig: Signal) {
+    if let Some(pid) = Pid::from_raw(pid as i32) {
+        let _ = kill_process(pid, sig);
+    }
+}
+
+/// `/proc/PID/stat` state letter, or None when the process is gone.
+pub fn state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.chars().next()
+}
+
+/// Alive: exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    matches!(state(pid), Some(s) if s != 'Z' && s != 'X')
+}
+
+pub fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Live pids whose executable is `exe`.
+pub fn pids_of_exe(exe: &Path) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if fs::read_link(entry.path().join("exe")).is_ok_and(|e| e == exe) && alive(pid) {
+            pids.push(pid);
+        }
+    }
+    pids.sort_unstable();
+    pids
+}
+
+/// The parent of a process.
+pub fn ppid(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].split(' ').nth(1)?.parse().ok()
+}
+
+/// A private php-fpm instance, run from a copy of Debian's binary so that Debian's init script, which
+/// stops every process of /usr/sbin/php-fpm8.2, never touches it.
+pub struct Fpm {
+    pub bin: PathBuf,
+    pub config: PathBuf,
+    pub pid_file: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl Fpm {
+    pub fn new(dir: &Path) -> Fpm {
+        let bin = dir.join("php-fpm");
+        fs::copy("/usr/sbin/php-fpm8.2", &bin).unwrap();
+        let fpm = Fpm {
+            bin: bin.canonicalize().unwrap(),
+            config: dir.join("php-fpm.conf").canonicalize().unwrap_or(dir.join("php-fpm.conf")),
+            pid_file: dir.join("php-fpm.pid"),
+            socket: dir.join("php-fpm.sock"),
+        };
+        fs::write(
+            &fpm.config,
+            format!(
+                "[global]\npid = {pid}\nerror_log = {dir}/php-fpm.log\ndaemonize = yes\n\n\
+                 [www]\nuser = www-data\ngroup = www-data\nlisten = {sock}\n\
+                 listen.owner = www-data\nlisten.group = www-data\nlisten.mode = 0660\n\
+                 pm = static\npm.max_children = 2\nping.path = /ping\npm.status_path = /status\n",
+                pid = fpm.pid_file.display(),
+                dir = dir.display(),
+                sock = fpm.socket.display(),
+            ),
+        )
+        .unwrap();
+        fpm
+    }
+
+    pub fn start(&self) {
+        let status = loop {
+            let started = Command::new(&self.bin)
+                .args(["--daemonize", "--fpm-config"])
+                .arg(&self.config)
+                .stdin(Stdio::null())
+                .status();
+            match started {
+                // Another test thread forked while this binary's copy was still open for writing.
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                    thread::sleep(Duration::from_millis(20));
+                }
+                other => break other.unwrap(),
+            }
+        };
+        assert!(status.success(), "private php-fpm did not start");
+        wait_until("php-fpm master", Duration::from_secs(10), || self.master().is_some());
+    }
+
+    /// The running master, from the pid file.
+    pub fn master(&self) -> Option<u32> {
+        let pid = fs::read_to_string(&self.pid_file).ok()?.trim().parse().ok()?;
+        alive(pid).then_some(pid)
+    }
+
+    /// Every live process of this instance (master and workers).
+    pub fn pids(&self) -> Vec<u32> {
+        pids_of_exe(&self.bin)
+    }
+
+    /// Stops the instance the polite way and waits for it to be gone.
+    pub fn stop(&self) {
+        if let Some(master) = self.master() {
+            signal(master, Signal::TERM);
+        }
+        wait_until("php-fpm to stop", Duration::from_secs(10), || self.pids().is_empty());
+    }
+
+    /// Freezes master and workers with SIGSTOP: a hung php-fpm.
+    pub fn freeze(&self) {
+        for pid in self.pids() {
+            signal(pid, Signal::STOP);
+        }
+        wait_until("php-fpm to stop", Duration::from_secs(5), || {
+            self.pids().iter().all(|&p| state(p) == Some('T'))
+        });
+    }
+
+    /// Arguments that make php-relaunch control this instance directly.
+    pub fn direct_args(&self) -> Vec<String> {
+        vec![
+            "--fpm-bin".into(),
+            self.bin.display().to_string(),
+            "--fpm-config".into(),
+            self.config.display().to_string(),
+        ]
+    }
+}
+
+impl Drop for Fpm {
+    fn drop(&mut self) {
+        for pid in self.pids() {
+            signal(pid, Signal::CONT);
+            signal(pid, Signal::KILL);
+        }
+    }
+}
+
+/// A private nginx serving the project's heartbeat vhost and allow-list, on a free loopback port,
+/// passing PHP to `fastcgi` (`unix:/path` or `127.0.0.1:port`).
+pub struct Nginx {
+    pub port: u16,
+    pub pid_file: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Nginx {
+    pub fn new(dir: &Path, fastcgi: &str) -> Nginx {
+        let port = free_port();
+        let www = dir.join("www");
+        fs::create_dir_all(&www).unwrap();
+        fs::copy(project().join("nginx/php-heartbeat.php"), www.join("php-heartbeat.php")).unwrap();
+        fs::write(www.join("error500.php"), "<?php http_response_code(500); echo 'broken';\n").unwrap();
+        fs::write(www.join("slow.php"), "<?php sleep((int)($_GET['s'] ?? 30)); echo 'late';\n").unwrap();
+
+        // The project's vhost, moved to this test's port, directory and php-fpm. The heartbeat
+        // location is widened to every .php file so the tests can request their extra pages.
+        let vhost = fs::read_to_string(project().join("nginx/heartbeat.conf"))
+            .unwrap()
+            .replace(":8889;", &format!(":{port};"))
+            .replace("root /var/www/heartbeat;", &format!("root {};", www.display()))
+            .replace("unix:/run/php/php8.2-fpm.sock", fastcgi)
+            .replace("location = /php-heartbeat.php", r"location ~ ^/[a-z0-9-]+\.php$");
+        fs::write(dir.join("heartbeat.conf"), vhost).unwrap();
+        fs::copy(project().join("nginx/heartbeat-allow.conf"), dir.join("heartbeat-allow.conf")).unwrap();
+        // The vhost includes `fastcgi_params` relative to nginx's config directory, here `dir`.
+        fs::copy("/etc/nginx/fastcgi_params", dir.join("fastcgi_params")).unwrap();
+
+        let nginx = Nginx {
+            port,
+            pid_file: dir.join("nginx.pid"),
+            config: dir.join("nginx.conf"),
+        };
+        fs::write(
+            &nginx.config,
+            format!(
+                "user www-data;\nworker_processes 1;\npid {pid};\nerror_log {dir}/nginx-error.log;\n\
+                 events {{ worker_connections 64; }}\n\
+                 http {{\n  include {dir}/heartbeat-allow.conf;\n  include {dir}/heartbeat.conf;\n}}\n",
+                pid = nginx.pid_file.display(),
+                dir = dir.display(),
+            ),
+        )
+        .unwrap();
+        nginx
+    }
+
+    pub fn start(&self) {
+        let out = Command::new("/usr/sbin/nginx")
+            .arg("-c")
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "nginx: {}", String::from_utf8_lossy(&out.stderr));
+        wait_until("nginx to listen", Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        });
+    }
+
+    pub fn master(&self) -> Option<u32> {
+        let pid = fs::read_to_string(&self.pid_file).ok()?.trim().parse().ok()?;
+        alive(pid).then_some(pid)
+    }
+
+    pub fn stop(&self) {
+        if let Some(pid) = self.master() {
+            signal(pid, Signal::TERM);
+            wait_until("nginx to stop", Duration::from_secs(10), || !alive(pid));
+        }
+    }
+
+    pub fn url(&self, page: &str) -> String {
+        format!("http://127.0.0.1:{}/{page}", self.port)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Some(pid) = self.master() {
+            // QUIT lets the master take its workers along; KILL it if it lingers.
+            signal(pid, Signal::TERM);
+            let start = Instant::now();
+            while alive(pid) && start.elapsed() < Duration::from_secs(5) {
+                thread::sleep(Duration::from_millis(20));
+            }
+            signal(pid, Signal::KILL);
+        }
+    }
+}
+
+/// An SMTP sink (aiosmtpd's Mailbox handler, which records the envelope as X-MailFrom and X-RcptTo)
+/// on a free loopback port.
+pub struct Smtp {
+    pub port: u16,
+    pub maildir: PathBuf,
+    child: Child,
+}
+
+impl Smtp {
+    pub fn start(dir: &Path) -> Smtp {
+        let port = free_port();
+        let maildir = dir.join("maildir");
+        let child = Command::new("/usr/bin/python3")
+            .args(["-m", "aiosmtpd", "-n", "-c", "aiosmtpd.handlers.Mailbox", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg(&maildir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until("the SMTP sink", Duration::from_secs(20), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Smtp { port, maildir, child }
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Every message delivered so far.
+    pub fn messages(&self) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(self.maildir.join("new")) else { return Vec::new() };
+        entries.flatten().map(|e| fs::read_to_string(e.path()).unwrap()).collect()
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// php-fpm and nginx together, and the paths one php-relaunch run needs.
+pub struct Site {
+    pub fpm: Fpm,
+    pub nginx: Nginx,
+    pub log: PathBuf,
+    pub lock: PathBuf,
+    // Dropped last, after the servers using it.
+    pub dir: tempfile::TempDir,
+}
+
+impl Site {
+    /// A running private php-fpm behind a running private nginx.
+    pub fn start() -> Site {
+        let dir = shared_tempdir();
+        let fpm = Fpm::new(dir.path());
+        fpm.start();
+        let nginx = Nginx::new(dir.path(), &format!("unix:{}", fpm.socket.display()));
+        nginx.start();
+        Site {
+            log: dir.path().join("php-relaunch.log"),
+            lock: dir.path().join("php-relaunch.lock"),
+            fpm,
+            nginx,
+            dir,
+        }
+    }
+
+    pub fn heartbeat(&self) -> String {
+        self.nginx.url("php-heartbeat.php")
+    }
+
+    /// `php-relaunch URL TIMEOUT EXTRA…` controlling the private php-fpm, with this site's log and lock.
+    pub fn command(&self, url: &str, timeout: &str, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_php-relaunch"));
+        cmd.arg(url)
+            .arg(timeout)
+            .args(extra)
+            .args(self.fpm.direct_args())
+            .arg("--log")
+            .arg(&self.log)
+            .arg("--lock")
+            .arg(&self.lock)
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("HTTP_PROXY")
+            .env_remove("http_proxy");
+        cmd
+    }
+
+    pub fn run(&self, url: &str, timeout: &str, extra: &[&str]) -> Output {
+        self.command(url, timeout, extra).output().unwrap()
+    }
+
+    pub fn log_lines(&self) -> Vec<String> {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Whether the heartbeat answers 200 now, checked with curl, not with the code under test.
+    pub fn heartbeat_ok(&self) -> bool {
+        curl_status(&self.heartbeat()) == "200"
+    }
+}
+
+/// The status curl sees, or "000" when it sees none.
+pub fn curl_status(url: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-m", "5", "--noproxy", "*", "-w", "%{http_code}"])
+        .arg(url)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The value of `key=` in a log line.
+pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let needle = format!(" {key}=");
+    let start = line.find(&needle)? + needle.len();
+    let rest = &line[start..];
+    if let Some(quoted) = rest.strip_prefix('"') {
+        return quoted.split('"').next();
+    }
+    rest.split(' ').next()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

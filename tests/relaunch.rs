@@ -1,0 +1,253 @@
+//! The core scenarios against a private php-fpm behind a private nginx, both real.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::process::{Command, Stdio};
+
+use common::{Site, Smtp, alive, curl_status, field, state, stderr, stdout};
+
+#[test]
+fn healthy_heartbeat_changes_nothing_and_says_nothing() {
+    let site = Site::start();
+    let master = site.fpm.master().unwrap();
+
+    let out = site.run(&site.heartbeat(), "5", &["ops@example.com"]);
+
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    assert_eq!(stderr(&out), "");
+    assert_eq!(site.fpm.master(), Some(master));
+    assert!(site.log_lines().is_empty(), "{:?}", site.log_lines());
+}
+
+#[test]
+fn stopped_php_fpm_is_started() {
+    let site = Site::start();
+    let old_master = site.fpm.master().unwrap();
+    site.fpm.stop();
+    assert_eq!(curl_status(&site.heartbeat()), "502");
+
+    let out = site.run(&site.heartbeat(), "5", &[]);
+
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let lines = site.log_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let line = &lines[0];
+    assert_eq!(field(line, "verdict"), Some("502"), "{line}");
+    assert_eq!(field(line, "action"), Some("start"), "{line}");
+    assert_eq!(field(line, "old_pid"), Some("-"), "{line}");
+    assert_eq!(field(line, "state"), Some("healthy"), "{line}");
+    let new_master = site.fpm.master().expect("a master runs again");
+    assert_ne!(new_master, old_master);
+    assert_eq!(field(line, "new_pid"), Some(new_master.to_string().as_str()), "{line}");
+    assert!(site.heartbeat_ok());
+}
+
+#[test]
+fn hung_php_fpm_is_killed_and_started() {
+    let site = Site::start();
+    let old_master = site.fpm.master().unwrap();
+    let frozen = site.fpm.pids();
+    site.fpm.freeze();
+
+    let out = site.run(&site.heartbeat(), "2", &[]);
+
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let lines = site.log_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let line = &lines[0];
+    assert_eq!(field(line, "verdict"), Some("timeout"), "{line}");
+    // A stopped master ignores QUIT and TERM: straight to SIGKILL, no waiting on a restart.
+    assert_eq!(field(line, "action"), Some("kill+start"), "{line}");
+    assert_eq!(field(line, "old_pid"), Some(old_master.to_string().as_str()), "{line}");
+    assert_eq!(field(line, "state"), Some("healthy"), "{line}");
+    for pid in frozen {
+        assert!(!alive(pid), "frozen php-fpm process {pid} survived");
+    }
+    for pid in site.fpm.pids() {
+        assert_ne!(state(pid), Some('T'), "a stopped php-fpm process is left: {pid}");
+    }
+    assert!(site.heartbeat_ok());
+}
+
+#[test]
+fn nginx_down_leaves_php_fpm_alone() {
+    let site = Site::start();
+    let master = site.fpm.master().unwrap();
+    site.nginx.stop();
+
+    let out = site.run(&site.heartbeat(), "2", &[]);
+
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let lines = site.log_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(field(&lines[0], "verdict"), Some("refused"), "{}", lines[0]);
+    assert_eq!(field(&lines[0], "action"), Some("none"), "{}", lines[0]);
+    assert_eq!(field(&lines[0], "state"), Some("web-server-down"), "{}", lines[0]);
+    assert_eq!(site.fpm.master(), Some(master));
+}
+
+#[test]
+fn application_errors_alert_without_relaunch() {
+    let site = Site::start();
+    let master = site.fpm.master().unwrap();
+
+    for (page, code) in [("error500.php", "500"), ("missing.php", "404")] {
+        let out = site.run(&site.nginx.url(page), "2", &[]);
+        assert_eq!(out.status.code(), Some(4), "{page}: {}", stderr(&out));
+        let lines = site.log_lines();
+        let line = lines.last().unwrap();
+        assert_eq!(field(line, "verdict"), Some(code), "{line}");
+        assert_eq!(field(line, "action"), Some("none"), "{line}");
+        assert_eq!(field(line, "state"), Some("unexpected-status"), "{line}");
+    }
+    assert_eq!(site.log_lines().len(), 2);
+    assert_eq!(site.fpm.master(), Some(master));
+}
+
+#[test]
+fn twenty_simultaneous_runs_relaunch_once() {
+    let site = Site::start();
+    site.fpm.stop();
+
+    let children: Vec<_> = (0..20)
+        .map(|_| {
+            site.command(&site.heartbeat(), "5", &[])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let codes: Vec<i32> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap().status.code().unwrap())
+        .collect();
+
+    let lines = site.log_lines();
+    let relaunches = lines.iter().filter(|l| field(l, "action") != Some("none")).count();
+    assert_eq!(relaunches, 1, "{lines:?}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(codes.iter().filter(|&&c| c == 3).count(), 1, "{codes:?}");
+    // The others either found the lock taken (5) or came after the relaunch and found it healthy (0).
+    assert!(codes.iter().all(|c| [0, 3, 5].contains(c)), "{codes:?}");
+    assert!(site.heartbeat_ok());
+}
+
+#[test]
+fn relaunched_php_fpm_does_not_inherit_the_lock_or_the_log() {
+    let site = Site::start();
+    site.fpm.stop();
+
+    let out = site.run(&site.heartbeat(), "5", &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+
+    let ours: BTreeSet<_> = [&site.lock, &site.log]
+        .iter()
+        .map(|p| p.canonicalize().unwrap())
+        .collect();
+    let pids = site.fpm.pids();
+    assert!(!pids.is_empty());
+    for pid in pids {
+        for fd in fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+            if let Ok(target) = fs::read_link(fd.path()) {
+                assert!(!ours.contains(&target), "php-fpm {pid} holds {}", target.display());
+            }
+        }
+    }
+    // And the lock is free again: the next run is not turned away.
+    let again = site.run(&site.heartbeat(), "5", &[]);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+}
+
+#[test]
+fn mail_goes_to_both_recipients_with_the_facts() {
+    let site = Site::start();
+    let smtp = Smtp::start(site.dir.path());
+    site.fpm.stop();
+
+    let out = site.run(
+        &site.heartbeat(),
+        "5",
+        &["ops@example.com,me@example.com", "--smtp", &smtp.url(), "--from", "watchdog@example.com"],
+    );
+
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let line = &site.log_lines()[0];
+    assert_eq!(field(line, "mail"), Some("sent"), "{line}");
+    let new_master = site.fpm.master().unwrap().to_string();
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1, "one message to all recipients");
+    let mail = &messages[0];
+    for fact in [
+        "X-MailFrom: watchdog@example.com",
+        "X-RcptTo: ops@example.com, me@example.com",
+        "Subject: php-relaunch on ",
+        "php-fpm relaunched after 502",
+        "Action:         start",
+        &format!("New master pid: {new_master}"),
+        "Final state:    healthy",
+    ] {
+        assert!(mail.contains(fact), "missing {fact:?} in:\n{mail}");
+    }
+}
+
+#[test]
+fn smtp_down_still_relaunches_and_logs_the_failure() {
+    let site = Site::start();
+    site.fpm.stop();
+    let dead = format!("smtp://127.0.0.1:{}", common::free_port());
+
+    let out = site.run(&site.heartbeat(), "5", &["ops@example.com", "--smtp", &dead]);
+
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).starts_with("php-relaunch: mail: "), "{}", stderr(&out));
+    let line = &site.log_lines()[0];
+    assert_eq!(field(line, "action"), Some("start"), "{line}");
+    assert_eq!(field(line, "state"), Some("healthy"), "{line}");
+    assert_eq!(field(line, "mail"), Some("failed"), "{line}");
+    assert!(field(line, "error").unwrap().starts_with("mail: "), "{line}");
+    assert!(site.heartbeat_ok());
+}
+
+#[test]
+fn dry_run_reports_and_changes_nothing() {
+    let site = Site::start();
+    site.fpm.stop();
+
+    let out = site.run(&site.heartbeat(), "5", &["--dry-run"]);
+
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let printed = stdout(&out);
+    assert_eq!(field(&printed, "action"), Some("would-start"), "{printed}");
+    assert!(!site.log.exists(), "a dry run wrote the log");
+    assert!(site.fpm.pids().is_empty(), "a dry run started php-fpm");
+    assert_eq!(curl_status(&site.heartbeat()), "502");
+}
+
+#[test]
+fn every_repeats_within_the_minute() {
+    let site = Site::start();
+    // Two checks 0.2 s apart fit in any minute unless it ends right now; the heartbeat is counted by
+    // php-fpm's own access log, not by our code.
+    let access = site.dir.path().join("access.log");
+    let conf = fs::read_to_string(&site.fpm.config).unwrap()
+        + &format!("access.log = {}\n", access.display());
+    fs::write(&site.fpm.config, conf).unwrap();
+    site.fpm.stop();
+    site.fpm.start();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_php-relaunch"))
+        .args([&site.heartbeat(), "2", "", "0", "--every", "0.2", "--log"])
+        .arg(&site.log)
+        .arg("--lock")
+        .arg(&site.lock)
+        .output()
+        .unwrap();
+
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let requests = fs::read_to_string(&access).unwrap_or_default().lines().count();
+    assert!(requests >= 2, "--every made {requests} request(s)");
+}
