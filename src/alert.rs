@@ -5,9 +5,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
+use lettre::message::Body;
 use lettre::message::Mailbox;
 use lettre::message::header::{ContentTransferEncoding, ContentType};
-use lettre::message::Body;
 use lettre::{Address, Message, SmtpTransport, Transport as _};
 
 use crate::config::Transport;

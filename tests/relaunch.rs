@@ -41,7 +41,11 @@ fn stopped_php_fpm_is_started() {
     assert_eq!(field(line, "state"), Some("healthy"), "{line}");
     let new_master = site.fpm.master().expect("a master runs again");
     assert_ne!(new_master, old_master);
-    assert_eq!(field(line, "new_pid"), Some(new_master.to_string().as_str()), "{line}");
+    assert_eq!(
+        field(line, "new_pid"),
+        Some(new_master.to_string().as_str()),
+        "{line}"
+    );
     assert!(site.heartbeat_ok());
 }
 
@@ -61,13 +65,21 @@ fn hung_php_fpm_is_killed_and_started() {
     assert_eq!(field(line, "verdict"), Some("timeout"), "{line}");
     // A stopped master ignores QUIT and TERM: straight to SIGKILL, no waiting on a restart.
     assert_eq!(field(line, "action"), Some("kill+start"), "{line}");
-    assert_eq!(field(line, "old_pid"), Some(old_master.to_string().as_str()), "{line}");
+    assert_eq!(
+        field(line, "old_pid"),
+        Some(old_master.to_string().as_str()),
+        "{line}"
+    );
     assert_eq!(field(line, "state"), Some("healthy"), "{line}");
     for pid in frozen {
         assert!(!alive(pid), "frozen php-fpm process {pid} survived");
     }
     for pid in site.fpm.pids() {
-        assert_ne!(state(pid), Some('T'), "a stopped php-fpm process is left: {pid}");
+        assert_ne!(
+            state(pid),
+            Some('T'),
+            "a stopped php-fpm process is left: {pid}"
+        );
     }
     assert!(site.heartbeat_ok());
 }
@@ -85,7 +97,12 @@ fn nginx_down_leaves_php_fpm_alone() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(field(&lines[0], "verdict"), Some("refused"), "{}", lines[0]);
     assert_eq!(field(&lines[0], "action"), Some("none"), "{}", lines[0]);
-    assert_eq!(field(&lines[0], "state"), Some("web-server-down"), "{}", lines[0]);
+    assert_eq!(
+        field(&lines[0], "state"),
+        Some("web-server-down"),
+        "{}",
+        lines[0]
+    );
     assert_eq!(site.fpm.master(), Some(master));
 }
 
@@ -127,7 +144,10 @@ fn twenty_simultaneous_runs_relaunch_once() {
         .collect();
 
     let lines = site.log_lines();
-    let relaunches = lines.iter().filter(|l| field(l, "action") != Some("none")).count();
+    let relaunches = lines
+        .iter()
+        .filter(|l| field(l, "action") != Some("none"))
+        .count();
     assert_eq!(relaunches, 1, "{lines:?}");
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(codes.iter().filter(|&&c| c == 3).count(), 1, "{codes:?}");
@@ -153,7 +173,11 @@ fn relaunched_php_fpm_does_not_inherit_the_lock_or_the_log() {
     for pid in pids {
         for fd in fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
             if let Ok(target) = fs::read_link(fd.path()) {
-                assert!(!ours.contains(&target), "php-fpm {pid} holds {}", target.display());
+                assert!(
+                    !ours.contains(&target),
+                    "php-fpm {pid} holds {}",
+                    target.display()
+                );
             }
         }
     }
@@ -171,7 +195,13 @@ fn mail_goes_to_both_recipients_with_the_facts() {
     let out = site.run(
         &site.heartbeat(),
         "5",
-        &["ops@example.com,me@example.com", "--smtp", &smtp.url(), "--from", "watchdog@example.com"],
+        &[
+            "ops@example.com,me@example.com",
+            "--smtp",
+            &smtp.url(),
+            "--from",
+            "watchdog@example.com",
+        ],
     );
 
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
@@ -200,15 +230,26 @@ fn smtp_down_still_relaunches_and_logs_the_failure() {
     site.fpm.stop();
     let dead = format!("smtp://127.0.0.1:{}", common::free_port());
 
-    let out = site.run(&site.heartbeat(), "5", &["ops@example.com", "--smtp", &dead]);
+    let out = site.run(
+        &site.heartbeat(),
+        "5",
+        &["ops@example.com", "--smtp", &dead],
+    );
 
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(stderr(&out).starts_with("php-relaunch: mail: "), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("php-relaunch: mail: "),
+        "{}",
+        stderr(&out)
+    );
     let line = &site.log_lines()[0];
     assert_eq!(field(line, "action"), Some("start"), "{line}");
     assert_eq!(field(line, "state"), Some("healthy"), "{line}");
     assert_eq!(field(line, "mail"), Some("failed"), "{line}");
-    assert!(field(line, "error").unwrap().starts_with("mail: "), "{line}");
+    assert!(
+        field(line, "error").unwrap().starts_with("mail: "),
+        "{line}"
+    );
     assert!(site.heartbeat_ok());
 }
 
@@ -248,6 +289,9 @@ fn every_repeats_within_the_minute() {
         .unwrap();
 
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let requests = fs::read_to_string(&access).unwrap_or_default().lines().count();
+    let requests = fs::read_to_string(&access)
+        .unwrap_or_default()
+        .lines()
+        .count();
     assert!(requests >= 2, "--every made {requests} request(s)");
 }

@@ -21,7 +21,11 @@ pub fn project() -> PathBuf {
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A temporary directory that php-fpm's and nginx's unprivileged workers can read.
@@ -61,7 +65,9 @@ pub fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
 pub fn pids_of_exe(exe: &Path) -> Vec<u32> {
     let mut pids = Vec::new();
     for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         if fs::read_link(entry.path().join("exe")).is_ok_and(|e| e == exe) && alive(pid) {
             pids.push(pid);
         }
@@ -91,7 +97,10 @@ impl Fpm {
         fs::copy("/usr/sbin/php-fpm8.2", &bin).unwrap();
         let fpm = Fpm {
             bin: bin.canonicalize().unwrap(),
-            config: dir.join("php-fpm.conf").canonicalize().unwrap_or(dir.join("php-fpm.conf")),
+            config: dir
+                .join("php-fpm.conf")
+                .canonicalize()
+                .unwrap_or(dir.join("php-fpm.conf")),
             pid_file: dir.join("php-fpm.pid"),
             socket: dir.join("php-fpm.sock"),
         };
@@ -127,12 +136,18 @@ impl Fpm {
             }
         };
         assert!(status.success(), "private php-fpm did not start");
-        wait_until("php-fpm master", Duration::from_secs(10), || self.master().is_some());
+        wait_until("php-fpm master", Duration::from_secs(10), || {
+            self.master().is_some()
+        });
     }
 
     /// The running master, from the pid file.
     pub fn master(&self) -> Option<u32> {
-        let pid = fs::read_to_string(&self.pid_file).ok()?.trim().parse().ok()?;
+        let pid = fs::read_to_string(&self.pid_file)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
         alive(pid).then_some(pid)
     }
 
@@ -146,7 +161,9 @@ impl Fpm {
         if let Some(master) = self.master() {
             signal(master, Signal::TERM);
         }
-        wait_until("php-fpm to stop", Duration::from_secs(10), || self.pids().is_empty());
+        wait_until("php-fpm to stop", Duration::from_secs(10), || {
+            self.pids().is_empty()
+        });
     }
 
     /// Freezes master and workers with SIGSTOP: a hung php-fpm.
@@ -192,20 +209,42 @@ impl Nginx {
         let port = free_port();
         let www = dir.join("www");
         fs::create_dir_all(&www).unwrap();
-        fs::copy(project().join("nginx/php-heartbeat.php"), www.join("php-heartbeat.php")).unwrap();
-        fs::write(www.join("error500.php"), "<?php http_response_code(500); echo 'broken';\n").unwrap();
-        fs::write(www.join("slow.php"), "<?php sleep((int)($_GET['s'] ?? 30)); echo 'late';\n").unwrap();
+        fs::copy(
+            project().join("nginx/php-heartbeat.php"),
+            www.join("php-heartbeat.php"),
+        )
+        .unwrap();
+        fs::write(
+            www.join("error500.php"),
+            "<?php http_response_code(500); echo 'broken';\n",
+        )
+        .unwrap();
+        fs::write(
+            www.join("slow.php"),
+            "<?php sleep((int)($_GET['s'] ?? 30)); echo 'late';\n",
+        )
+        .unwrap();
 
         // The project's vhost, moved to this test's port, directory and php-fpm. The heartbeat
         // location is widened to every .php file so the tests can request their extra pages.
         let vhost = fs::read_to_string(project().join("nginx/heartbeat.conf"))
             .unwrap()
             .replace(":8889;", &format!(":{port};"))
-            .replace("root /var/www/heartbeat;", &format!("root {};", www.display()))
+            .replace(
+                "root /var/www/heartbeat;",
+                &format!("root {};", www.display()),
+            )
             .replace("unix:/run/php/php8.2-fpm.sock", fastcgi)
-            .replace("location = /php-heartbeat.php", r"location ~ ^/[a-z0-9-]+\.php$");
+            .replace(
+                "location = /php-heartbeat.php",
+                r"location ~ ^/[a-z0-9-]+\.php$",
+            );
         fs::write(dir.join("heartbeat.conf"), vhost).unwrap();
-        fs::copy(project().join("nginx/heartbeat-allow.conf"), dir.join("heartbeat-allow.conf")).unwrap();
+        fs::copy(
+            project().join("nginx/heartbeat-allow.conf"),
+            dir.join("heartbeat-allow.conf"),
+        )
+        .unwrap();
         // The vhost includes `fastcgi_params` relative to nginx's config directory, here `dir`.
         fs::copy("/etc/nginx/fastcgi_params", dir.join("fastcgi_params")).unwrap();
 
@@ -234,14 +273,22 @@ impl Nginx {
             .arg(&self.config)
             .output()
             .unwrap();
-        assert!(out.status.success(), "nginx: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "nginx: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         wait_until("nginx to listen", Duration::from_secs(10), || {
             TcpStream::connect(("127.0.0.1", self.port)).is_ok()
         });
     }
 
     pub fn master(&self) -> Option<u32> {
-        let pid = fs::read_to_string(&self.pid_file).ok()?.trim().parse().ok()?;
+        let pid = fs::read_to_string(&self.pid_file)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
         alive(pid).then_some(pid)
     }
 
@@ -284,7 +331,14 @@ impl Smtp {
         let port = free_port();
         let maildir = dir.join("maildir");
         let child = Command::new("/usr/bin/python3")
-            .args(["-m", "aiosmtpd", "-n", "-c", "aiosmtpd.handlers.Mailbox", "-l"])
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+                "-l",
+            ])
             .arg(format!("127.0.0.1:{port}"))
             .arg(&maildir)
             .stdout(Stdio::null())
@@ -294,7 +348,11 @@ impl Smtp {
         wait_until("the SMTP sink", Duration::from_secs(20), || {
             TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        Smtp { port, maildir, child }
+        Smtp {
+            port,
+            maildir,
+            child,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -303,8 +361,13 @@ impl Smtp {
 
     /// Every message delivered so far.
     pub fn messages(&self) -> Vec<String> {
-        let Ok(entries) = fs::read_dir(self.maildir.join("new")) else { return Vec::new() };
-        entries.flatten().map(|e| fs::read_to_string(e.path()).unwrap()).collect()
+        let Ok(entries) = fs::read_dir(self.maildir.join("new")) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .map(|e| fs::read_to_string(e.path()).unwrap())
+            .collect()
     }
 }
 
@@ -384,7 +447,17 @@ impl Site {
 /// The status curl sees, or "000" when it sees none.
 pub fn curl_status(url: &str) -> String {
     let out = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-m", "5", "--noproxy", "*", "-w", "%{http_code}"])
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-m",
+            "5",
+            "--noproxy",
+            "*",
+            "-w",
+            "%{http_code}",
+        ])
         .arg(url)
         .output()
         .unwrap();
