@@ -497,7 +497,14 @@ impl Relaunch {
         match result {
             Ok(()) => true,
             Err(err) => {
-                self.errors.push(format!("{name}: {err:#}"));
+                let error = format!("{name}: {err:#}");
+                // A second start that fails like the first says so briefly; the line stays readable.
+                if self.errors.contains(&error) {
+                    self.errors
+                        .push(format!("{name}: failed the same way again"));
+                } else {
+                    self.errors.push(error);
+                }
                 false
             }
         }

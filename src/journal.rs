@@ -15,7 +15,7 @@ use chrono::{DateTime, FixedOffset, SecondsFormat};
 use crate::secure_file::{self, Mode};
 
 /// Longest `error=` text kept, so a line stays a line.
-const MAX_ERROR: usize = 400;
+const MAX_ERROR: usize = 1000;
 
 /// The facts of one run, as they go into the log and the mail.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,7 +169,7 @@ mod tests {
     fn long_errors_are_cut() {
         let mut e = entry();
         e.error = Some("x".repeat(5000));
-        assert!(e.line().len() < 1000);
+        assert!(e.line().len() < 1500);
     }
 
     #[test]

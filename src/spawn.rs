@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// How much of a helper's output is kept for messages.
-const OUTPUT_TAIL: usize = 600;
+const OUTPUT_TAIL: usize = 300;
 
 /// A helper that ran to its end.
 #[derive(Debug)]

@@ -10,7 +10,11 @@ use common::{Site, project, shared_tempdir, stderr, stdout};
 #[test]
 fn nginx_accepts_the_heartbeat_files_unchanged() {
     let dir = shared_tempdir();
-    fs::copy("/etc/nginx/fastcgi_params", dir.path().join("fastcgi_params")).unwrap();
+    fs::copy(
+        "/etc/nginx/fastcgi_params",
+        dir.path().join("fastcgi_params"),
+    )
+    .unwrap();
     let conf = dir.path().join("nginx.conf");
     fs::write(
         &conf,
@@ -23,10 +27,19 @@ fn nginx_accepts_the_heartbeat_files_unchanged() {
     )
     .unwrap();
 
-    let out = Command::new("/usr/sbin/nginx").arg("-t").arg("-c").arg(&conf).output().unwrap();
+    let out = Command::new("/usr/sbin/nginx")
+        .arg("-t")
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .unwrap();
 
     assert!(out.status.success(), "nginx -t: {}", stderr(&out));
-    assert!(stderr(&out).contains("test is successful"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("test is successful"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -45,11 +58,25 @@ fn nginx_serves_the_heartbeat_page_to_loopback_only() {
 
     // 127.0.0.2 is loopback but not on the allow-list: the connection is closed without an answer.
     let stranger = Command::new("curl")
-        .args(["-s", "--noproxy", "*", "-m", "5", "--interface", "127.0.0.2", "-w", "%{http_code}"])
+        .args([
+            "-s",
+            "--noproxy",
+            "*",
+            "-m",
+            "5",
+            "--interface",
+            "127.0.0.2",
+            "-w",
+            "%{http_code}",
+        ])
         .arg(site.heartbeat())
         .output()
         .unwrap();
-    assert_eq!(stranger.status.code(), Some(52), "curl: empty reply expected");
+    assert_eq!(
+        stranger.status.code(),
+        Some(52),
+        "curl: empty reply expected"
+    );
     assert_eq!(stdout(&stranger), "000");
 
     // Only the heartbeat location is served.
@@ -76,7 +103,9 @@ fn mcron_runs_the_job_every_ten_seconds() {
     let times: Vec<u32> = text
         .lines()
         .filter_map(|line| {
-            let clock = line.split(' ').find(|w| w.len() == 8 && w.matches(':').count() == 2)?;
+            let clock = line
+                .split(' ')
+                .find(|w| w.len() == 8 && w.matches(':').count() == 2)?;
             let mut parts = clock.split(':').map(|p| p.parse::<u32>().unwrap());
             let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
             Some(h * 3600 + m * 60 + s)
@@ -87,7 +116,11 @@ fn mcron_runs_the_job_every_ten_seconds() {
         assert_eq!((pair[1] + 86_400 - pair[0]) % 86_400, 10, "{text}");
     }
     assert!(times.iter().all(|t| t % 10 == 0), "{text}");
-    assert_eq!(text.matches("php-relaunch http://127.0.0.1:8889/php-heartbeat.php 5").count(), 7);
+    assert_eq!(
+        text.matches("php-relaunch http://127.0.0.1:8889/php-heartbeat.php 5")
+            .count(),
+        7
+    );
 }
 
 #[test]
@@ -99,8 +132,16 @@ fn crontab_example_runs_the_binary_by_full_path_with_the_classic_arguments() {
         .filter(|l| l.starts_with("* * * * * "))
         .collect();
     assert_eq!(jobs.len(), 2, "{text}");
-    assert!(jobs[0].starts_with("* * * * * /usr/local/bin/php-relaunch http://"), "{}", jobs[0]);
-    assert!(jobs[1].starts_with("* * * * * pgrep -x mcron >/dev/null || /usr/local/bin/php-relaunch "), "{}", jobs[1]);
+    assert!(
+        jobs[0].starts_with("* * * * * /usr/local/bin/php-relaunch http://"),
+        "{}",
+        jobs[0]
+    );
+    assert!(
+        jobs[1].starts_with("* * * * * pgrep -x mcron >/dev/null || /usr/local/bin/php-relaunch "),
+        "{}",
+        jobs[1]
+    );
     assert!(jobs[1].contains(" --every 10 "), "{}", jobs[1]);
     // Whatever the crontab says must parse: run its arguments through the real binary's --dry-run
     // against a closed port, which classifies as web server down (exit 4), never as bad input (2).

@@ -295,3 +295,31 @@ fn every_repeats_within_the_minute() {
         .count();
     assert!(requests >= 2, "--every made {requests} request(s)");
 }
+
+#[test]
+fn a_php_fpm_that_cannot_start_is_reported_still_down() {
+    let site = Site::start();
+    site.fpm.stop();
+    let broken = fs::read_to_string(&site.fpm.config).unwrap() + "pm.max_children = lots\n";
+    fs::write(&site.fpm.config, broken).unwrap();
+
+    let out = site.run(&site.heartbeat(), "2", &["--restart-timeout", "2"]);
+
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let line = &site.log_lines()[0];
+    assert_eq!(field(line, "verdict"), Some("502"), "{line}");
+    // Start failed, so it escalated once: kill whatever is left of the family, start again.
+    assert_eq!(field(line, "action"), Some("start+kill+start"), "{line}");
+    assert_eq!(field(line, "state"), Some("down"), "{line}");
+    assert_eq!(field(line, "new_pid"), Some("-"), "{line}");
+    let error = field(line, "error").unwrap();
+    assert!(error.starts_with("start: `"), "{line}");
+    assert!(
+        error.contains("pm.max_children"),
+        "php-fpm's own message belongs in the log: {line}"
+    );
+    assert!(
+        error.ends_with("; start: failed the same way again"),
+        "{line}"
+    );
+}

@@ -36,7 +36,7 @@ pub fn shared_tempdir() -> tempfile::TempDir {
 }
 
 pub fn signal(pid: u32, sig: Signal) {
-    if let Some(pid) = Pid::from_raw(pid as i32) {
+    if let Some(pid) = Pid::from_raw(pid.cast_signed()) {
         let _ = kill_process(pid, sig);
     }
 }
@@ -202,6 +202,8 @@ pub struct Nginx {
     pub port: u16,
     pub pid_file: PathBuf,
     pub config: PathBuf,
+    /// The master started here; kept so it can be ended even after its directory is gone.
+    started: std::cell::Cell<Option<u32>>,
 }
 
 impl Nginx {
@@ -252,6 +254,7 @@ impl Nginx {
             port,
             pid_file: dir.join("nginx.pid"),
             config: dir.join("nginx.conf"),
+            started: std::cell::Cell::new(None),
         };
         fs::write(
             &nginx.config,
@@ -281,6 +284,7 @@ impl Nginx {
         wait_until("nginx to listen", Duration::from_secs(10), || {
             TcpStream::connect(("127.0.0.1", self.port)).is_ok()
         });
+        self.started.set(self.master());
     }
 
     pub fn master(&self) -> Option<u32> {
@@ -306,7 +310,7 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        if let Some(pid) = self.master() {
+        if let Some(pid) = self.started.get().filter(|&pid| alive(pid)) {
             // QUIT lets the master take its workers along; KILL it if it lingers.
             signal(pid, Signal::TERM);
             let start = Instant::now();
