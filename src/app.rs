@@ -1,10 +1,10 @@
 //! One run: lock, probe, decide, act, log, alert. Builds the real pieces and reports what happened.
 
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Result;
-use chrono::{Local, Timelike};
+use chrono::{DateTime, Local, Timelike};
 
 use crate::alert;
 use crate::config::Config;
@@ -30,12 +30,15 @@ pub fn run(config: &Config) -> Result<Outcome> {
     } else {
         Some(Journal::open(&config.log)?)
     };
-    let minute_over = Instant::now() + until_next_minute();
+    // Only --every needs the wall clock's minute (and the time zone file that Local reads).
+    let minute_over = config.every.map(|_| Instant::now() + until_next_minute());
     let mut worst = Outcome::Healthy;
     loop {
         let started = Instant::now();
         worst = worst.max(check(config, journal.as_mut())?);
-        let Some(every) = config.every else { break };
+        let (Some(every), Some(minute_over)) = (config.every, minute_over) else {
+            break;
+        };
         let next = started + every;
         if next >= minute_over {
             break;
@@ -53,10 +56,14 @@ fn until_next_minute() -> Duration {
 
 /// One check: probe once, and act on what came back.
 fn check(config: &Config, journal: Option<&mut Journal>) -> Result<Outcome> {
-    let time = Local::now().fixed_offset();
+    let time = SystemTime::now();
     let verdict = probe::probe(&config.url, config.timeout);
+    let decision = policy::decide(&verdict.answer, &config.relaunch_on);
+    if decision == Decision::Healthy {
+        return Ok(Outcome::Healthy);
+    }
     let mut entry = Entry {
-        time,
+        time: DateTime::<Local>::from(time).fixed_offset(),
         url: config.url.clone(),
         verdict: verdict.answer.to_string(),
         latency: verdict.latency,
@@ -69,8 +76,8 @@ fn check(config: &Config, journal: Option<&mut Journal>) -> Result<Outcome> {
         error: verdict.answer.detail().map(str::to_owned),
     };
     let mut processes = Vec::new();
-    let outcome = match policy::decide(&verdict.answer, &config.relaunch_on) {
-        Decision::Healthy => return Ok(Outcome::Healthy),
+    let outcome = match decision {
+        Decision::Healthy => Outcome::Healthy,
         Decision::WebServerDown => {
             entry.state = "web-server-down";
             Outcome::Alerted

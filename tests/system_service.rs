@@ -1,11 +1,11 @@
 //! php-relaunch driving the system's own php8.2-fpm through the real `service` command and Debian's
-//! init script. These tests share one system service, so they run one at a time (a mutex), and each
-//! leaves the service as it found it (running or not), even when it fails.
+//! init script. These tests share one system service, so they run one at a time (a file lock, which
+//! also holds across processes under cargo-nextest), and each leaves the service as it found it
+//! (running or not), even when it fails.
 
 mod common;
 
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::{Nginx, alive, field, pids_of_exe, shared_tempdir, signal, state, stderr, wait_until};
@@ -16,7 +16,13 @@ const BINARY: &str = "/usr/sbin/php-fpm8.2";
 const SOCKET: &str = "unix:/run/php/php8.2-fpm.sock";
 const PID_FILE: &str = "/run/php/php8.2-fpm.pid";
 
-static SERIAL: Mutex<()> = Mutex::new(());
+/// Held while a test uses the system service.
+fn serial() -> std::fs::File {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("system-php-fpm.lock");
+    let file = std::fs::File::create(path).unwrap();
+    file.lock().unwrap();
+    file
+}
 
 fn service(action: &str) -> bool {
     Command::new("/usr/sbin/service")
@@ -35,7 +41,7 @@ struct SystemFpm {
     nginx: Option<Nginx>,
     // After nginx, which runs from it: fields are dropped in this order.
     dir: tempfile::TempDir,
-    _serial: MutexGuard<'static, ()>,
+    _serial: std::fs::File,
 }
 
 impl SystemFpm {

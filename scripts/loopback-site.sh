@@ -1,0 +1,85 @@
+# Sourced by scripts/demo.sh and bench/healthy-check.sh: a private php-fpm and nginx on loopback.
+#
+# site_up DIR PORT   php-fpm from a copy of Debian's binary (so Debian's init script never touches it),
+#                    own config, socket and pid file in DIR; nginx serving the project's heartbeat vhost
+#                    and allow-list on 127.0.0.1:PORT.
+# site_down DIR      ends exactly the processes site_up started, stopped ones included.
+
+project_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+site_up() {
+    local dir=$1 port=$2
+    chmod 755 "$dir"
+    cp /usr/sbin/php-fpm8.2 "$dir/php-fpm"
+    cat >"$dir/php-fpm.conf" <<CONF
+[global]
+pid = $dir/php-fpm.pid
+error_log = $dir/php-fpm.log
+
+[www]
+user = www-data
+group = www-data
+listen = $dir/php-fpm.sock
+listen.owner = www-data
+listen.group = www-data
+pm = static
+pm.max_children = 2
+CONF
+    "$dir/php-fpm" --daemonize --fpm-config "$dir/php-fpm.conf"
+
+    mkdir -p "$dir/www"
+    cp "$project_root/nginx/php-heartbeat.php" "$dir/www/"
+    cp "$project_root/nginx/heartbeat-allow.conf" /etc/nginx/fastcgi_params "$dir/"
+    sed -e "s/:8889;/:$port;/" \
+        -e "s#root /var/www/heartbeat;#root $dir/www;#" \
+        -e "s#unix:/run/php/php8.2-fpm.sock#unix:$dir/php-fpm.sock#" \
+        "$project_root/nginx/heartbeat.conf" >"$dir/heartbeat.conf"
+    cat >"$dir/nginx.conf" <<CONF
+user www-data;
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/nginx-error.log;
+events { worker_connections 64; }
+http {
+    include $dir/heartbeat-allow.conf;
+    include $dir/heartbeat.conf;
+}
+CONF
+    /usr/sbin/nginx -c "$dir/nginx.conf"
+}
+
+# Pids whose executable is $1.
+pids_of_exe() {
+    local proc
+    for proc in /proc/[0-9]*; do
+        [ "$(readlink "$proc/exe" 2>/dev/null)" = "$1" ] && echo "${proc#/proc/}"
+    done
+}
+
+site_down() {
+    local dir=$1 pid
+    if [ -f "$dir/nginx.pid" ]; then
+        kill "$(cat "$dir/nginx.pid")" 2>/dev/null
+    fi
+    for pid in $(pids_of_exe "$dir/php-fpm"); do
+        kill -CONT "$pid" 2>/dev/null
+        kill -KILL "$pid" 2>/dev/null
+    done
+}
+
+# A TCP port nobody listens on now.
+free_port() {
+    /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Installs the Debian packages named, those missing only.
+install_missing() {
+    local missing=() pkg
+    for pkg in "$@"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
