@@ -46,9 +46,7 @@ struct SystemFpm {
 
 impl SystemFpm {
     fn take(running: bool) -> SystemFpm {
-        let serial = SERIAL
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let serial = serial();
         let was_running = service("status");
         let fpm = SystemFpm {
             was_running,
