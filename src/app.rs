@@ -40,7 +40,8 @@ pub fn run(config: &Config) -> Result<Outcome> {
             break;
         };
         let next = started + every;
-        if next >= minute_over {
+        // The last check must end within the minute, so the next cron run finds the lock free.
+        if next + config.timeout >= minute_over {
             break;
         }
         thread::sleep(next.saturating_duration_since(Instant::now()));

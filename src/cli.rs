@@ -88,7 +88,8 @@ pub struct Cli {
     #[arg(long = "fpm-config", value_name = "CONF", requires = "fpm_bin")]
     pub fpm_config: Option<PathBuf>,
 
-    /// The master's pid file [default: the `pid` setting of the php-fpm configuration]
+    /// The master's pid file [default: the `pid` setting of the php-fpm configuration]; with --fpm-bin,
+    /// php-fpm is started with `--pid PATH`
     #[arg(long = "pid-file", value_name = "PATH")]
     pub pid_file: Option<PathBuf>,
 
@@ -108,7 +109,8 @@ pub struct Cli {
     #[arg(long = "relaunch-on", value_name = "CODES", default_value = "502,504")]
     pub relaunch_on: String,
 
-    /// Repeat the check every SECONDS until the current minute is over [default: check once]
+    /// Repeat the check every SECONDS while the next check can end within the current minute [default:
+    /// check once]
     #[arg(long = "every", value_name = "SECONDS")]
     pub every: Option<String>,
 

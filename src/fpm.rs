@@ -228,7 +228,11 @@ fn read_pid(path: &Path) -> Option<u32> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Via {
     Service(String),
-    Direct { bin: PathBuf, config: PathBuf },
+    Direct {
+        bin: PathBuf,
+        config: PathBuf,
+        pid_file: Option<PathBuf>,
+    },
 }
 
 /// The php-fpm this run keeps: how to control it and how to recognise its processes.
@@ -273,6 +277,7 @@ impl Instance {
                 Via::Direct {
                     bin: bin.clone(),
                     config: config.clone(),
+                    pid_file: pid_file.map(Path::to_owned),
                 },
                 Some(config.clone()),
                 Some(bin.canonicalize().unwrap_or_else(|_| bin.clone())),
@@ -372,12 +377,20 @@ impl Instance {
     fn start(&self, deadline: Duration) -> Result<()> {
         match &self.via {
             Via::Service(name) => service_command(name, "start", deadline),
-            Via::Direct { bin, config } => {
-                let args = [
+            Via::Direct {
+                bin,
+                config,
+                pid_file,
+            } => {
+                let mut args = vec![
                     OsStr::new("--daemonize"),
                     OsStr::new("--fpm-config"),
                     config.as_os_str(),
                 ];
+                // An explicit --pid-file is where the master must write its pid, whatever the config says.
+                if let Some(pid_file) = pid_file {
+                    args.extend([OsStr::new("--pid"), pid_file.as_os_str()]);
+                }
                 spawn::run_ok(bin, &args, None, deadline).map(drop)
             }
         }
@@ -594,6 +607,7 @@ mod tests {
             via: Via::Direct {
                 bin: bin.into(),
                 config: config.into(),
+                pid_file: None,
             },
             config: Some(config.into()),
             pid_file: None,

@@ -323,3 +323,35 @@ fn a_php_fpm_that_cannot_start_is_reported_still_down() {
         "{line}"
     );
 }
+
+#[test]
+fn an_explicit_pid_file_is_where_the_relaunched_master_writes() {
+    let site = Site::start();
+    site.fpm.stop();
+    // A config without a `pid` setting: only --pid-file says where the master's pid goes.
+    let conf = fs::read_to_string(&site.fpm.config).unwrap();
+    let conf: Vec<&str> = conf.lines().filter(|l| !l.starts_with("pid =")).collect();
+    fs::write(&site.fpm.config, conf.join("\n") + "\n").unwrap();
+    let pid_file = site.dir.path().join("custom.pid");
+
+    let out = site.run(
+        &site.heartbeat(),
+        "5",
+        &["--pid-file", pid_file.to_str().unwrap()],
+    );
+
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let master: u32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(master));
+    let line = &site.log_lines()[0];
+    assert_eq!(
+        field(line, "new_pid"),
+        Some(master.to_string().as_str()),
+        "{line}"
+    );
+    assert!(site.heartbeat_ok());
+}
