@@ -5,9 +5,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use lettre::message::Body;
 use lettre::message::Mailbox;
-use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::header::ContentType;
 use lettre::{Address, Message, SmtpTransport, Transport as _};
 
 use crate::config::Transport;
@@ -87,11 +86,9 @@ pub fn send(transport: &Transport, from: &Address, to: &[Address], alert: &Alert
     for address in to {
         builder = builder.to(Mailbox::new(None, address.clone()));
     }
-    // Plain 7-bit text when it is (it nearly always is), so the mail reads well even raw;
-    // lettre picks an encoding otherwise.
-    let body = Body::new_with_encoding(alert.body.clone(), ContentTransferEncoding::SevenBit)
-        .unwrap_or_else(|_| Body::new(alert.body.clone()));
-    let message = builder.body(body).context("building the alert mail")?;
+    let message = builder
+        .body(alert.body.clone())
+        .context("building the alert mail")?;
     match transport {
         Transport::Smtp { host, port } => {
             SmtpTransport::builder_dangerous(host.as_str())

@@ -87,10 +87,15 @@ fn hung_php_fpm_is_killed_and_started() {
 #[test]
 fn nginx_down_leaves_php_fpm_alone() {
     let site = Site::start();
+    let smtp = Smtp::start(site.dir.path());
     let master = site.fpm.master().unwrap();
     site.nginx.stop();
 
-    let out = site.run(&site.heartbeat(), "2", &[]);
+    let out = site.run(
+        &site.heartbeat(),
+        "2",
+        &["ops@example.com", "--smtp", &smtp.url()],
+    );
 
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     let lines = site.log_lines();
@@ -103,7 +108,15 @@ fn nginx_down_leaves_php_fpm_alone() {
         "{}",
         lines[0]
     );
+    assert_eq!(field(&lines[0], "mail"), Some("sent"), "{}", lines[0]);
     assert_eq!(site.fpm.master(), Some(master));
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1);
+    assert!(
+        messages[0].contains(": web server unreachable (refused)\n"),
+        "{}",
+        messages[0]
+    );
 }
 
 #[test]
@@ -354,4 +367,41 @@ fn an_explicit_pid_file_is_where_the_relaunched_master_writes() {
         "{line}"
     );
     assert!(site.heartbeat_ok());
+}
+
+#[test]
+fn the_alert_shows_the_processes_as_they_were_before_the_relaunch() {
+    let site = Site::start();
+    let smtp = Smtp::start(site.dir.path());
+    let old_master = site.fpm.master().unwrap();
+    site.fpm.freeze();
+
+    let out = site.run(
+        &site.heartbeat(),
+        "1",
+        &["ops@example.com", "--smtp", &smtp.url()],
+    );
+
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1);
+    let mail = &messages[0];
+    assert!(mail.contains("php-fpm relaunched after timeout"), "{mail}");
+    assert!(
+        mail.contains("php-fpm processes before the relaunch:"),
+        "{mail}"
+    );
+    let master_row = mail
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{old_master} ")))
+        .unwrap_or_else(|| panic!("no row for master {old_master}:\n{mail}"));
+    assert!(master_row.contains("Stopped"), "{master_row}");
+    assert!(master_row.contains(" KiB "), "{master_row}");
+    let title = format!("php-fpm: master process ({})", site.fpm.config.display());
+    assert!(master_row.ends_with(&title), "{master_row}");
+    let workers = mail
+        .lines()
+        .filter(|l| l.ends_with("php-fpm: pool www"))
+        .count();
+    assert_eq!(workers, 2, "{mail}");
 }

@@ -194,7 +194,8 @@ fn a_saturated_running_service_is_restarted_through_the_init_script() {
         common::curl_status(&url) != "200"
     });
 
-    let out = fpm.run(&[&url, "1", "", "0", "--service", SERVICE]);
+    // No --service: the running master's title names it.
+    let out = fpm.run(&[&url, "1"]);
 
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let line = fpm.log_line();

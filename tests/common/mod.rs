@@ -363,16 +363,40 @@ impl Smtp {
         format!("smtp://127.0.0.1:{}", self.port)
     }
 
-    /// Every message delivered so far.
+    /// Every message delivered so far, quoted-printable decoded (lettre uses it for lines over 76).
     pub fn messages(&self) -> Vec<String> {
         let Ok(entries) = fs::read_dir(self.maildir.join("new")) else {
             return Vec::new();
         };
         entries
             .flatten()
-            .map(|e| fs::read_to_string(e.path()).unwrap())
+            .map(|e| decode_quoted_printable(&fs::read_to_string(e.path()).unwrap()))
             .collect()
     }
+}
+
+/// Soft line breaks (`=` at the end of a line) joined, `=XX` turned back into bytes.
+fn decode_quoted_printable(text: &str) -> String {
+    let joined = text.replace("=\r\n", "").replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (bytes[i], hex) {
+            (b'=', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl Drop for Smtp {
