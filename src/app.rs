@@ -124,12 +124,12 @@ fn relaunch(config: &Config, entry: &mut Entry, processes: &mut Vec<Proc>) -> Ou
     }
 
     let mut last = None;
-    let mut verify = || {
+    let mut heartbeat_back = || {
         let (healthy, answer) = verify(config);
         last = Some(answer);
         healthy
     };
-    let mut done = fpm::relaunch(&instance, &procs, config.restart_timeout, &mut verify);
+    let mut done = fpm::relaunch(&instance, &procs, config.restart_timeout, &mut heartbeat_back);
     if config.php_cgi {
         fpm::relaunch_cgi(
             config.cgi_service.as_deref(),
