@@ -7,13 +7,15 @@ use anyhow::Result;
 use chrono::{DateTime, Local, Timelike};
 
 use crate::alert;
-use crate::config::Config;
+use crate::config::{Config, ProbeConfig};
 use crate::fpm::{self, Instance, Proc};
+use crate::health;
 use crate::journal::{Entry, Journal};
 use crate::lock;
 use crate::outcome::Outcome;
 use crate::policy::{self, Decision};
 use crate::probe::{self, Answer};
+use std::process::ExitCode;
 
 /// How often the heartbeat is asked again while waiting for a relaunched php-fpm.
 const VERIFY_INTERVAL: Duration = Duration::from_millis(200);
@@ -41,12 +43,27 @@ pub fn run(config: &Config) -> Result<Outcome> {
         };
         let next = started + every;
         // The last check must end within the minute, so the next cron run finds the lock free.
-        if next + config.timeout >= minute_over {
+        if next + config.probe.timeout >= minute_over {
             break;
         }
         thread::sleep(next.saturating_duration_since(Instant::now()));
     }
     Ok(worst)
+}
+
+/// `php-relaunch check`: probe once, say why on stdout; exit 0 healthy, 1 not.
+pub fn check_command(config: &ProbeConfig) -> ExitCode {
+    let (verdict, warnings) = health::check(config);
+    for warning in warnings {
+        eprintln!("php-relaunch: {warning}");
+    }
+    let (line, healthy) = health::report(config, &verdict);
+    println!("{line}");
+    if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn until_next_minute() -> Duration {
@@ -58,14 +75,18 @@ fn until_next_minute() -> Duration {
 /// One check: probe once, and act on what came back.
 fn check(config: &Config, journal: Option<&mut Journal>) -> Result<Outcome> {
     let time = SystemTime::now();
-    let verdict = probe::probe(&config.url, config.timeout);
-    let decision = policy::decide(&verdict.answer, &config.relaunch_on);
+    let (verdict, warnings) = health::check(&config.probe);
+    for warning in warnings {
+        eprintln!("php-relaunch: {warning}");
+    }
+    let fastcgi = config.probe.target.is_fastcgi();
+    let decision = policy::decide(&verdict.answer, &config.relaunch_on, fastcgi);
     if decision == Decision::Healthy {
         return Ok(Outcome::Healthy);
     }
     let mut entry = Entry {
         time: DateTime::<Local>::from(time).fixed_offset(),
-        url: config.url.clone(),
+        url: config.probe.target.to_string(),
         verdict: verdict.answer.to_string(),
         latency: verdict.latency,
         action: "none".to_owned(),
@@ -85,6 +106,10 @@ fn check(config: &Config, journal: Option<&mut Journal>) -> Result<Outcome> {
         }
         Decision::UnexpectedStatus => {
             entry.state = "unexpected-status";
+            Outcome::Alerted
+        }
+        Decision::Unhealthy => {
+            entry.state = "unhealthy";
             Outcome::Alerted
         }
         Decision::Relaunch => relaunch(config, &mut entry, &mut processes),
@@ -129,7 +154,12 @@ fn relaunch(config: &Config, entry: &mut Entry, processes: &mut Vec<Proc>) -> Ou
         last = Some(answer);
         healthy
     };
-    let mut done = fpm::relaunch(&instance, &procs, config.restart_timeout, &mut heartbeat_back);
+    let mut done = fpm::relaunch(
+        &instance,
+        &procs,
+        config.restart_timeout,
+        &mut heartbeat_back,
+    );
     if config.php_cgi {
         fpm::relaunch_cgi(
             config.cgi_service.as_deref(),
@@ -160,8 +190,9 @@ fn relaunch(config: &Config, entry: &mut Entry, processes: &mut Vec<Proc>) -> Ou
 /// Asks the heartbeat again until it is healthy or `--restart-timeout` has passed.
 fn verify(config: &Config) -> (bool, Answer) {
     let until = Instant::now() + config.restart_timeout;
+    let probe = &config.probe;
     loop {
-        let answer = probe::probe(&config.url, config.timeout).answer;
+        let answer = probe::probe(&probe.target, probe.timeout, probe.expect.as_deref()).answer;
         if answer.is_healthy() || Instant::now() >= until {
             return (answer.is_healthy(), answer);
         }

@@ -5,17 +5,30 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Result, anyhow};
-use clap::Parser;
 use clap::error::ErrorKind;
+use clap::{Args, Parser};
 
-use crate::config::Config;
+use crate::config::{Config, ProbeConfig};
 
 const AFTER_HELP: &str = "\
+Targets (URL):
+  http://HOST[:PORT]/PATH            the heartbeat page through the web server
+  fcgi://HOST:PORT[/PATH[?QUERY]]    php-fpm itself over TCP
+  unix:///SOCKET[;/PATH[?QUERY]]     php-fpm itself over a unix socket
+  Without PATH a FastCGI probe is a GET_VALUES management record (answered by a free worker);
+  with one it is a GET request whose SCRIPT_NAME and SCRIPT_FILENAME are PATH: php-fpm's
+  ping.path (`;/ping` expects `pong`), its pm.status_path (`;/status?json`, for thresholds) or an
+  absolute script file. Over FastCGI a refused connection or missing socket means php-fpm is down.
+
+Health check for containers: php-relaunch check TARGET [TIMEOUT]  (see `php-relaunch check --help`)
+
 Classification of the heartbeat answer:
   200-399                      healthy: exit 0, print nothing, change nothing
   --relaunch-on codes, timeout php-fpm is dead or hung: relaunch it
-  refused, DNS failure         the web server is down: log and alert, php-fpm untouched
+  refused, DNS failure         http: the web server is down: log and alert, php-fpm untouched
+                               fcgi, unix: php-fpm is down: relaunch it
   any other status             log and alert, no relaunch
+  --expect or a threshold fails  log and alert, no relaunch
 
 Exit codes:
   0  healthy
@@ -37,13 +50,17 @@ Log line (one per run that found a problem or did something):
 #[derive(Parser, Debug)]
 #[command(name = "php-relaunch", version, after_long_help = AFTER_HELP, allow_negative_numbers = true)]
 pub struct Cli {
-    /// The heartbeat page, e.g. http://127.0.0.1:8889/php-heartbeat.php (http:// only)
+    /// The heartbeat page, e.g. http://127.0.0.1:8889/php-heartbeat.php, or php-fpm itself:
+    /// fcgi://HOST:PORT[/PATH[?QUERY]] or unix:///SOCKET[;/PATH[?QUERY]]
     #[arg(value_name = "URL")]
     pub url: String,
 
     /// Hard deadline in seconds for the whole request (connect, headers and body); fractions allowed
     #[arg(value_name = "TIMEOUT")]
     pub timeout: String,
+
+    #[command(flatten)]
+    pub probe: ProbeArgs,
 
     /// Comma-separated addresses to alert; '' for none
     #[arg(value_name = "EMAILS", default_value = "")]
@@ -125,11 +142,61 @@ pub struct Cli {
     pub cgi_service: Option<String>,
 }
 
+/// Judging the reply, for a run and for `check` alike.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ProbeArgs {
+    /// The reply body must contain TEXT [default: pong for a FastCGI `/ping` path]
+    #[arg(long = "expect", value_name = "TEXT")]
+    pub expect: Option<String>,
+
+    /// Status page: unhealthy when more than N requests wait in the listen queue
+    #[arg(long = "listen-queue", value_name = "N")]
+    pub listen_queue: Option<u64>,
+
+    /// Status page: unhealthy when more than N workers are busy
+    #[arg(long = "active-processes", value_name = "N")]
+    pub active_processes: Option<u64>,
+
+    /// Status page: unhealthy when the pool hit pm.max_children more than N times since the previous check
+    #[arg(long = "max-children-reached", value_name = "N")]
+    pub max_children_reached: Option<u64>,
+
+    /// Status page: unhealthy when more than N slow requests were logged since the previous check
+    #[arg(long = "slow-requests", value_name = "N")]
+    pub slow_requests: Option<u64>,
+
+    /// Where the status counters are remembered between checks [default:
+    /// /var/lib/php-relaunch/<URL in safe characters>.json]
+    #[arg(long = "state", value_name = "PATH")]
+    pub state: Option<PathBuf>,
+}
+
+/// Health check for Docker HEALTHCHECK and Kubernetes exec probes: probe once, no lock, no restart, no
+/// log; exit 0 healthy, 1 unhealthy (also for bad arguments: Docker reserves 2), one line on stdout.
+#[derive(Parser, Debug)]
+#[command(name = "php-relaunch check", version)]
+pub struct CheckCli {
+    /// http://HOST[:PORT]/PATH, fcgi://HOST:PORT[/PATH[?QUERY]] or unix:///SOCKET[;/PATH[?QUERY]]
+    #[arg(value_name = "TARGET")]
+    pub target: String,
+
+    /// Hard deadline in seconds over connect, write and read; fractions allowed
+    #[arg(value_name = "TIMEOUT", default_value = "5")]
+    pub timeout: String,
+
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+}
+
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Parsed {
     /// Run with this configuration.
     Run(Box<Config>),
+    /// `check` this target.
+    Check(Box<ProbeConfig>),
+    /// `check` with arguments that do not parse: report unhealthy with this reason.
+    CheckUsage(String),
     /// Help or version was printed; exit with this code.
     Exit(ExitCode),
 }
@@ -140,6 +207,10 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    if args.get(1).is_some_and(|a| a == "check") {
+        return Ok(parse_check(&args[1..]));
+    }
     match Cli::try_parse_from(args) {
         Ok(cli) => Ok(Parsed::Run(Box::new(Config::from_cli(cli)?))),
         Err(err)
@@ -153,6 +224,28 @@ where
             Ok(Parsed::Exit(ExitCode::SUCCESS))
         }
         Err(err) => Err(anyhow!(
+            "{} (see --help)",
+            first_paragraph(&err.to_string())
+        )),
+    }
+}
+
+fn parse_check(args: &[OsString]) -> Parsed {
+    match CheckCli::try_parse_from(args) {
+        Ok(cli) => match ProbeConfig::new(&cli.target, &cli.timeout, cli.probe) {
+            Ok(config) => Parsed::Check(Box::new(config)),
+            Err(err) => Parsed::CheckUsage(format!("{err:#}")),
+        },
+        Err(err)
+            if matches!(
+                err.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+            ) =>
+        {
+            let _ = err.print();
+            Parsed::Exit(ExitCode::SUCCESS)
+        }
+        Err(err) => Parsed::CheckUsage(format!(
             "{} (see --help)",
             first_paragraph(&err.to_string())
         )),
@@ -178,6 +271,21 @@ mod tests {
     #[test]
     fn cli_is_valid() {
         Cli::command().debug_assert();
+        CheckCli::command().debug_assert();
+    }
+
+    #[test]
+    fn check_errors_are_usage_reports_not_errors() {
+        let parsed = parse(["php-relaunch", "check", "unix:///x.sock", "0"]).unwrap();
+        let Parsed::CheckUsage(reason) = parsed else {
+            panic!("{parsed:?}")
+        };
+        assert_eq!(reason, "TIMEOUT must be greater than 0 seconds, got '0'");
+        let parsed = parse(["php-relaunch", "check"]).unwrap();
+        let Parsed::CheckUsage(reason) = parsed else {
+            panic!("{parsed:?}")
+        };
+        assert!(reason.contains("<TARGET>"), "{reason}");
     }
 
     fn error_of(args: &[&str]) -> String {

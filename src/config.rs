@@ -8,16 +8,33 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use lettre::Address;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, ProbeArgs};
 use crate::fpm;
+use crate::probe::fastcgi;
+use crate::probe::status::Thresholds;
+use crate::probe::{Script, Target};
+use crate::state;
+
+/// What to probe and how to judge the answer: shared by a run and by `check`.
+#[derive(Debug, Clone)]
+pub struct ProbeConfig {
+    /// The heartbeat page, or php-fpm itself over FastCGI.
+    pub target: Target,
+    /// The hard deadline of one probe.
+    pub timeout: Duration,
+    /// Text the reply body must contain.
+    pub expect: Option<String>,
+    /// Limits on php-fpm's status page.
+    pub thresholds: Thresholds,
+    /// Where the status counters are remembered between checks.
+    pub state: PathBuf,
+}
 
 /// Everything a run needs to know, checked.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The heartbeat page.
-    pub url: String,
-    /// The hard deadline of one heartbeat request.
-    pub timeout: Duration,
+    /// What to probe and how to judge it.
+    pub probe: ProbeConfig,
     /// Who gets alerts; empty for nobody.
     pub recipients: Vec<Address>,
     /// Whether a relaunch also restarts php-cgi.
@@ -77,8 +94,7 @@ pub enum Transport {
 impl Config {
     /// Validates the command line. Errors name the argument and the offending value.
     pub fn from_cli(cli: Cli) -> Result<Config> {
-        let url = heartbeat_url(&cli.url)?;
-        let timeout = seconds("TIMEOUT", &cli.timeout)?;
+        let probe = ProbeConfig::new(&cli.url, &cli.timeout, cli.probe)?;
         let recipients = recipients(&cli.emails)?;
         let php_cgi = match cli.php_cgi.as_str() {
             "0" => false,
@@ -107,8 +123,7 @@ impl Config {
         }
         let cgi_service = cli.cgi_service.map(service_name).transpose()?;
         Ok(Config {
-            url,
-            timeout,
+            probe,
             recipients,
             php_cgi,
             log: cli.log,
@@ -126,10 +141,116 @@ impl Config {
     }
 }
 
+impl ProbeConfig {
+    /// Validates a target, its timeout and the options that judge its answer.
+    pub fn new(target_text: &str, timeout: &str, args: ProbeArgs) -> Result<ProbeConfig> {
+        let target = target(target_text)?;
+        let timeout = seconds("TIMEOUT", timeout)?;
+        let thresholds = Thresholds {
+            listen_queue: args.listen_queue,
+            active_processes: args.active_processes,
+            max_children_reached: args.max_children_reached,
+            slow_requests: args.slow_requests,
+        };
+        if thresholds.any() {
+            ensure!(
+                !matches!(target, Target::FastCgi { script: None, .. }),
+                "status thresholds need php-fpm's status page: add its path, e.g. '{target_text};/status?json'"
+            );
+        }
+        // php-fpm's ping answers `pong` unless ping.response says otherwise.
+        let expect = args.expect.or_else(|| match &target {
+            Target::FastCgi {
+                script: Some(script),
+                ..
+            } if script.path == "/ping" => Some("pong".to_owned()),
+            _ => None,
+        });
+        if expect.is_some() {
+            ensure!(
+                !matches!(target, Target::FastCgi { script: None, .. }),
+                "--expect needs a reply body, and GET_VALUES has none: add a path such as ';/ping'"
+            );
+        }
+        let state = args
+            .state
+            .unwrap_or_else(|| state::default_path(target_text));
+        Ok(ProbeConfig {
+            target,
+            timeout,
+            expect,
+            thresholds,
+            state,
+        })
+    }
+}
+
+/// A probe target: `http://…`, `fcgi://HOST:PORT[/PATH[?QUERY]]` or `unix:///SOCKET[;/PATH[?QUERY]]`.
+fn target(text: &str) -> Result<Target> {
+    if let Some(rest) = text.strip_prefix("fcgi://") {
+        let (authority, script) = match rest.find('/') {
+            Some(at) => (&rest[..at], &rest[at..]),
+            None => (rest, ""),
+        };
+        let (host, port) = split_host_port(authority);
+        ensure!(valid_host(host), "URL '{text}' has a bad host '{host}'");
+        let port = match port {
+            None => 9000,
+            Some(port) => match port.parse::<u16>() {
+                Ok(port) if port > 0 => port,
+                _ => bail!("URL '{text}' has a bad port '{port}'"),
+            },
+        };
+        return Ok(Target::FastCgi {
+            text: text.to_owned(),
+            address: fastcgi::Address::Tcp {
+                host: host.to_owned(),
+                port,
+            },
+            script: fastcgi_script(text, script)?,
+        });
+    }
+    if let Some(rest) = text.strip_prefix("unix://") {
+        let (socket, script) = rest.split_once(';').unwrap_or((rest, ""));
+        ensure!(
+            socket.starts_with('/') && socket.len() > 1,
+            "URL '{text}' needs an absolute socket path: unix:///run/php/php-fpm.sock[;/PATH]"
+        );
+        ensure!(
+            script.is_empty() || script.starts_with('/'),
+            "URL '{text}': the path after ';' must start with '/'"
+        );
+        return Ok(Target::FastCgi {
+            text: text.to_owned(),
+            address: fastcgi::Address::Unix(PathBuf::from(socket)),
+            script: fastcgi_script(text, script)?,
+        });
+    }
+    heartbeat_url(text).map(Target::Http)
+}
+
+/// `/PATH[?QUERY]` → the script to request; empty or `/` → none (GET_VALUES).
+fn fastcgi_script(text: &str, script: &str) -> Result<Option<Script>> {
+    if script.is_empty() || script == "/" {
+        return Ok(None);
+    }
+    ensure!(
+        !script.chars().any(char::is_control),
+        "URL '{text}' has a control character in its path"
+    );
+    let (path, query) = script.split_once('?').unwrap_or((script, ""));
+    Ok(Some(Script {
+        path: path.to_owned(),
+        query: query.to_owned(),
+    }))
+}
+
 /// Checks that `text` is an http:// URL with a plausible host; returns it unchanged.
 fn heartbeat_url(text: &str) -> Result<String> {
     let Some((scheme, rest)) = text.split_once("://") else {
-        bail!("URL '{text}' has no scheme: write it as http://HOST[:PORT]/PATH");
+        bail!(
+            "URL '{text}' has no scheme: write it as http://HOST[:PORT]/PATH, fcgi://HOST:PORT[/PATH] or unix:///SOCKET[;/PATH]"
+        );
     };
     if scheme.eq_ignore_ascii_case("https") {
         bail!("URL '{text}': https is not supported; probe the heartbeat over http on loopback");
@@ -307,12 +428,16 @@ mod tests {
             "http://[::1]:8889/",
             "HTTP://localhost",
         ] {
-            assert!(heartbeat_url(good).is_ok(), "{good}");
+            assert_eq!(target(good).unwrap(), Target::Http(good.to_owned()));
         }
         for (bad, says) in [
             ("127.0.0.1/php-heartbeat.php", "no scheme"),
             ("https://example.com/", "https is not supported"),
             ("ftp://example.com/", "only http://"),
+            ("unix://relative.sock", "absolute socket path"),
+            ("unix:///run/php.sock;ping", "must start with '/'"),
+            ("fcgi://bad host:9000/ping", "bad host"),
+            ("fcgi://127.0.0.1:0/ping", "bad port"),
             ("http://exa mple/", "bad host"),
             ("http://-bad-/", "bad host"),
             ("http:///path", "bad host"),
@@ -320,9 +445,118 @@ mod tests {
             ("http://host:99999/", "bad port"),
             ("http://user@host/", "credentials"),
         ] {
-            let err = heartbeat_url(bad).expect_err(bad).to_string();
+            let err = target(bad).expect_err(bad).to_string();
             assert!(err.contains(says), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn fastcgi_targets() {
+        use fastcgi::Address;
+        let unix = |socket: &str| Address::Unix(PathBuf::from(socket));
+        let script = |path: &str, query: &str| {
+            Some(Script {
+                path: path.into(),
+                query: query.into(),
+            })
+        };
+        let cases = [
+            (
+                "unix:///run/php/php8.2-fpm.sock",
+                unix("/run/php/php8.2-fpm.sock"),
+                None,
+            ),
+            (
+                "unix:///run/php/php8.2-fpm.sock;/ping",
+                unix("/run/php/php8.2-fpm.sock"),
+                script("/ping", ""),
+            ),
+            (
+                "unix:///run/php/php8.2-fpm.sock;/status?json&full",
+                unix("/run/php/php8.2-fpm.sock"),
+                script("/status", "json&full"),
+            ),
+            (
+                "fcgi://127.0.0.1:9000/ping",
+                Address::Tcp {
+                    host: "127.0.0.1".into(),
+                    port: 9000,
+                },
+                script("/ping", ""),
+            ),
+            (
+                "fcgi://localhost",
+                Address::Tcp {
+                    host: "localhost".into(),
+                    port: 9000,
+                },
+                None,
+            ),
+            (
+                "fcgi://[::1]:9001/var/www/heartbeat/php-heartbeat.php",
+                Address::Tcp {
+                    host: "::1".into(),
+                    port: 9001,
+                },
+                script("/var/www/heartbeat/php-heartbeat.php", ""),
+            ),
+        ];
+        for (text, address, script) in cases {
+            assert_eq!(
+                target(text).unwrap(),
+                Target::FastCgi {
+                    text: text.into(),
+                    address,
+                    script
+                },
+                "{text}"
+            );
+        }
+    }
+
+    fn probe_args() -> ProbeArgs {
+        ProbeArgs {
+            expect: None,
+            listen_queue: None,
+            active_processes: None,
+            max_children_reached: None,
+            slow_requests: None,
+            state: None,
+        }
+    }
+
+    #[test]
+    fn ping_expects_pong_unless_told_otherwise() {
+        let ping = ProbeConfig::new("unix:///x.sock;/ping", "1", probe_args()).unwrap();
+        assert_eq!(ping.expect.as_deref(), Some("pong"));
+        let custom = ProbeArgs {
+            expect: Some("alive".into()),
+            ..probe_args()
+        };
+        let ping = ProbeConfig::new("unix:///x.sock;/ping", "1", custom).unwrap();
+        assert_eq!(ping.expect.as_deref(), Some("alive"));
+        let script = ProbeConfig::new("unix:///x.sock;/hb.php", "1", probe_args()).unwrap();
+        assert_eq!(script.expect, None);
+    }
+
+    #[test]
+    fn thresholds_and_expect_need_a_reply_body() {
+        let limits = ProbeArgs {
+            listen_queue: Some(5),
+            ..probe_args()
+        };
+        let err = ProbeConfig::new("unix:///x.sock", "1", limits)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("add its path, e.g. 'unix:///x.sock;/status?json'"),
+            "{err}"
+        );
+        let expect = ProbeArgs {
+            expect: Some("pong".into()),
+            ..probe_args()
+        };
+        assert!(ProbeConfig::new("fcgi://127.0.0.1:9000", "1", expect).is_err());
     }
 
     #[test]

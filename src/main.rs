@@ -5,6 +5,7 @@ mod app;
 mod cli;
 mod config;
 mod fpm;
+mod health;
 mod journal;
 mod lock;
 mod outcome;
@@ -12,12 +13,19 @@ mod policy;
 mod probe;
 mod secure_file;
 mod spawn;
+mod state;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let config = match cli::parse(std::env::args_os()) {
         Ok(cli::Parsed::Run(config)) => config,
+        Ok(cli::Parsed::Check(config)) => return app::check_command(&config),
+        Ok(cli::Parsed::CheckUsage(reason)) => {
+            // Docker reserves exit code 2; a health check that cannot run is unhealthy.
+            println!("unhealthy: bad arguments: {reason}");
+            return ExitCode::FAILURE;
+        }
         Ok(cli::Parsed::Exit(code)) => return code,
         Err(err) => {
             eprintln!("php-relaunch: {err:#}");

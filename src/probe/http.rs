@@ -1,11 +1,12 @@
 //! The HTTP heartbeat probe: one GET through ureq with a total deadline over DNS, connect, headers and
 //! body, no proxy, no redirects followed.
 
-use std::io;
+use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
 use ureq::Agent;
 
+use super::fastcgi::MAX_REPLY;
 use super::{Answer, Verdict};
 
 /// Requests `url` once; the whole exchange must finish within `timeout`.
@@ -20,11 +21,17 @@ pub fn probe_http(url: &str, timeout: Duration) -> Verdict {
         .build()
         .into();
     let started = Instant::now();
+    let mut body = Vec::new();
     let answer = match agent.get(url).call() {
         Ok(mut response) => {
-            // A status line alone is not an answer: the body must arrive in time too.
-            let mut body = response.body_mut().as_reader();
-            match io::copy(&mut body, &mut io::sink()) {
+            // A status line alone is not an answer: the body must arrive in time too. The first
+            // MAX_REPLY bytes are kept for --expect, the rest read and dropped.
+            let mut reader = response.body_mut().as_reader();
+            let read = (&mut reader)
+                .take(MAX_REPLY as u64)
+                .read_to_end(&mut body)
+                .and_then(|_| io::copy(&mut reader, &mut io::sink()));
+            match read {
                 Ok(_) => Answer::Status(response.status().as_u16()),
                 Err(err) => classify_io(&err),
             }
@@ -34,6 +41,7 @@ pub fn probe_http(url: &str, timeout: Duration) -> Verdict {
     Verdict {
         answer,
         latency: started.elapsed(),
+        body,
     }
 }
 
@@ -54,7 +62,7 @@ fn classify_io(err: &io::Error) -> Answer {
         return Answer::Timeout;
     }
     match err.kind() {
-        io::ErrorKind::ConnectionRefused => Answer::Refused,
+        io::ErrorKind::ConnectionRefused => Answer::Refused("connection refused".to_owned()),
         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Answer::Timeout,
         // std reports a failed getaddrinfo as an uncategorized error with this message.
         _ if err.to_string().contains("failed to lookup address") => Answer::Dns(err.to_string()),
@@ -93,6 +101,7 @@ mod tests {
         );
         let verdict = probe_http(&url, Duration::from_secs(5));
         assert_eq!(verdict.answer, Answer::Status(502));
+        assert_eq!(verdict.body, b"bad");
         server.join().unwrap();
     }
 
@@ -115,7 +124,10 @@ mod tests {
             .unwrap()
             .port();
         let verdict = probe_http(&format!("http://127.0.0.1:{port}/"), Duration::from_secs(2));
-        assert_eq!(verdict.answer, Answer::Refused);
+        assert_eq!(
+            verdict.answer,
+            Answer::Refused("connection refused".to_owned())
+        );
     }
 
     #[test]

@@ -1,34 +1,84 @@
-//! Asking the heartbeat once, with a hard deadline, and saying what came back.
+//! Asking the heartbeat once, with a hard deadline, and saying what came back: over HTTP through the
+//! web server, or straight to php-fpm over FastCGI.
 
+pub mod fastcgi;
 mod http;
+pub mod status;
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-pub use http::probe_http;
+use fastcgi::Address;
+
+/// What to probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The heartbeat page through the web server: `http://HOST[:PORT]/PATH`.
+    Http(String),
+    /// php-fpm itself: `fcgi://HOST:PORT[/PATH[?QUERY]]` or `unix:///SOCKET[;/PATH[?QUERY]]`.
+    FastCgi {
+        /// The target as written, for messages and the log.
+        text: String,
+        /// Where php-fpm listens.
+        address: Address,
+        /// The script to request; `None` for a GET_VALUES management record.
+        script: Option<Script>,
+    },
+}
+
+/// A script path and query for a FastCGI request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Script {
+    /// SCRIPT_NAME and SCRIPT_FILENAME: `ping.path`, `pm.status_path` or an absolute file.
+    pub path: String,
+    /// QUERY_STRING, without the `?`.
+    pub query: String,
+}
+
+impl Target {
+    /// Whether this target speaks FastCGI straight to php-fpm (so a refused connection means
+    /// php-fpm is down, not the web server).
+    pub fn is_fastcgi(&self) -> bool {
+        matches!(self, Target::FastCgi { .. })
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Http(url) => f.write_str(url),
+            Target::FastCgi { text, .. } => f.write_str(text),
+        }
+    }
+}
 
 /// What the heartbeat answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    /// A complete HTTP response with this status.
+    /// A complete response with this status (a FastCGI reply's `Status:` header; absent means 200).
     Status(u16),
     /// No complete answer within the deadline.
     Timeout,
-    /// Nothing listens at the address.
-    Refused,
+    /// Nothing listens at the address, with the detail (refused, no such socket).
+    Refused(String),
     /// The host name does not resolve.
     Dns(String),
-    /// Any other network failure (reset, malformed reply …), with its description.
+    /// Any other failure (reset, malformed reply …), with its description.
     Failed(String),
+    /// A healthy status, but the body or the pool's status page failed a check: `--expect`, or a
+    /// status threshold. The reason says which.
+    Unhealthy(String),
 }
 
-/// One heartbeat request: what came back and how long it took.
+/// One probe: what came back, how long it took, and the body for later checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     /// The answer.
     pub answer: Answer,
     /// Time from the start of the request to the answer (or the deadline).
     pub latency: Duration,
+    /// The response body (at most [`fastcgi::MAX_REPLY`] bytes of it).
+    pub body: Vec<u8>,
 }
 
 impl Answer {
@@ -40,26 +90,118 @@ impl Answer {
     /// The detail of a failure, for the log's `error=` field.
     pub fn detail(&self) -> Option<&str> {
         match self {
-            Answer::Dns(detail) | Answer::Failed(detail) => Some(detail),
-            _ => None,
+            Answer::Refused(detail)
+            | Answer::Dns(detail)
+            | Answer::Failed(detail)
+            | Answer::Unhealthy(detail) => Some(detail),
+            Answer::Status(_) | Answer::Timeout => None,
         }
     }
 }
 
-/// The log's `verdict=` token: the status code, `timeout`, `refused`, `dns` or `error`.
+/// The log's `verdict=` token: the status code, `timeout`, `refused`, `dns`, `error` or `unhealthy`.
 impl fmt::Display for Answer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Answer::Status(code) => write!(f, "{code}"),
             Answer::Timeout => f.write_str("timeout"),
-            Answer::Refused => f.write_str("refused"),
+            Answer::Refused(_) => f.write_str("refused"),
             Answer::Dns(_) => f.write_str("dns"),
             Answer::Failed(_) => f.write_str("error"),
+            Answer::Unhealthy(_) => f.write_str("unhealthy"),
         }
     }
 }
 
-/// Probes the target once within `timeout`.
-pub fn probe(url: &str, timeout: Duration) -> Verdict {
-    probe_http(url, timeout)
+/// Probes `target` once within `timeout`; a healthy answer whose body lacks `expect` is unhealthy.
+pub fn probe(target: &Target, timeout: Duration, expect: Option<&str>) -> Verdict {
+    let mut verdict = match target {
+        Target::Http(url) => http::probe_http(url, timeout),
+        Target::FastCgi {
+            address, script, ..
+        } => probe_fastcgi(address, script.as_ref(), timeout),
+    };
+    if let Some(text) = expect
+        && verdict.answer.is_healthy()
+        && !contains(&verdict.body, text.as_bytes())
+    {
+        verdict.answer = Answer::Unhealthy(format!("the reply lacks '{text}'"));
+    }
+    verdict
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn probe_fastcgi(address: &Address, script: Option<&Script>, timeout: Duration) -> Verdict {
+    let started = Instant::now();
+    let result = exchange(address, script, started + timeout);
+    let latency = started.elapsed();
+    let (answer, body) = match result {
+        Ok((status, body)) => (Answer::Status(status), body),
+        Err(fastcgi::Error::Timeout) => (Answer::Timeout, Vec::new()),
+        Err(fastcgi::Error::Refused(detail)) => (Answer::Refused(detail), Vec::new()),
+        Err(err @ (fastcgi::Error::Io(_) | fastcgi::Error::Protocol(_))) => {
+            (Answer::Failed(err.to_string()), Vec::new())
+        }
+    };
+    Verdict {
+        answer,
+        latency,
+        body,
+    }
+}
+
+/// One FastCGI exchange: GET_VALUES without a script, a GET request with one.
+fn exchange(
+    address: &Address,
+    script: Option<&Script>,
+    deadline: Instant,
+) -> Result<(u16, Vec<u8>), fastcgi::Error> {
+    let mut conn = fastcgi::Connection::open(address, deadline)?;
+    let Some(script) = script else {
+        conn.send(&fastcgi::get_values_request())?;
+        fastcgi::read_get_values_result(&mut conn)?;
+        return Ok((200, Vec::new()));
+    };
+    let params = params(address, script);
+    let params: Vec<(&str, &str)> = params.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    conn.send(&fastcgi::request(&params))?;
+    let reply = fastcgi::read_reply(&mut conn)?;
+    let (status, body) = fastcgi::parse_cgi(&reply.stdout)?;
+    Ok((status, body.to_vec()))
+}
+
+/// The CGI parameters php-fpm needs to run a script (or answer its ping and status paths).
+fn params(address: &Address, script: &Script) -> Vec<(&'static str, String)> {
+    let (server_addr, server_port) = match address {
+        Address::Tcp { host, port } => (host.clone(), port.to_string()),
+        Address::Unix(_) => ("127.0.0.1".to_owned(), "0".to_owned()),
+    };
+    let uri = if script.query.is_empty() {
+        script.path.clone()
+    } else {
+        format!("{}?{}", script.path, script.query)
+    };
+    vec![
+        ("GATEWAY_INTERFACE", "CGI/1.1".to_owned()),
+        (
+            "SERVER_SOFTWARE",
+            concat!("php-relaunch/", env!("CARGO_PKG_VERSION")).to_owned(),
+        ),
+        ("SERVER_PROTOCOL", "HTTP/1.1".to_owned()),
+        ("SERVER_NAME", "localhost".to_owned()),
+        ("SERVER_ADDR", server_addr),
+        ("SERVER_PORT", server_port),
+        ("REMOTE_ADDR", "127.0.0.1".to_owned()),
+        ("REQUEST_METHOD", "GET".to_owned()),
+        ("SCRIPT_NAME", script.path.clone()),
+        ("SCRIPT_FILENAME", script.path.clone()),
+        ("DOCUMENT_URI", script.path.clone()),
+        ("REQUEST_URI", uri),
+        ("QUERY_STRING", script.query.clone()),
+        ("CONTENT_LENGTH", "0".to_owned()),
+        ("HTTP_HOST", "localhost".to_owned()),
+    ]
 }

@@ -1,0 +1,190 @@
+//! The small memory between runs, one JSON file per target: written atomically (a temporary file in
+//! the same directory, fsynced, renamed over the old one), never read through a symlink. A missing file
+//! is a fresh start; a corrupt one is reported and treated as fresh, never a reason to stop watching.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow};
+use rustix::fs::OFlags;
+use serde::{Deserialize, Serialize};
+
+use crate::probe::status::Counters;
+
+/// Where state files live by default.
+pub const DIR: &str = "/var/lib/php-relaunch";
+
+/// What is remembered about one target.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// The target this state is about, for people reading the file.
+    #[serde(default)]
+    pub target: String,
+    /// php-fpm's status counters at the previous check.
+    #[serde(default)]
+    pub status: Option<Counters>,
+}
+
+/// The default state file of a target: `/var/lib/php-relaunch/<target in safe characters>.json`.
+pub fn default_path(target: &str) -> PathBuf {
+    let mut name = String::new();
+    for c in target.chars() {
+        let c = if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+            c
+        } else {
+            '_'
+        };
+        if !(c == '_' && name.ends_with('_')) {
+            name.push(c);
+        }
+    }
+    let name: String = name.trim_matches('_').chars().take(120).collect();
+    Path::new(DIR).join(format!("{name}.json"))
+}
+
+/// Loads the state; `Ok((state, Some(warning)))` when the file was unusable and a fresh state is used.
+pub fn load(path: &Path) -> Result<(State, Option<String>)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(OFlags::NOFOLLOW.bits().cast_signed())
+        .open(path);
+    let mut file = match file {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok((State::default(), None)),
+        Err(_)
+            if path
+                .symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_symlink()) =>
+        {
+            return Err(anyhow!(
+                "refusing state file '{}': it is a symbolic link",
+                path.display()
+            ));
+        }
+        Err(err) => {
+            return Err(anyhow!(
+                "cannot read state file '{}': {err}",
+                path.display()
+            ));
+        }
+    };
+    let mut text = String::new();
+    if let Err(err) = file.read_to_string(&mut text) {
+        return Err(anyhow!(
+            "cannot read state file '{}': {err}",
+            path.display()
+        ));
+    }
+    match serde_json::from_str(&text) {
+        Ok(state) => Ok((state, None)),
+        Err(err) => Ok((
+            State::default(),
+            Some(format!(
+                "state file '{}' is corrupt ({err}); starting afresh",
+                path.display()
+            )),
+        )),
+    }
+}
+
+/// Replaces the state file atomically: a crash leaves either the old file or the new one, whole.
+pub fn save(path: &Path, state: &State) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).with_context(|| format!("creating '{}'", dir.display()))?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(".state-")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in '{}'", dir.display()))?;
+    let mut json = serde_json::to_vec_pretty(state)?;
+    json.push(b'\n');
+    temp.write_all(&json)?;
+    temp.as_file().sync_all()?;
+    // rename(2) replaces a symlink at `path` itself, never what it points to.
+    temp.persist(path)
+        .with_context(|| format!("replacing state file '{}'", path.display()))?;
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counters() -> Counters {
+        Counters {
+            start_time: 1,
+            max_children_reached: 2,
+            slow_requests: 3,
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/state.json");
+        let state = State {
+            target: "unix:///x.sock;/status?json".into(),
+            status: Some(counters()),
+        };
+        save(&path, &state).unwrap();
+        assert_eq!(load(&path).unwrap(), (state, None));
+        // Nothing but the state file is left behind.
+        assert_eq!(fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn missing_is_fresh_and_corrupt_is_fresh_with_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        assert_eq!(load(&path).unwrap(), (State::default(), None));
+        fs::write(&path, "{\"status\": {\"start_time\": ").unwrap();
+        let (state, warning) = load(&path).unwrap();
+        assert_eq!(state, State::default());
+        assert!(warning.unwrap().contains("is corrupt"));
+    }
+
+    #[test]
+    fn a_partial_temporary_file_leaves_the_old_state_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let state = State {
+            target: "t".into(),
+            status: Some(counters()),
+        };
+        save(&path, &state).unwrap();
+        // What a crash in the middle of a save leaves: a half-written temporary file beside it.
+        fs::write(dir.path().join(".state-crashed"), "{\"targ").unwrap();
+        assert_eq!(load(&path).unwrap().0, state);
+    }
+
+    #[test]
+    fn symlinks_are_refused_and_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        fs::write(&target, "keep").unwrap();
+        let link = dir.path().join("state.json");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = load(&link).unwrap_err().to_string();
+        assert!(err.contains("is a symbolic link"), "{err}");
+        save(&link, &State::default()).unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
+        assert!(!link.symlink_metadata().unwrap().file_type().is_symlink());
+    }
+
+    #[test]
+    fn default_paths_are_readable_and_safe() {
+        assert_eq!(
+            default_path("unix:///run/php/php8.2-fpm.sock;/status?json"),
+            Path::new("/var/lib/php-relaunch/unix_run_php_php8.2-fpm.sock_status_json.json")
+        );
+        assert_eq!(
+            default_path("fcgi://127.0.0.1:9000/status?json"),
+            Path::new("/var/lib/php-relaunch/fcgi_127.0.0.1_9000_status_json.json")
+        );
+    }
+}
