@@ -89,10 +89,22 @@ pub struct Fpm {
     pub config: PathBuf,
     pub pid_file: PathBuf,
     pub socket: PathBuf,
+    /// The TCP port it listens on instead of `socket`, if any.
+    pub port: Option<u16>,
 }
 
 impl Fpm {
+    /// An instance listening on a unix socket in `dir`.
     pub fn new(dir: &Path) -> Fpm {
+        Fpm::create(dir, None)
+    }
+
+    /// An instance listening on a free loopback TCP port.
+    pub fn new_tcp(dir: &Path) -> Fpm {
+        Fpm::create(dir, Some(free_port()))
+    }
+
+    fn create(dir: &Path, port: Option<u16>) -> Fpm {
         let bin = dir.join("php-fpm");
         fs::copy("/usr/sbin/php-fpm8.2", &bin).unwrap();
         let fpm = Fpm {
@@ -103,17 +115,21 @@ impl Fpm {
                 .unwrap_or(dir.join("php-fpm.conf")),
             pid_file: dir.join("php-fpm.pid"),
             socket: dir.join("php-fpm.sock"),
+            port,
+        };
+        let listen = match port {
+            Some(port) => format!("127.0.0.1:{port}"),
+            None => fpm.socket.display().to_string(),
         };
         fs::write(
             &fpm.config,
             format!(
                 "[global]\npid = {pid}\nerror_log = {dir}/php-fpm.log\ndaemonize = yes\n\n\
-                 [www]\nuser = www-data\ngroup = www-data\nlisten = {sock}\n\
+                 [www]\nuser = www-data\ngroup = www-data\nlisten = {listen}\n\
                  listen.owner = www-data\nlisten.group = www-data\nlisten.mode = 0660\n\
                  pm = static\npm.max_children = 2\nping.path = /ping\npm.status_path = /status\n",
                 pid = fpm.pid_file.display(),
                 dir = dir.display(),
-                sock = fpm.socket.display(),
             ),
         )
         .unwrap();
@@ -174,6 +190,23 @@ impl Fpm {
         wait_until("php-fpm to stop", Duration::from_secs(5), || {
             self.pids().iter().all(|&p| state(p) == Some('T'))
         });
+    }
+
+    /// The FastCGI target of `path` on this instance ("" for GET_VALUES).
+    pub fn target(&self, path: &str) -> String {
+        match self.port {
+            Some(port) => format!("fcgi://127.0.0.1:{port}{path}"),
+            None if path.is_empty() => format!("unix://{}", self.socket.display()),
+            None => format!("unix://{};{path}", self.socket.display()),
+        }
+    }
+
+    /// Appends pool settings to the config (the [www] section is last) and restarts the instance.
+    pub fn reconfigure(&self, lines: &str) {
+        let conf = fs::read_to_string(&self.config).unwrap() + lines;
+        fs::write(&self.config, conf).unwrap();
+        self.stop();
+        self.start();
     }
 
     /// Arguments that make php-relaunch control this instance directly.
