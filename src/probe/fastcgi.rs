@@ -658,3 +658,56 @@ mod tests {
         assert_eq!(err, "bad FastCGI reply: reply larger than 1024 KiB");
     }
 }
+
+/// The reply parser on arbitrary input (proptest; runs with `cargo test`, so CI runs it too): never a
+/// panic, never more than the bound, and what we encode decodes to itself.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn any_bytes_are_a_reply_or_an_error(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            if let Ok(reply) = read_reply(&mut &bytes[..]) {
+                prop_assert!(reply.stdout.len() + reply.stderr.len() <= bytes.len());
+                let _ = parse_cgi(&reply.stdout);
+            }
+            let _ = read_get_values_result(&mut &bytes[..]);
+            let _ = decode_pairs(&bytes);
+            let _ = parse_cgi(&bytes);
+        }
+
+        #[test]
+        fn well_formed_records_survive_mutation(
+            chunks in proptest::collection::vec((any::<bool>(), proptest::collection::vec(any::<u8>(), 0..300)), 0..8),
+            flip in any::<(usize, u8)>(),
+        ) {
+            let mut bytes = Vec::new();
+            for (to_stderr, chunk) in &chunks {
+                let kind = if *to_stderr { kind::STDERR } else { kind::STDOUT };
+                bytes.extend(record(kind, REQUEST_ID, chunk));
+            }
+            bytes.extend(record(kind::END_REQUEST, REQUEST_ID, &[0; 8]));
+            let reply = read_reply(&mut &bytes[..]).unwrap();
+            let stdout: Vec<u8> = chunks.iter().filter(|c| !c.0).flat_map(|c| c.1.clone()).collect();
+            let stderr: Vec<u8> = chunks.iter().filter(|c| c.0).flat_map(|c| c.1.clone()).collect();
+            prop_assert_eq!(reply.stdout, stdout);
+            prop_assert_eq!(reply.stderr, stderr);
+            // One flipped byte anywhere: still no panic.
+            let at = flip.0 % bytes.len();
+            bytes[at] ^= flip.1.max(1);
+            let _ = read_reply(&mut &bytes[..]);
+        }
+
+        #[test]
+        fn pairs_round_trip(pairs in proptest::collection::vec(
+            (proptest::collection::vec(any::<u8>(), 0..300), proptest::collection::vec(any::<u8>(), 0..300)), 0..6)
+        ) {
+            let encoded = encode_pairs(pairs.iter().map(|(n, v)| (&n[..], &v[..])));
+            prop_assert_eq!(decode_pairs(&encoded).unwrap(), pairs);
+        }
+    }
+}
