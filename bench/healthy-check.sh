@@ -1,49 +1,73 @@
 #!/usr/bin/env bash
-# The cost of a healthy check, next to one curl request, against a private php-fpm and nginx on
-# loopback: wall time (median of hyperfine runs), CPU per check, peak RSS, binary size.
-# Needs root, Debian's nginx, php8.2-fpm and hyperfine (installed if missing).
+# What a check costs, against a private php-fpm and nginx on loopback (needs root and Debian's nginx,
+# php8.2-fpm, libfcgi-bin and hyperfine, installed if missing):
+#   1. a healthy HTTP check next to one curl request of the same page, and /bin/true;
+#   2. a healthy FastCGI `check` of php-fpm's ping over its unix socket next to cgi-fcgi doing the same,
+#      also interleaved (bench/interleaved.py);
+#   3. how far past its deadline a check of a pool with every worker busy ends;
+# plus CPU per check (perf task-clock, where perf works), peak RSS and binary size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/loopback-site.sh
 
-runs=${RUNS:-200}
-install_missing nginx php8.2-fpm curl hyperfine python3
-cargo build --release --locked --quiet
-bin=$PWD/target/release/php-relaunch
+runs=${RUNS:-300}
+install_missing nginx php8.2-fpm libfcgi-bin curl hyperfine python3
+bin=$(scripts/build.sh)
 
 dir=$(mktemp -d)
 trap 'site_down "$dir"; rm -rf "$dir"' EXIT
 port=$(free_port)
 site_up "$dir" "$port"
 url=http://127.0.0.1:$port/php-heartbeat.php
+sock=$dir/php-fpm.sock
 check=("$bin" "$url" 5 --log "$dir/log" --lock "$dir/lock" --service php8.2-fpm)
-"${check[@]}"  # healthy: exit 0, or the benchmark means nothing
+"${check[@]}" # healthy: exit 0, or the figures mean nothing
+"$bin" check "unix://$sock;/ping" 2 >/dev/null
 
-hyperfine --shell=none --style none --warmup 10 --runs "$runs" --export-json "$dir/times.json" \
-    --command-name php-relaunch "${check[*]}" \
-    --command-name curl "curl -s -o /dev/null -m 5 $url" \
-    --command-name /bin/true "/bin/true" >/dev/null 2>&1
+# cgi-fcgi takes its FastCGI parameters from the environment; php-relaunch ignores these.
+export SCRIPT_NAME=/ping SCRIPT_FILENAME=/ping REQUEST_METHOD=GET
+hyperfine --shell=none --style none --warmup 20 --runs "$runs" --export-json "$dir/times.json" \
+    --command-name "php-relaunch URL" "${check[*]}" \
+    --command-name "curl URL" "curl -s -o /dev/null -m 5 $url" \
+    --command-name "php-relaunch check ping" "$bin check unix://$sock;/ping 2" \
+    --command-name "cgi-fcgi ping" "cgi-fcgi -bind -connect $sock" \
+    --command-name /bin/true /bin/true >/dev/null 2>&1
 
-/usr/bin/python3 - "$dir/times.json" "$runs" <<'PY'
+# The FastCGI comparison once more, interleaved, since the two differ by less than hyperfine's drift.
+/usr/bin/python3 bench/interleaved.py 1000 \
+    "php-relaunch check ping=$bin check unix://$sock;/ping 2" \
+    "cgi-fcgi ping=$(command -v cgi-fcgi) -bind -connect $sock" \
+    "/bin/true=/bin/true"
+
+# Every worker busy in sleep(): the deadline must end the check, not the pool.
+for _ in 1 2; do "$bin" check "unix://$dir/php-fpm.sock;$dir/www/sleep.php?s=60" 90 >/dev/null & done
+sleep 1
+hyperfine --shell=none --style none --ignore-failure --runs 10 --export-json "$dir/busy.json" \
+    --command-name "check ping, pool busy, TIMEOUT 1" "$bin check unix://$sock;/ping 1" \
+    --command-name "check GET_VALUES, pool busy, TIMEOUT 1" "$bin check unix://$sock 1" >/dev/null 2>&1
+kill $(jobs -p) 2>/dev/null || true
+
+/usr/bin/python3 - "$dir/times.json" "$dir/busy.json" "$runs" <<'PY'
 import json, sys
-results = json.load(open(sys.argv[1]))["results"]
-print(f"{'command':<13} {'median':>9} {'mean':>9} {'user+sys':>10}   ({sys.argv[2]} runs each)")
-for r in results:
-    print(f"{r['command']:<13} {r['median']*1e3:>7.2f}ms {r['mean']*1e3:>7.2f}ms "
-          f"{(r['user'] + r['system'])*1e3:>8.2f}ms")
+print(f"{'command':<40} {'median':>9} {'mean':>9} {'max':>9}")
+for path in sys.argv[1:3]:
+    for r in json.load(open(path))["results"]:
+        print(f"{r['command']:<40} {r['median']*1e3:>7.2f}ms {r['mean']*1e3:>7.2f}ms {max(r['times'])*1e3:>7.2f}ms")
+print(f"({sys.argv[3]} runs each above the busy-pool lines, 10 runs of those)")
 PY
 
 # CPU per check as the kernel counts it (task-clock), where perf is installed and allowed.
 if command -v perf >/dev/null && perf stat -e task-clock true >/dev/null 2>&1; then
-    for cmd in "${check[*]}" "curl -s -o /dev/null -m 5 $url" /bin/true; do
+    for cmd in "${check[*]}" "curl -s -o /dev/null -m 5 $url" "$bin check unix://$sock;/ping 2" \
+        "cgi-fcgi -bind -connect $sock" /bin/true; do
         # shellcheck disable=SC2086 # the commands are plain words, split on purpose
         ms=$(perf stat -r "$runs" -x, -e task-clock $cmd 2>&1 >/dev/null | cut -d, -f1)
-        name=${cmd%% *}
-        printf 'task-clock %-13s %6.2f ms CPU per run\n' "${name##*/}" "$ms"
+        words=($cmd "")
+        printf 'task-clock %-30s %6.2f ms CPU per run\n' "${words[0]##*/} ${words[1]%%:*}" "$ms"
     done
 fi
 
 rss=$( { /usr/bin/time -f '%M' "${check[@]}"; } 2>&1 )
 echo "peak RSS of a healthy check: ${rss} KiB"
-echo "binary size: $(stat -c %s "$bin") bytes"
+echo "binary: $bin, $(stat -c %s "$bin") bytes, $(file -b "$bin" | cut -d, -f1-2)"
 echo "rustc: $(rustc --version)"

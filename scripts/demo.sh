@@ -7,8 +7,7 @@ cd "$(dirname "$0")/.."
 source scripts/loopback-site.sh
 
 install_missing nginx php8.2-fpm curl python3
-cargo build --release --locked --quiet
-bin=$PWD/target/release/php-relaunch
+bin=$(scripts/build.sh)
 
 dir=$(mktemp -d)
 trap 'site_down "$dir"; rm -rf "$dir"' EXIT

@@ -24,11 +24,14 @@ listen.owner = www-data
 listen.group = www-data
 pm = static
 pm.max_children = 2
+ping.path = /ping
+pm.status_path = /status
 CONF
     "$dir/php-fpm" --daemonize --fpm-config "$dir/php-fpm.conf"
 
     mkdir -p "$dir/www"
     cp "$project_root/nginx/php-heartbeat.php" "$dir/www/"
+    echo '<?php sleep((int)($_GET["s"] ?? 30));' >"$dir/www/sleep.php"
     cp "$project_root/nginx/heartbeat-allow.conf" /etc/nginx/fastcgi_params "$dir/"
     sed -e "s/:8889;/:$port;/" \
         -e "s#root /var/www/heartbeat;#root $dir/www;#" \
