@@ -284,8 +284,17 @@ fn dry_run_reports_and_changes_nothing() {
 #[test]
 fn every_repeats_within_the_minute() {
     let site = Site::start();
-    // Two checks 0.2 s apart fit in any minute unless it ends right now; the heartbeat is counted by
-    // php-fpm's own access log, not by our code.
+    // --every stops when the next check could not end within the minute, so start the run early in
+    // one: two checks 0.2 s apart with a 2 s deadline then always fit. The heartbeat requests are
+    // counted by php-fpm's own access log, not by our code.
+    let into_minute = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        % 60.0;
+    if into_minute > 50.0 {
+        std::thread::sleep(std::time::Duration::from_secs_f64(60.5 - into_minute));
+    }
     let access = site.dir.path().join("access.log");
     let conf = fs::read_to_string(&site.fpm.config).unwrap()
         + &format!("access.log = {}\n", access.display());
