@@ -28,10 +28,18 @@ pub struct Alert {
 
 /// The subject names the host and what happened; the body carries the log line's facts and the
 /// php-fpm processes as they were before the relaunch.
-pub fn compose(host: &str, entry: &Entry, processes: &[Proc]) -> Alert {
+pub fn compose(host: &str, entry: &Entry, processes: &[Proc], evidence: Option<&str>) -> Alert {
     let verdict = &entry.verdict;
     let what = match entry.state {
+        _ if entry.action == "gave-up" => format!("giving up: restart budget spent ({verdict})"),
+        "healthy" if entry.action == "kill-stuck" => {
+            format!("stuck php-fpm workers killed ({verdict})")
+        }
+        "healthy" if entry.action == "budget-restored" => "restart budget restored".to_owned(),
         "healthy" => format!("php-fpm relaunched after {verdict}"),
+        "recovered" => "heartbeat healthy again".to_owned(),
+        "saturated" => format!("php-fpm saturated, not relaunched ({verdict})"),
+        "config-error" => format!("php-fpm config test failed, not relaunched ({verdict})"),
         "down" if entry.action.starts_with("would-") => {
             format!("php-fpm needs a relaunch ({verdict})")
         }
@@ -69,6 +77,9 @@ pub fn compose(host: &str, entry: &Entry, processes: &[Proc]) -> Alert {
         for p in processes {
             let _ = writeln!(body, "{p}");
         }
+    }
+    if let Some(evidence) = evidence {
+        let _ = writeln!(body, "\n{}", evidence.trim_end());
     }
     let _ = writeln!(body, "\nLog line:\n{}", entry.line().trim_end());
     Alert {
@@ -174,7 +185,10 @@ mod tests {
             ),
         ];
         for (state, action, subject) in cases {
-            assert_eq!(compose("web1", &entry(state, action), &[]).subject, subject);
+            assert_eq!(
+                compose("web1", &entry(state, action), &[], None).subject,
+                subject
+            );
         }
     }
 
@@ -191,7 +205,13 @@ mod tests {
             cmd: "php-fpm: master process (/etc/php/8.2/fpm/php-fpm.conf)".into(),
             exe: None,
         };
-        let body = compose("web1", &entry("healthy", "kill+start"), &[proc]).body;
+        let body = compose(
+            "web1",
+            &entry("healthy", "kill+start"),
+            &[proc],
+            Some("Evidence file: /x"),
+        )
+        .body;
         for fact in [
             "Action:         kill+start",
             "Old master pid: 100",
@@ -201,6 +221,7 @@ mod tests {
             "1.25s",
             "10240 KiB",
             "php-fpm: master process (/etc/php/8.2/fpm/php-fpm.conf)",
+            "Evidence file: /x",
         ] {
             assert!(body.contains(fact), "missing {fact:?} in:\n{body}");
         }

@@ -1,5 +1,6 @@
 //! One run: lock, probe, decide, act, log, alert. Builds the real pieces and reports what happened.
 
+use std::fmt::Write as _;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -8,13 +9,16 @@ use chrono::{DateTime, Local, Timelike};
 
 use crate::alert;
 use crate::config::{Config, ProbeConfig};
-use crate::fpm::{self, Instance, Proc};
+use crate::evidence;
+use crate::fpm::{self, Instance, Plan, Proc};
 use crate::health;
 use crate::journal::{Entry, Journal};
+use crate::load::{self, Load};
 use crate::lock;
 use crate::outcome::Outcome;
-use crate::policy::{self, Decision};
+use crate::policy::{self, Decision, Step};
 use crate::probe::{self, Answer};
+use crate::state::State;
 use std::process::ExitCode;
 
 /// How often the heartbeat is asked again while waiting for a relaunched php-fpm.
@@ -53,10 +57,16 @@ pub fn run(config: &Config) -> Result<Outcome> {
 
 /// `php-relaunch check`: probe once, say why on stdout; exit 0 healthy, 1 not.
 pub fn check_command(config: &ProbeConfig) -> ExitCode {
-    let (verdict, warnings) = health::check(config);
-    for warning in warnings {
-        eprintln!("php-relaunch: {warning}");
-    }
+    // The state file is read only when a counter's growth is judged: the hot path stays I/O-free.
+    let verdict = if config.thresholds.cumulative() {
+        let (mut state, before) = health::load_state(&config.state);
+        state.target = config.target.to_string();
+        let verdict = health::check(config, &mut state);
+        health::save_state(&config.state, &state, before.as_ref());
+        verdict
+    } else {
+        health::check(config, &mut State::default())
+    };
     let (line, healthy) = health::report(config, &verdict);
     println!("{line}");
     if healthy {
@@ -66,24 +76,42 @@ pub fn check_command(config: &ProbeConfig) -> ExitCode {
     }
 }
 
+/// `php-relaunch reset`: forget the relaunches that spent the budget, so relaunching resumes.
+pub fn reset(path: &std::path::Path) -> Result<String> {
+    let (mut state, warning) = crate::state::load(path)?;
+    if let Some(warning) = warning {
+        anyhow::bail!(warning);
+    }
+    let was_spent = state.gave_up;
+    state.gave_up = false;
+    state.relaunches.clear();
+    state.failures = 0;
+    crate::state::save(path, &state)?;
+    Ok(if was_spent {
+        format!("restart budget restored ({})", path.display())
+    } else {
+        format!(
+            "restart budget was not spent; relaunch history cleared ({})",
+            path.display()
+        )
+    })
+}
+
 fn until_next_minute() -> Duration {
     let now = Local::now();
     let into_minute = Duration::new(u64::from(now.second()), now.nanosecond() % 1_000_000_000);
     Duration::from_mins(1).saturating_sub(into_minute)
 }
 
-/// One check: probe once, and act on what came back.
+/// One check: probe once, and act on what came back, remembering between runs what policy needs.
 fn check(config: &Config, journal: Option<&mut Journal>) -> Result<Outcome> {
     let time = SystemTime::now();
-    let (verdict, warnings) = health::check(&config.probe);
-    for warning in warnings {
-        eprintln!("php-relaunch: {warning}");
-    }
+    let now = unix_seconds(time);
+    let (mut state, before) = health::load_state(&config.probe.state);
+    state.target = config.probe.target.to_string();
+    let verdict = health::check(&config.probe, &mut state);
     let fastcgi = config.probe.target.is_fastcgi();
     let decision = policy::decide(&verdict.answer, &config.relaunch_on, fastcgi);
-    if decision == Decision::Healthy {
-        return Ok(Outcome::Healthy);
-    }
     let mut entry = Entry {
         time: DateTime::<Local>::from(time).fixed_offset(),
         url: config.probe.target.to_string(),
@@ -97,38 +125,136 @@ fn check(config: &Config, journal: Option<&mut Journal>) -> Result<Outcome> {
         mail: "none",
         error: verdict.answer.detail().map(str::to_owned),
     };
-    let mut processes = Vec::new();
-    let outcome = match decision {
-        Decision::Healthy => Outcome::Healthy,
-        Decision::WebServerDown => {
-            entry.state = "web-server-down";
-            Outcome::Alerted
+    let mut report = Report::default();
+    let outcome = if decision == Decision::Healthy {
+        let recovery = policy::record_healthy(&mut state, &config.limits);
+        if let Some(incident) = recovery.ended {
+            entry.state = "recovered";
+            entry.error = Some(format!(
+                "failing since {} ({})",
+                local(incident.since),
+                incident.verdict
+            ));
+            report.mail = incident.alerted;
+        } else if recovery.budget_restored {
+            entry.action = "budget-restored".to_owned();
+            entry.state = "healthy";
+        } else {
+            if !config.dry_run {
+                health::save_state(&config.probe.state, &state, before.as_ref());
+            }
+            return Ok(Outcome::Healthy);
         }
-        Decision::UnexpectedStatus => {
-            entry.state = "unexpected-status";
-            Outcome::Alerted
-        }
-        Decision::Unhealthy => {
-            entry.state = "unhealthy";
-            Outcome::Alerted
-        }
-        Decision::Relaunch => relaunch(config, &mut entry, &mut processes),
+        Outcome::Healthy
+    } else {
+        act(config, decision, now, &mut state, &mut entry, &mut report)
     };
     if config.dry_run {
         print!("{}", entry.line());
         return Ok(outcome);
     }
-    if !config.recipients.is_empty() {
-        mail(config, &mut entry, &processes);
+    if report.mail && !config.recipients.is_empty() {
+        mail(config, &mut entry, &report);
     }
     if let Some(journal) = journal {
         journal.append(&entry)?;
     }
+    health::save_state(&config.probe.state, &state, before.as_ref());
     Ok(outcome)
 }
 
-/// Relaunches php-fpm, filling in the entry; `processes` receives the family as it was before.
-fn relaunch(config: &Config, entry: &mut Entry, processes: &mut Vec<Proc>) -> Outcome {
+/// What a failing run gathered for its alert.
+#[derive(Debug, Default)]
+struct Report {
+    /// Whether an alert goes out for this run.
+    mail: bool,
+    /// The php-fpm processes as they were before anything was done.
+    processes: Vec<Proc>,
+    /// The evidence text.
+    evidence: Option<String>,
+}
+
+/// Acts on a failing answer: alerts for what a relaunch cannot fix; otherwise relaunches within the
+/// limits (threshold, pause, budget, cooldown).
+fn act(
+    config: &Config,
+    decision: Decision,
+    now: i64,
+    state: &mut State,
+    entry: &mut Entry,
+    report: &mut Report,
+) -> Outcome {
+    let alert_only = match decision {
+        Decision::WebServerDown => Some("web-server-down"),
+        Decision::UnexpectedStatus => Some("unexpected-status"),
+        Decision::Unhealthy => Some("unhealthy"),
+        Decision::Healthy | Decision::Relaunch => None,
+    };
+    if let Some(alert) = alert_only {
+        entry.state = alert;
+        report.mail = policy::record_failure(state, &entry.verdict, now);
+        return Outcome::Alerted;
+    }
+    state.failures += 1;
+    if config.pause_file.exists() {
+        entry.state = "paused";
+        entry.error = Some(format!(
+            "pause file '{}' exists: changing nothing",
+            config.pause_file.display()
+        ));
+        return Outcome::StillDown;
+    }
+    match policy::relaunch_step(state, &config.limits, now) {
+        Step::Wait { failures, needed } => {
+            entry.state = "failing";
+            entry.error = Some(format!("failure {failures} of {needed} before a relaunch"));
+            return Outcome::StillDown;
+        }
+        Step::GiveUp { first } => {
+            let limits = &config.limits;
+            entry.state = "down";
+            entry.error = Some(format!(
+                "restart budget spent ({} relaunches within {}s): not relaunching until {} healthy runs or `php-relaunch reset`",
+                limits.max_restarts,
+                limits.within.as_secs(),
+                limits.recover_after
+            ));
+            policy::record_failure(state, &entry.verdict, now);
+            if first {
+                state.gave_up = true;
+                entry.action = "gave-up".to_owned();
+                report.mail = true;
+            }
+            return Outcome::StillDown;
+        }
+        Step::Cooldown { left } => {
+            entry.state = "cooldown";
+            entry.error = Some(format!(
+                "the previous relaunch's recovery window is open for {}s more",
+                left.as_secs()
+            ));
+            return Outcome::StillDown;
+        }
+        Step::Relaunch => {}
+    }
+    report.mail = policy::record_failure(state, &entry.verdict, now);
+    let started = Instant::now();
+    let outcome = relaunch(config, entry, report);
+    if entry.action != "none" && !entry.action.starts_with("would-") && entry.action != "kill-stuck"
+    {
+        policy::record_relaunch(state, &config.limits, now, started.elapsed());
+    }
+    if outcome == Outcome::Recovered {
+        // Its alert says it is healthy again: the incident ends here, no "recovered" mail follows.
+        state.failures = 0;
+        state.incident = None;
+    }
+    outcome
+}
+
+/// Relaunches php-fpm, filling in the entry and the report. Before touching a running master it
+/// tells saturated from dead, kills stuck workers, and tests the config.
+fn relaunch(config: &Config, entry: &mut Entry, report: &mut Report) -> Outcome {
     let started = Instant::now();
     let resolved = fpm::snapshot().and_then(|procs| {
         let instance = Instance::resolve(&config.control, config.pid_file.as_deref(), &procs)?;
@@ -142,10 +268,47 @@ fn relaunch(config: &Config, entry: &mut Entry, processes: &mut Vec<Proc>) -> Ou
         }
     };
     entry.old_pid = instance.master(&procs).map(|p| p.pid);
-    processes.extend(instance.family(&procs).into_iter().cloned());
+    report.processes = instance.family(&procs).into_iter().cloned().collect();
+    let plan = instance.plan(&procs);
     if config.dry_run {
-        entry.action = format!("would-{}", instance.plan(&procs).steps());
+        entry.action = format!("would-{}", plan.steps());
         return Outcome::StillDown;
+    }
+
+    let mut load = None;
+    if plan == Plan::Restart {
+        load = match &config.status {
+            Some(status) => load::from_status(status, config.probe.timeout, config.stuck_after),
+            None => load::from_proc(&instance, &procs),
+        };
+        if let Some(outcome) = relieve(config, &instance, load.as_ref(), entry) {
+            entry.took = Some(started.elapsed());
+            return outcome;
+        }
+        if let Err(err) = instance.test_config(config.restart_timeout) {
+            entry.state = "config-error";
+            entry.error = Some(format!("config test failed, php-fpm left running: {err:#}"));
+            return Outcome::StillDown;
+        }
+    }
+    let evidence = evidence::gather(
+        load.as_ref().and_then(|l| l.raw.as_deref()),
+        &instance.log_files(),
+    );
+    let stamp = entry.time.format("%Y%m%dT%H%M%S").to_string();
+    let mut file_text = format!("{}\n", entry.line().trim_end());
+    for p in &report.processes {
+        let _ = writeln!(file_text, "{p}");
+    }
+    file_text.push('\n');
+    file_text.push_str(&evidence);
+    match evidence::save(&config.evidence_dir, &stamp, &entry.verdict, &file_text) {
+        Ok(path) => {
+            report.evidence = Some(format!("Evidence file: {}\n\n{evidence}", path.display()));
+        }
+        Err(err) => {
+            report.evidence = Some(format!("Evidence file not written: {err:#}\n\n{evidence}"));
+        }
     }
 
     let mut last = None;
@@ -187,6 +350,69 @@ fn relaunch(config: &Config, entry: &mut Entry, processes: &mut Vec<Proc>) -> Ou
     }
 }
 
+/// A running pool that is busy rather than dead: kill just its stuck workers, or leave a saturated
+/// pool alone unless `--relaunch-saturated`. `Some` when that settles the run.
+fn relieve(
+    config: &Config,
+    instance: &Instance,
+    load: Option<&Load>,
+    entry: &mut Entry,
+) -> Option<Outcome> {
+    let load = load?;
+    if !load.stuck.is_empty() {
+        let pids: Vec<u32> = load.stuck.iter().map(|(pid, _)| *pid).collect();
+        entry.action = "kill-stuck".to_owned();
+        let stuck: Vec<String> = load
+            .stuck
+            .iter()
+            .map(|(pid, took)| format!("{pid} ({}s)", took.as_secs()))
+            .collect();
+        entry.error = Some(format!(
+            "killed workers stuck in one request: {}",
+            stuck.join(", ")
+        ));
+        if let Err(err) = fpm::kill_workers(&pids) {
+            entry.error = Some(format!(
+                "{}; {err:#}",
+                entry.error.take().unwrap_or_default()
+            ));
+        }
+        if verify(config).0 {
+            entry.state = "healthy";
+            entry.old_pid = instance
+                .master(&fpm::snapshot().unwrap_or_default())
+                .map(|p| p.pid);
+            entry.new_pid = entry.old_pid;
+            return Some(Outcome::Recovered);
+        }
+        entry.action = "none".to_owned();
+    }
+    if load.saturated() && !config.relaunch_saturated {
+        entry.state = "saturated";
+        entry.error = Some(format!(
+            "{}: not relaunched, which would drop their requests (--relaunch-saturated to allow)",
+            load.describe()
+        ));
+        return Some(Outcome::Alerted);
+    }
+    None
+}
+
+fn unix_seconds(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn local(unix: i64) -> String {
+    DateTime::from_timestamp(unix, 0).map_or_else(
+        || unix.to_string(),
+        |t| {
+            t.with_timezone(&Local)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+        },
+    )
+}
+
 /// Asks the heartbeat again until it is healthy or `--restart-timeout` has passed.
 fn verify(config: &Config) -> (bool, Answer) {
     let until = Instant::now() + config.restart_timeout;
@@ -201,12 +427,12 @@ fn verify(config: &Config) -> (bool, Answer) {
 }
 
 /// Sends the alert; a failure is recorded in the entry and told on stderr, never fatal.
-fn mail(config: &Config, entry: &mut Entry, processes: &[Proc]) {
+fn mail(config: &Config, entry: &mut Entry, report: &Report) {
     let host = rustix::system::uname()
         .nodename()
         .to_string_lossy()
         .into_owned();
-    let alert = alert::compose(&host, entry, processes);
+    let alert = alert::compose(&host, entry, &report.processes, report.evidence.as_deref());
     let sent = match &config.from {
         Some(from) => Ok(from.clone()),
         None => alert::default_sender(&host),

@@ -21,6 +21,7 @@ Targets (URL):
   absolute script file. Over FastCGI a refused connection or missing socket means php-fpm is down.
 
 Health check for containers: php-relaunch check TARGET [TIMEOUT]  (see `php-relaunch check --help`)
+Restore a spent restart budget: php-relaunch reset URL [--state PATH]
 
 Classification of the heartbeat answer:
   200-399                      healthy: exit 0, print nothing, change nothing
@@ -140,6 +141,48 @@ pub struct Cli {
     /// php-cgi, php-fastcgi, spawn-fcgi that exists]
     #[arg(long = "cgi-service", value_name = "NAME")]
     pub cgi_service: Option<String>,
+
+    /// Relaunch only after N consecutive failed runs; failures before that are logged
+    #[arg(long = "failures", value_name = "N", default_value_t = 1)]
+    pub failures: u32,
+
+    /// Restart budget: at most N relaunches within --within; then stop relaunching, alert once, keep
+    /// probing and logging
+    #[arg(long = "max-restarts", value_name = "N", default_value_t = 5)]
+    pub max_restarts: u32,
+
+    /// The restart budget's window, e.g. 90s, 10m, 1h
+    #[arg(long = "within", value_name = "DURATION", default_value = "1h")]
+    pub within: String,
+
+    /// Consecutive healthy runs that restore a spent budget (or run `php-relaunch reset URL`)
+    #[arg(long = "recover-after", value_name = "K", default_value_t = 3)]
+    pub recover_after: u32,
+
+    /// While this file exists, probe and log but change nothing (deploys, maintenance)
+    #[arg(
+        long = "pause-file",
+        value_name = "PATH",
+        default_value = "/etc/php-relaunch/pause"
+    )]
+    pub pause_file: PathBuf,
+
+    /// php-fpm's status page, served apart from the pool (pm.status_listen), to tell a saturated pool
+    /// from a dead one, e.g. 'unix:///run/php/php8.2-fpm-status.sock;/status' [default: what /proc shows]
+    #[arg(long = "status", value_name = "TARGET")]
+    pub status: Option<String>,
+
+    /// Relaunch a pool whose workers are all busy (this drops their requests) [default: alert only]
+    #[arg(long = "relaunch-saturated")]
+    pub relaunch_saturated: bool,
+
+    /// Kill just the workers stuck this long in one request (needs --status), before any relaunch, e.g. 5m
+    #[arg(long = "stuck-after", value_name = "DURATION")]
+    pub stuck_after: Option<String>,
+
+    /// Where the evidence of each relaunch is kept, newest 50 [default: evidence/ beside the state file]
+    #[arg(long = "evidence-dir", value_name = "DIR")]
+    pub evidence_dir: Option<PathBuf>,
 }
 
 /// Judging the reply, for a run and for `check` alike.
@@ -188,9 +231,24 @@ pub struct CheckCli {
     pub probe: ProbeArgs,
 }
 
+/// Restores a spent restart budget: `php-relaunch reset URL`.
+#[derive(Parser, Debug)]
+#[command(name = "php-relaunch reset", version)]
+pub struct ResetCli {
+    /// The URL (or FastCGI target) whose state to reset, as given to the watching runs
+    #[arg(value_name = "URL")]
+    pub url: String,
+
+    /// The state file, if the watching runs were given one with --state
+    #[arg(long = "state", value_name = "PATH")]
+    pub state: Option<PathBuf>,
+}
+
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Parsed {
+    /// Restore the restart budget kept in this state file.
+    Reset(PathBuf),
     /// Run with this configuration.
     Run(Box<Config>),
     /// `check` this target.
@@ -210,6 +268,27 @@ where
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
     if args.get(1).is_some_and(|a| a == "check") {
         return Ok(parse_check(&args[1..]));
+    }
+    if args.get(1).is_some_and(|a| a == "reset") {
+        return match ResetCli::try_parse_from(&args[1..]) {
+            Ok(cli) => Ok(Parsed::Reset(
+                cli.state
+                    .unwrap_or_else(|| crate::state::default_path(&cli.url)),
+            )),
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+                ) =>
+            {
+                let _ = err.print();
+                Ok(Parsed::Exit(ExitCode::SUCCESS))
+            }
+            Err(err) => Err(anyhow!(
+                "{} (see --help)",
+                first_paragraph(&err.to_string())
+            )),
+        };
     }
     match Cli::try_parse_from(args) {
         Ok(cli) => Ok(Parsed::Run(Box::new(Config::from_cli(cli)?))),
@@ -272,6 +351,7 @@ mod tests {
     fn cli_is_valid() {
         Cli::command().debug_assert();
         CheckCli::command().debug_assert();
+        ResetCli::command().debug_assert();
     }
 
     #[test]

@@ -10,6 +10,7 @@ use lettre::Address;
 
 use crate::cli::{Cli, ProbeArgs};
 use crate::fpm;
+use crate::policy::Limits;
 use crate::probe::fastcgi;
 use crate::probe::status::Thresholds;
 use crate::probe::{Script, Target};
@@ -61,6 +62,18 @@ pub struct Config {
     pub restart_timeout: Duration,
     /// The php-cgi service to start after a php-cgi kill, when given.
     pub cgi_service: Option<String>,
+    /// Thresholds, budget and cooldown.
+    pub limits: Limits,
+    /// While this exists, change nothing.
+    pub pause_file: PathBuf,
+    /// The status page that tells saturated from dead, if given.
+    pub status: Option<Target>,
+    /// Whether a saturated pool may be relaunched.
+    pub relaunch_saturated: bool,
+    /// Kill workers stuck this long in one request.
+    pub stuck_after: Option<Duration>,
+    /// Where evidence files go.
+    pub evidence_dir: PathBuf,
 }
 
 /// How php-fpm is stopped and started.
@@ -122,6 +135,40 @@ impl Config {
             );
         }
         let cgi_service = cli.cgi_service.map(service_name).transpose()?;
+        ensure!(cli.failures >= 1, "--failures must be at least 1, got '0'");
+        let limits = Limits {
+            failures: cli.failures,
+            max_restarts: cli.max_restarts,
+            within: duration("--within", &cli.within)?,
+            recover_after: cli.recover_after,
+        };
+        let status = cli
+            .status
+            .as_deref()
+            .map(|text| {
+                let status = target(text)?;
+                ensure!(
+                    !matches!(status, Target::FastCgi { script: None, .. }),
+                    "--status '{text}' needs the status path, e.g. '{text};/status'"
+                );
+                Ok(status)
+            })
+            .transpose()?;
+        let stuck_after = cli
+            .stuck_after
+            .map(|text| duration("--stuck-after", &text))
+            .transpose()?;
+        ensure!(
+            stuck_after.is_none() || status.is_some(),
+            "--stuck-after needs --status: only php-fpm's status page tells how long a worker has been in its request"
+        );
+        let evidence_dir = cli.evidence_dir.unwrap_or_else(|| {
+            probe
+                .state
+                .parent()
+                .unwrap_or(Path::new(state::DIR))
+                .join("evidence")
+        });
         Ok(Config {
             probe,
             recipients,
@@ -137,6 +184,12 @@ impl Config {
             every,
             restart_timeout: seconds("--restart-timeout", &cli.restart_timeout)?,
             cgi_service,
+            limits,
+            pause_file: cli.pause_file,
+            status,
+            relaunch_saturated: cli.relaunch_saturated,
+            stuck_after,
+            evidence_dir,
         })
     }
 }
@@ -308,6 +361,28 @@ fn valid_host(host: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
+}
+
+/// A duration as people write them: `90s`, `10m`, `1h`, `2d`, or plain seconds.
+pub fn duration(name: &str, text: &str) -> Result<Duration> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| c.is_ascii_alphabetic())
+            .unwrap_or(text.len()),
+    );
+    let scale = match unit {
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => bail!("{name} takes a duration such as 90s, 10m or 1h, got '{text}'"),
+    };
+    let value: f64 = number
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite() && *v > 0.0 && *v * scale <= 366.0 * 86_400.0)
+        .with_context(|| format!("{name} takes a duration such as 90s, 10m or 1h, got '{text}'"))?;
+    Ok(Duration::from_secs_f64(value * scale))
 }
 
 /// Positive seconds, fractions allowed, at most a day.
@@ -557,6 +632,34 @@ mod tests {
             ..probe_args()
         };
         assert!(ProbeConfig::new("fcgi://127.0.0.1:9000", "1", expect).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        for (text, secs) in [
+            ("90s", 90),
+            ("10m", 600),
+            ("1h", 3600),
+            ("2d", 172_800),
+            ("45", 45),
+        ] {
+            assert_eq!(
+                duration("--within", text).unwrap(),
+                Duration::from_secs(secs),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            duration("--within", "1.5m").unwrap(),
+            Duration::from_secs(90)
+        );
+        for bad in ["", "0s", "-1m", "10x", "m", "1h30m", "400d"] {
+            let err = duration("--within", bad).unwrap_err().to_string();
+            assert!(
+                err.starts_with("--within takes a duration such as 90s"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -374,6 +374,64 @@ impl Instance {
         }
     }
 
+    /// `php-fpm -t` with this instance's binary and config: `Err` carries php-fpm's own words.
+    /// Unknown binary or config: nothing to test with, so `Ok`.
+    pub fn test_config(&self, deadline: Duration) -> Result<()> {
+        let (Some(bin), Some(config)) = (&self.binary, &self.config) else {
+            return Ok(());
+        };
+        let args = [
+            OsStr::new("-t"),
+            OsStr::new("--fpm-config"),
+            config.as_os_str(),
+        ];
+        spawn::run_ok(bin, &args, None, deadline).map(drop)
+    }
+
+    /// The log files this php-fpm writes: the global `error_log` and the pools' `slowlog`, from its
+    /// config and the files it includes.
+    pub fn log_files(&self) -> Vec<PathBuf> {
+        let Some(config) = &self.config else {
+            return Vec::new();
+        };
+        let mut files = vec![config.clone()];
+        if let Ok(text) = std::fs::read_to_string(config) {
+            files.extend(
+                text.lines()
+                    .filter_map(|l| setting(l, "include"))
+                    .flat_map(|pattern| expand(&pattern)),
+            );
+        }
+        let mut logs = Vec::new();
+        for file in files {
+            let Ok(text) = std::fs::read_to_string(&file) else {
+                continue;
+            };
+            for line in text.lines() {
+                for key in ["error_log", "slowlog"] {
+                    if let Some(path) = setting(line, key).map(PathBuf::from)
+                        && path.is_absolute()
+                        && !logs.contains(&path)
+                    {
+                        logs.push(path);
+                    }
+                }
+            }
+        }
+        logs
+    }
+
+    /// The master's workers and whether each is idle (blocked in accept(2) on the listen socket), as
+    /// /proc shows them; `None` where /proc cannot tell.
+    pub fn workers_idle(&self, procs: &[Proc]) -> Option<Vec<(u32, bool)>> {
+        let master = self.master(procs)?.pid;
+        procs
+            .iter()
+            .filter(|p| !p.gone && p.ppid == Some(master))
+            .map(|p| in_accept(p.pid).map(|idle| (p.pid, idle)))
+            .collect()
+    }
+
     fn start(&self, deadline: Duration) -> Result<()> {
         match &self.via {
             Via::Service(name) => service_command(name, "start", deadline),
@@ -469,6 +527,66 @@ fn conventional_binary(service: &str) -> Option<PathBuf> {
         Some(version) => Some(PathBuf::from(format!("/usr/sbin/php-fpm{version}"))),
         None => spawn::first_existing(&["/usr/local/sbin/php-fpm", "/usr/sbin/php-fpm"]),
     }
+}
+
+/// `key = value` in a php-fpm config line, comments and quotes removed.
+fn setting(line: &str, key: &str) -> Option<String> {
+    let (k, v) = line.split_once('=')?;
+    (k.trim() == key).then(|| {
+        v.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .trim_matches('"')
+            .to_owned()
+    })
+}
+
+/// An `include` pattern: a path, or `DIR/*SUFFIX` as php-fpm's configs use.
+fn expand(pattern: &str) -> Vec<PathBuf> {
+    let path = Path::new(pattern);
+    let name = path.file_name().and_then(OsStr::to_str).unwrap_or_default();
+    let Some(suffix) = name.strip_prefix('*') else {
+        return vec![path.to_owned()];
+    };
+    let Some(dir) = path.parent() else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(OsStr::to_str)
+                .is_some_and(|n| n.ends_with(suffix))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Whether a process is blocked in accept(2)/accept4(2), from /proc/PID/syscall's first field.
+fn in_accept(pid: u32) -> Option<bool> {
+    #[cfg(target_arch = "x86_64")]
+    const ACCEPT: [&str; 2] = ["43", "288"];
+    #[cfg(target_arch = "aarch64")]
+    const ACCEPT: [&str; 2] = ["202", "242"];
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    const ACCEPT: [&str; 0] = [];
+    if ACCEPT.is_empty() {
+        return None;
+    }
+    let text = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+    let number = text.split_whitespace().next()?;
+    Some(ACCEPT.contains(&number))
+}
+
+/// SIGKILLs the given workers (php-fpm's master starts new ones in their place).
+pub fn kill_workers(pids: &[u32]) -> Result<()> {
+    pids.iter().try_for_each(|&pid| signal(pid, Signal::KILL))
 }
 
 fn signal(pid: u32, signal: Signal) -> Result<()> {

@@ -5,29 +5,28 @@
 use crate::config::ProbeConfig;
 use crate::probe::status::{self, Counters};
 use crate::probe::{self, Answer, Verdict};
-use crate::state;
+use crate::state::{self, State};
 
-/// Probes once and judges the reply; the strings are warnings about the state file, for stderr.
-pub fn check(config: &ProbeConfig) -> (Verdict, Vec<String>) {
+/// Probes once and judges the reply against `state`'s remembered counters (updated in place).
+pub fn check(config: &ProbeConfig, state: &mut State) -> Verdict {
     let mut verdict = probe::probe(&config.target, config.timeout, config.expect.as_deref());
-    let mut warnings = Vec::new();
     if verdict.answer.is_healthy()
         && config.thresholds.any()
-        && let Some(reason) = judge_status(config, &verdict.body, &mut warnings)
+        && let Some(reason) = judge_status(config, &verdict.body, state)
     {
         verdict.answer = Answer::Unhealthy(reason);
     }
-    (verdict, warnings)
+    verdict
 }
 
 /// Why the status page is unhealthy, if it is.
-fn judge_status(config: &ProbeConfig, body: &[u8], warnings: &mut Vec<String>) -> Option<String> {
+fn judge_status(config: &ProbeConfig, body: &[u8], state: &mut State) -> Option<String> {
     let now = match status::parse(body) {
         Ok(now) => now,
         Err(reason) => return Some(reason),
     };
     let before = if config.thresholds.cumulative() {
-        remember(config, Counters::from(&now), warnings)
+        state.status.replace(Counters::from(&now))
     } else {
         None
     };
@@ -35,25 +34,33 @@ fn judge_status(config: &ProbeConfig, body: &[u8], warnings: &mut Vec<String>) -
     (!reasons.is_empty()).then(|| reasons.join(", "))
 }
 
-/// Stores `now` in the state file and returns what it held before. Trouble with the file is a warning:
-/// the gauges are still judged, only the counters' growth is not.
-fn remember(config: &ProbeConfig, now: Counters, warnings: &mut Vec<String>) -> Option<Counters> {
-    let mut state = match state::load(&config.state) {
-        Ok((state, warning)) => {
-            warnings.extend(warning);
-            state
+/// Loads the state file; trouble with it is a warning (on stderr) and a fresh state, never a reason
+/// to stop watching. The second value is the state to compare with before saving: a corrupt file
+/// compares unequal to anything, so its fresh replacement is written and the warning comes once.
+pub fn load_state(path: &std::path::Path) -> (State, Option<State>) {
+    match state::load(path) {
+        Ok((state, None)) => (state.clone(), Some(state)),
+        Ok((state, Some(warning))) => {
+            eprintln!("php-relaunch: {warning}");
+            (state, None)
         }
         Err(err) => {
-            warnings.push(format!("{err:#}; counters not compared"));
-            return None;
+            // A symlink or an unreadable file is left as it is: refused, not replaced.
+            eprintln!("php-relaunch: {err:#}; using a fresh state");
+            let fresh = State::default();
+            (fresh.clone(), Some(fresh))
         }
-    };
-    let before = state.status.replace(now);
-    state.target = config.target.to_string();
-    if let Err(err) = state::save(&config.state, &state) {
-        warnings.push(format!("{err:#}"));
     }
-    before
+}
+
+/// Saves the state file if it differs from `before` (always when `before` is `None`); trouble is a
+/// warning on stderr.
+pub fn save_state(path: &std::path::Path, state: &State, before: Option<&State>) {
+    if before != Some(state)
+        && let Err(err) = state::save(path, state)
+    {
+        eprintln!("php-relaunch: {err:#}");
+    }
 }
 
 /// How an answer reads in a sentence: "answered 200", "no complete answer within 2s" …

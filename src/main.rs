@@ -4,9 +4,11 @@ mod alert;
 mod app;
 mod cli;
 mod config;
+mod evidence;
 mod fpm;
 mod health;
 mod journal;
+mod load;
 mod lock;
 mod outcome;
 mod policy;
@@ -25,6 +27,18 @@ fn main() -> ExitCode {
             // Docker reserves exit code 2; a health check that cannot run is unhealthy.
             println!("unhealthy: bad arguments: {reason}");
             return ExitCode::FAILURE;
+        }
+        Ok(cli::Parsed::Reset(state)) => {
+            return match app::reset(&state) {
+                Ok(message) => {
+                    println!("{message}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("php-relaunch: {err:#}");
+                    outcome::usage_error()
+                }
+            };
         }
         Ok(cli::Parsed::Exit(code)) => return code,
         Err(err) => {

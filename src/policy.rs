@@ -1,6 +1,9 @@
 //! Pure decisions: what an answer of the heartbeat calls for. No I/O.
 
+use std::time::Duration;
+
 use crate::probe::Answer;
+use crate::state::{Incident, State};
 
 /// What to do about one answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +33,130 @@ pub fn decide(answer: &Answer, relaunch_on: &[u16], fastcgi: bool) -> Decision {
         Answer::Dns(_) | Answer::Failed(_) if fastcgi => Decision::Unhealthy,
         Answer::Refused(_) | Answer::Dns(_) | Answer::Failed(_) => Decision::WebServerDown,
     }
+}
+
+/// Limits that keep relaunches from making things worse (#5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Consecutive failed runs before a relaunch (`--failures`).
+    pub failures: u32,
+    /// Relaunches allowed within `within` (`--max-restarts`).
+    pub max_restarts: u32,
+    /// The budget's window (`--within`).
+    pub within: Duration,
+    /// Consecutive healthy runs that restore a spent budget (`--recover-after`).
+    pub recover_after: u32,
+}
+
+/// What a run whose answer calls for a relaunch may do, given what earlier runs did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Not yet: this is failure `failures` of the `needed` in a row.
+    Wait {
+        /// Consecutive failures so far, this one included.
+        failures: u32,
+        /// How many make a relaunch.
+        needed: u32,
+    },
+    /// The budget is spent: no relaunch. `first` when this run is the one that found it spent, and
+    /// so sends the giving-up alert.
+    GiveUp {
+        /// Whether the giving-up alert is still to be sent.
+        first: bool,
+    },
+    /// The previous relaunch's recovery window is still open for `left`.
+    Cooldown {
+        /// Time left in the window.
+        left: Duration,
+    },
+    /// Go ahead.
+    Relaunch,
+}
+
+/// The recovery window after a relaunch: twice what the relaunch took, at least 10 s.
+pub fn cooldown(last_took: Option<Duration>) -> Duration {
+    last_took
+        .map_or(Duration::ZERO, |took| took * 2)
+        .max(Duration::from_secs(10))
+}
+
+/// Whether a relaunch may happen now (`now` in unix seconds). `state.failures` counts this run.
+pub fn relaunch_step(state: &State, limits: &Limits, now: i64) -> Step {
+    if state.failures < limits.failures {
+        return Step::Wait {
+            failures: state.failures,
+            needed: limits.failures,
+        };
+    }
+    let window = i64::try_from(limits.within.as_secs()).unwrap_or(i64::MAX);
+    let recent = state
+        .relaunches
+        .iter()
+        .filter(|&&at| now.saturating_sub(at) < window)
+        .count();
+    if state.gave_up || recent >= usize::try_from(limits.max_restarts).unwrap_or(usize::MAX) {
+        return Step::GiveUp {
+            first: !state.gave_up,
+        };
+    }
+    if let Some(&last) = state.relaunches.last() {
+        let since = Duration::from_secs(u64::try_from(now.saturating_sub(last)).unwrap_or(0));
+        let window = cooldown(state.last_took_ms.map(Duration::from_millis));
+        if since < window {
+            return Step::Cooldown {
+                left: window.saturating_sub(since),
+            };
+        }
+    }
+    Step::Relaunch
+}
+
+/// Books a relaunch at `now` that took `took`; relaunches older than the budget's window are dropped.
+pub fn record_relaunch(state: &mut State, limits: &Limits, now: i64, took: Duration) {
+    let window = i64::try_from(limits.within.as_secs()).unwrap_or(i64::MAX);
+    state
+        .relaunches
+        .retain(|&at| now.saturating_sub(at) < window);
+    state.relaunches.push(now);
+    state.last_took_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
+}
+
+/// What a healthy run changed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Recovery {
+    /// The incident that just ended, if any.
+    pub ended: Option<Incident>,
+    /// Whether this run restored a spent budget.
+    pub budget_restored: bool,
+}
+
+/// Books a healthy run: failures reset, successes counted (only as far as restoring the budget
+/// needs, so a long healthy streak writes nothing), a spent budget restored after `recover_after`.
+pub fn record_healthy(state: &mut State, limits: &Limits) -> Recovery {
+    state.failures = 0;
+    state.successes = (state.successes + 1).min(limits.recover_after.max(1));
+    let mut recovery = Recovery {
+        ended: state.incident.take(),
+        budget_restored: false,
+    };
+    if state.gave_up && state.successes >= limits.recover_after {
+        state.gave_up = false;
+        state.relaunches.clear();
+        recovery.budget_restored = true;
+    }
+    recovery
+}
+
+/// Books a failing run: an incident opens if none is open. Returns whether its alert is still due
+/// (one alert per incident, not per run).
+pub fn record_failure(state: &mut State, verdict: &str, now: i64) -> bool {
+    state.successes = 0;
+    let incident = state.incident.get_or_insert_with(|| Incident {
+        since: now,
+        verdict: verdict.to_owned(),
+        alerted: false,
+    });
+    !incident.alerted
 }
 
 #[cfg(test)]
@@ -105,5 +232,118 @@ mod tests {
                 "fastcgi: {answer:?}"
             );
         }
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            failures: 2,
+            max_restarts: 3,
+            within: Duration::from_hours(1),
+            recover_after: 3,
+        }
+    }
+
+    fn state(failures: u32, relaunches: &[i64], took_ms: Option<u64>, gave_up: bool) -> State {
+        State {
+            failures,
+            relaunches: relaunches.to_vec(),
+            last_took_ms: took_ms,
+            gave_up,
+            ..State::default()
+        }
+    }
+
+    #[test]
+    fn relaunch_steps() {
+        let now = 1_000_000;
+        let cases = [
+            // Below the failure threshold.
+            (
+                state(1, &[], None, false),
+                Step::Wait {
+                    failures: 1,
+                    needed: 2,
+                },
+            ),
+            (state(2, &[], None, false), Step::Relaunch),
+            // Cooldown: at least 10 s, or twice the last relaunch.
+            (
+                state(2, &[now - 5], Some(1_000), false),
+                Step::Cooldown {
+                    left: Duration::from_secs(5),
+                },
+            ),
+            (state(2, &[now - 10], Some(1_000), false), Step::Relaunch),
+            (
+                state(2, &[now - 20], Some(15_000), false),
+                Step::Cooldown {
+                    left: Duration::from_secs(10),
+                },
+            ),
+            (state(2, &[now - 30], Some(15_000), false), Step::Relaunch),
+            // Budget: 3 within the hour; older ones do not count.
+            (
+                state(2, &[now - 3000, now - 2000, now - 1000], None, false),
+                Step::GiveUp { first: true },
+            ),
+            (
+                state(2, &[now - 4000, now - 2000, now - 1000], None, false),
+                Step::Relaunch,
+            ),
+            (
+                state(5, &[now - 3000, now - 2000, now - 1000], None, true),
+                Step::GiveUp { first: false },
+            ),
+            // Once given up, it stays so until healthy runs restore the budget.
+            (state(2, &[], None, true), Step::GiveUp { first: false }),
+        ];
+        for (state, want) in cases {
+            assert_eq!(relaunch_step(&state, &limits(), now), want, "{state:?}");
+        }
+    }
+
+    #[test]
+    fn relaunches_are_booked_and_old_ones_forgotten() {
+        let mut s = state(2, &[10, 3000], None, false);
+        record_relaunch(&mut s, &limits(), 4000, Duration::from_millis(1500));
+        assert_eq!(s.relaunches, [3000, 4000]);
+        assert_eq!(s.last_took_ms, Some(1500));
+    }
+
+    #[test]
+    fn healthy_runs_end_incidents_and_restore_the_budget() {
+        let mut s = state(4, &[1, 2, 3], None, true);
+        assert!(record_failure(&mut s, "502", 100));
+        s.incident.as_mut().unwrap().alerted = true;
+        assert!(
+            !record_failure(&mut s, "timeout", 160),
+            "one alert per incident"
+        );
+        assert_eq!(s.incident.as_ref().unwrap().verdict, "502");
+
+        let first = record_healthy(&mut s, &limits());
+        assert_eq!(first.ended.map(|i| i.since), Some(100));
+        assert!(!first.budget_restored);
+        assert_eq!(record_healthy(&mut s, &limits()), Recovery::default());
+        let third = record_healthy(&mut s, &limits());
+        assert!(third.budget_restored);
+        assert!(!s.gave_up && s.relaunches.is_empty() && s.failures == 0);
+        // A long healthy streak changes nothing more, so nothing is written.
+        let before = s.clone();
+        record_healthy(&mut s, &limits());
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn cooldown_is_twice_the_relaunch_and_at_least_ten_seconds() {
+        assert_eq!(cooldown(None), Duration::from_secs(10));
+        assert_eq!(
+            cooldown(Some(Duration::from_secs(2))),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            cooldown(Some(Duration::from_secs(8))),
+            Duration::from_secs(16)
+        );
     }
 }

@@ -25,6 +25,35 @@ pub struct State {
     /// php-fpm's status counters at the previous check.
     #[serde(default)]
     pub status: Option<Counters>,
+    /// Consecutive runs whose answer called for a relaunch.
+    #[serde(default)]
+    pub failures: u32,
+    /// Consecutive healthy runs, counted up to what restoring the budget needs.
+    #[serde(default)]
+    pub successes: u32,
+    /// When the recent relaunches happened, unix seconds, oldest first.
+    #[serde(default)]
+    pub relaunches: Vec<i64>,
+    /// How long the last relaunch took, milliseconds.
+    #[serde(default)]
+    pub last_took_ms: Option<u64>,
+    /// The restart budget is spent and the giving-up alert was sent.
+    #[serde(default)]
+    pub gave_up: bool,
+    /// The problem going on now, if any: one alert per incident, and a "recovered" one at its end.
+    #[serde(default)]
+    pub incident: Option<Incident>,
+}
+
+/// A problem from its first failing run to the next healthy one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incident {
+    /// When it began, unix seconds.
+    pub since: i64,
+    /// The verdict that began it.
+    pub verdict: String,
+    /// Whether its alert went out (so no other goes out for it).
+    pub alerted: bool,
 }
 
 /// The default state file of a target: `/var/lib/php-relaunch/<target in safe characters>.json`.
@@ -130,6 +159,14 @@ mod tests {
         let state = State {
             target: "unix:///x.sock;/status?json".into(),
             status: Some(counters()),
+            failures: 2,
+            relaunches: vec![1_700_000_000],
+            incident: Some(Incident {
+                since: 1_700_000_000,
+                verdict: "502".into(),
+                alerted: true,
+            }),
+            ..State::default()
         };
         save(&path, &state).unwrap();
         assert_eq!(load(&path).unwrap(), (state, None));
@@ -155,6 +192,7 @@ mod tests {
         let state = State {
             target: "t".into(),
             status: Some(counters()),
+            ..State::default()
         };
         save(&path, &state).unwrap();
         // What a crash in the middle of a save leaves: a half-written temporary file beside it.

@@ -266,6 +266,8 @@ fn a_relaunch_driven_over_fastcgi_needs_no_web_server() {
             .arg(&log)
             .arg("--lock")
             .arg(pool.dir.path().join("lock"))
+            .arg("--state")
+            .arg(pool.dir.path().join("state.json"))
             .env_remove("RUST_BACKTRACE")
             .output()
             .unwrap();

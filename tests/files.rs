@@ -162,7 +162,9 @@ fn crontab_example_runs_the_binary_by_full_path_with_the_classic_arguments() {
         let port = common::free_port().to_string();
         let out = Command::new(env!("CARGO_BIN_EXE_php-relaunch"))
             .args(args.iter().map(|a| a.replace("8889", &port)))
-            .args(["--dry-run", "--service", "php8.2-fpm", "--lock"])
+            .args(["--dry-run", "--service", "php8.2-fpm", "--state"])
+            .arg(dir.path().join("state.json"))
+            .arg("--lock")
             .arg(dir.path().join("lock"))
             .env_remove("RUST_BACKTRACE")
             .output()

@@ -38,10 +38,12 @@ fn every_bad_input_is_refused_before_anything_happens() {
     let url = site.heartbeat();
     let log = site.log.display().to_string();
     let lock = site.lock.display().to_string();
+    let state = site.state.display().to_string();
     let fpm = site.fpm.direct_args();
     let with = |args: &[&str]| -> Vec<String> {
         let mut all: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
         all.extend(["--log".into(), log.clone(), "--lock".into(), lock.clone()]);
+        all.extend(["--state".into(), state.clone()]);
         all.extend(fpm.iter().cloned());
         all
     };
@@ -135,6 +137,8 @@ fn a_symlinked_log_or_lock_is_refused_and_its_target_untouched() {
             .arg(log)
             .arg("--lock")
             .arg(lock)
+            .arg("--state")
+            .arg(&site.state)
             .env_remove("RUST_BACKTRACE")
             .output()
             .unwrap();

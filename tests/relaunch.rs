@@ -307,6 +307,8 @@ fn every_repeats_within_the_minute() {
         .arg(&site.log)
         .arg("--lock")
         .arg(&site.lock)
+        .arg("--state")
+        .arg(&site.state)
         .output()
         .unwrap();
 

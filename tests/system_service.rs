@@ -83,6 +83,8 @@ impl SystemFpm {
             .arg(self.dir.path().join("log"))
             .arg("--lock")
             .arg(self.dir.path().join("lock"))
+            .arg("--state")
+            .arg(self.dir.path().join("state.json"))
             .env_remove("RUST_BACKTRACE")
             .output()
             .unwrap()
@@ -176,7 +178,7 @@ fn sigstopped_service_is_recovered_without_waiting_for_the_init_script() {
 }
 
 #[test]
-fn a_saturated_running_service_is_restarted_through_the_init_script() {
+fn a_saturated_service_is_restarted_only_when_allowed() {
     let mut fpm = SystemFpm::take(true);
     let url = fpm.start_nginx();
     let old_master = SystemFpm::master().unwrap();
@@ -194,8 +196,24 @@ fn a_saturated_running_service_is_restarted_through_the_init_script() {
         common::curl_status(&url) != "200"
     });
 
-    // No --service: the running master's title names it.
+    // No --service: the running master's title names it. A saturated pool is alive: without the
+    // opt-in it is reported, not restarted (that would drop the requests in flight).
     let out = fpm.run(&[&url, "1"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let line = fpm.log_line();
+    assert_eq!(field(&line, "verdict"), Some("timeout"), "{line}");
+    assert_eq!(field(&line, "action"), Some("none"), "{line}");
+    assert_eq!(field(&line, "state"), Some("saturated"), "{line}");
+    assert!(
+        field(&line, "error")
+            .unwrap()
+            .starts_with("5 of 5 workers busy (from /proc)"),
+        "{line}"
+    );
+    assert_eq!(SystemFpm::master(), Some(old_master));
+    std::fs::remove_file(fpm.dir.path().join("log")).unwrap();
+
+    let out = fpm.run(&[&url, "1", "", "0", "--relaunch-saturated"]);
 
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let line = fpm.log_line();

@@ -445,6 +445,7 @@ pub struct Site {
     pub nginx: Nginx,
     pub log: PathBuf,
     pub lock: PathBuf,
+    pub state: PathBuf,
     // Dropped last, after the servers using it.
     pub dir: tempfile::TempDir,
 }
@@ -460,6 +461,7 @@ impl Site {
         Site {
             log: dir.path().join("php-relaunch.log"),
             lock: dir.path().join("php-relaunch.lock"),
+            state: dir.path().join("state.json"),
             fpm,
             nginx,
             dir,
@@ -481,6 +483,8 @@ impl Site {
             .arg(&self.log)
             .arg("--lock")
             .arg(&self.lock)
+            .arg("--state")
+            .arg(&self.state)
             .env_remove("RUST_BACKTRACE")
             .env_remove("HTTP_PROXY")
             .env_remove("http_proxy");
