@@ -62,7 +62,7 @@ pub fn check_command(config: &ProbeConfig) -> ExitCode {
         let (mut state, before) = health::load_state(&config.state);
         state.target = config.target.to_string();
         let verdict = health::check(config, &mut state);
-        health::save_state(&config.state, &state, before.as_ref());
+        health::save_state(&config.state, &state, &before);
         verdict
     } else {
         health::check(config, &mut State::default())
@@ -141,7 +141,7 @@ fn check(config: &Config, journal: Option<&mut Journal>) -> Result<Outcome> {
             entry.state = "healthy";
         } else {
             if !config.dry_run {
-                health::save_state(&config.probe.state, &state, before.as_ref());
+                health::save_state(&config.probe.state, &state, &before);
             }
             return Ok(Outcome::Healthy);
         }
@@ -153,13 +153,18 @@ fn check(config: &Config, journal: Option<&mut Journal>) -> Result<Outcome> {
         print!("{}", entry.line());
         return Ok(outcome);
     }
-    if report.mail && !config.recipients.is_empty() {
-        mail(config, &mut entry, &report);
+    if report.mail {
+        if !config.recipients.is_empty() {
+            mail(config, &mut entry, &report);
+        }
+        if let Some(incident) = state.incident.as_mut() {
+            incident.alerted = true;
+        }
     }
     if let Some(journal) = journal {
         journal.append(&entry)?;
     }
-    health::save_state(&config.probe.state, &state, before.as_ref());
+    health::save_state(&config.probe.state, &state, &before);
     Ok(outcome)
 }
 

@@ -34,31 +34,41 @@ fn judge_status(config: &ProbeConfig, body: &[u8], state: &mut State) -> Option<
     (!reasons.is_empty()).then(|| reasons.join(", "))
 }
 
+/// When a loaded state is written back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Saving {
+    /// When it differs from what was read.
+    IfChanged(State),
+    /// Always: the file was corrupt, and its fresh replacement ends the warning.
+    Always,
+    /// Never: the file was refused (a symlink) or unreadable, and is left as it is.
+    Never,
+}
+
 /// Loads the state file; trouble with it is a warning (on stderr) and a fresh state, never a reason
-/// to stop watching. The second value is the state to compare with before saving: a corrupt file
-/// compares unequal to anything, so its fresh replacement is written and the warning comes once.
-pub fn load_state(path: &std::path::Path) -> (State, Option<State>) {
+/// to stop watching.
+pub fn load_state(path: &std::path::Path) -> (State, Saving) {
     match state::load(path) {
-        Ok((state, None)) => (state.clone(), Some(state)),
+        Ok((state, None)) => (state.clone(), Saving::IfChanged(state)),
         Ok((state, Some(warning))) => {
             eprintln!("php-relaunch: {warning}");
-            (state, None)
+            (state, Saving::Always)
         }
         Err(err) => {
-            // A symlink or an unreadable file is left as it is: refused, not replaced.
             eprintln!("php-relaunch: {err:#}; using a fresh state");
-            let fresh = State::default();
-            (fresh.clone(), Some(fresh))
+            (State::default(), Saving::Never)
         }
     }
 }
 
-/// Saves the state file if it differs from `before` (always when `before` is `None`); trouble is a
-/// warning on stderr.
-pub fn save_state(path: &std::path::Path, state: &State, before: Option<&State>) {
-    if before != Some(state)
-        && let Err(err) = state::save(path, state)
-    {
+/// Writes the state back as `saving` says; trouble is a warning on stderr.
+pub fn save_state(path: &std::path::Path, state: &State, saving: &Saving) {
+    let due = match saving {
+        Saving::IfChanged(before) => before != state,
+        Saving::Always => true,
+        Saving::Never => false,
+    };
+    if due && let Err(err) = state::save(path, state) {
         eprintln!("php-relaunch: {err:#}");
     }
 }

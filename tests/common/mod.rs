@@ -408,9 +408,12 @@ impl Smtp {
     }
 }
 
-/// Soft line breaks (`=` at the end of a line) joined, `=XX` turned back into bytes.
+/// Folded header lines unfolded; in the body, soft line breaks (`=` at the end of a line) joined and
+/// `=XX` turned back into bytes.
 fn decode_quoted_printable(text: &str) -> String {
-    let joined = text.replace("=\r\n", "").replace("=\n", "");
+    let (head, body) = text.split_once("\n\n").unwrap_or((text, ""));
+    let head = head.replace("\n ", " ").replace("\n\t", " ");
+    let joined = format!("{head}\n\n{}", body.replace("=\r\n", "").replace("=\n", ""));
     let bytes = joined.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
