@@ -20,7 +20,7 @@ port=$(free_port)
 site_up "$dir" "$port"
 url=http://127.0.0.1:$port/php-heartbeat.php
 sock=$dir/php-fpm.sock
-check=("$bin" "$url" 5 --log "$dir/log" --lock "$dir/lock" --service php8.2-fpm)
+check=("$bin" "$url" 5 --log "$dir/log" --lock "$dir/lock" --state "$dir/state.json" --service php8.2-fpm)
 "${check[@]}" # healthy: exit 0, or the figures mean nothing
 "$bin" check "unix://$sock;/ping" 2 >/dev/null
 

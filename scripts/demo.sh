@@ -17,9 +17,11 @@ url=http://127.0.0.1:$port/php-heartbeat.php
 relaunch() {
     local code=0
     "$bin" "$url" "$@" --fpm-bin "$dir/php-fpm" --fpm-config "$dir/php-fpm.conf" \
-        --log "$dir/php-relaunch.log" --lock "$dir/php-relaunch.lock" || code=$?
+        --log "$dir/php-relaunch.log" --lock "$dir/php-relaunch.lock" --state "$dir/state.json" || code=$?
     echo "  exit code $code; log: $(tail -n 1 "$dir/php-relaunch.log" 2>/dev/null || true)"
     : >"$dir/php-relaunch.log"
+    # Each step is its own story: forget the last relaunch, or its 10 s cooldown would hold back the next.
+    rm -f "$dir/state.json"
 }
 
 echo "1. healthy heartbeat ($(curl -s -o /dev/null -w '%{http_code}' "$url")): php-relaunch $url 5"
