@@ -303,7 +303,9 @@ fn every_repeats_within_the_minute() {
     site.fpm.start();
 
     let out = Command::new(env!("CARGO_BIN_EXE_php-relaunch"))
-        .args([&site.heartbeat(), "2", "", "0", "--every", "0.2", "--log"])
+        .args([&site.heartbeat(), "2", "", "0", "--every", "0.2"])
+        .args(site.fpm.direct_args())
+        .arg("--log")
         .arg(&site.log)
         .arg("--lock")
         .arg(&site.lock)
@@ -318,6 +320,7 @@ fn every_repeats_within_the_minute() {
         .lines()
         .count();
     assert!(requests >= 2, "--every made {requests} request(s)");
+    assert!(site.log_lines().is_empty(), "{:?}", site.log_lines());
 }
 
 #[test]
