@@ -14,11 +14,7 @@ runs=${RUNS:-300}
 install_missing nginx php8.2-fpm libfcgi-bin curl hyperfine python3
 bin=$(scripts/build.sh)
 
-dir=$(mktemp -d)
-trap 'site_down "$dir"; rm -rf "$dir"' EXIT
-port=$(free_port)
-site_up "$dir" "$port"
-url=http://127.0.0.1:$port/php-heartbeat.php
+temp_site
 sock=$dir/php-fpm.sock
 check=("$bin" "$url" 5 --log "$dir/log" --lock "$dir/lock" --state "$dir/state.json" --service php8.2-fpm)
 "${check[@]}" # healthy: exit 0, or the figures mean nothing

@@ -9,11 +9,7 @@ source scripts/loopback-site.sh
 install_missing nginx php8.2-fpm curl python3
 bin=$(scripts/build.sh)
 
-dir=$(mktemp -d)
-trap 'site_down "$dir"; rm -rf "$dir"' EXIT
-port=$(free_port)
-site_up "$dir" "$port"
-url=http://127.0.0.1:$port/php-heartbeat.php
+temp_site
 relaunch() {
     local code=0
     "$bin" "$url" "$@" --fpm-bin "$dir/php-fpm" --fpm-config "$dir/php-fpm.conf" \

@@ -4,6 +4,8 @@
 #                    own config, socket and pid file in DIR; nginx serving the project's heartbeat vhost
 #                    and allow-list on 127.0.0.1:PORT.
 # site_down DIR      ends exactly the processes site_up started, stopped ones included.
+# temp_site          site_up in a fresh temporary directory on a free port, torn down at exit;
+#                    sets dir, port and url (the heartbeat page).
 
 project_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -68,6 +70,14 @@ site_down() {
         kill -CONT "$pid" 2>/dev/null
         kill -KILL "$pid" 2>/dev/null
     done
+}
+
+temp_site() {
+    dir=$(mktemp -d)
+    trap 'site_down "$dir"; rm -rf "$dir"' EXIT
+    port=$(free_port)
+    site_up "$dir" "$port"
+    url=http://127.0.0.1:$port/php-heartbeat.php
 }
 
 # A TCP port nobody listens on now.

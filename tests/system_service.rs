@@ -68,12 +68,7 @@ impl SystemFpm {
     }
 
     fn master() -> Option<u32> {
-        let pid = std::fs::read_to_string(PID_FILE)
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        alive(pid).then_some(pid)
+        common::live_pid_in(std::path::Path::new(PID_FILE))
     }
 
     fn run(&self, args: &[&str]) -> std::process::Output {

@@ -61,6 +61,12 @@ pub fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// The pid in a pid file, if that process is alive.
+pub fn live_pid_in(pid_file: &Path) -> Option<u32> {
+    let pid = fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
+    alive(pid).then_some(pid)
+}
+
 /// Live pids whose executable is `exe`.
 pub fn pids_of_exe(exe: &Path) -> Vec<u32> {
     let mut pids = Vec::new();
@@ -159,12 +165,7 @@ impl Fpm {
 
     /// The running master, from the pid file.
     pub fn master(&self) -> Option<u32> {
-        let pid = fs::read_to_string(&self.pid_file)
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        alive(pid).then_some(pid)
+        live_pid_in(&self.pid_file)
     }
 
     /// Every live process of this instance (master and workers).
@@ -321,12 +322,7 @@ impl Nginx {
     }
 
     pub fn master(&self) -> Option<u32> {
-        let pid = fs::read_to_string(&self.pid_file)
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        alive(pid).then_some(pid)
+        live_pid_in(&self.pid_file)
     }
 
     pub fn stop(&self) {
