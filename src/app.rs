@@ -1,6 +1,5 @@
 //! One run: lock, probe, decide, act, log, alert. Builds the real pieces and reports what happened.
 
-use std::fmt::Write as _;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -201,6 +200,7 @@ fn act(
         return Outcome::Alerted;
     }
     state.failures += 1;
+    state.successes = 0;
     if config.pause_file.exists() {
         entry.state = "paused";
         entry.error = Some(format!(
@@ -296,25 +296,16 @@ fn relaunch(config: &Config, entry: &mut Entry, report: &mut Report) -> Outcome 
             return Outcome::StillDown;
         }
     }
-    let evidence = evidence::gather(
+    let found = evidence::gather(
         load.as_ref().and_then(|l| l.raw.as_deref()),
         &instance.log_files(),
     );
-    let stamp = entry.time.format("%Y%m%dT%H%M%S").to_string();
-    let mut file_text = format!("{}\n", entry.line().trim_end());
-    for p in &report.processes {
-        let _ = writeln!(file_text, "{p}");
-    }
-    file_text.push('\n');
-    file_text.push_str(&evidence);
-    match evidence::save(&config.evidence_dir, &stamp, &entry.verdict, &file_text) {
-        Ok(path) => {
-            report.evidence = Some(format!("Evidence file: {}\n\n{evidence}", path.display()));
-        }
-        Err(err) => {
-            report.evidence = Some(format!("Evidence file not written: {err:#}\n\n{evidence}"));
-        }
-    }
+    report.evidence = Some(evidence::record(
+        &config.evidence_dir,
+        entry,
+        &report.processes,
+        &found,
+    ));
 
     let mut last = None;
     let mut heartbeat_back = || {

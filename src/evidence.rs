@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use rustix::fs::OFlags;
 
+use crate::fpm::Proc;
+use crate::journal::Entry;
+
 /// How many evidence files are kept.
 pub const KEEP: usize = 50;
 
@@ -56,6 +59,22 @@ fn tail(path: &Path) -> Option<String> {
         (0, _) | (_, None) => text,
         (_, Some(newline)) => text[newline + 1..].to_owned(),
     })
+}
+
+/// Keeps the evidence of the event `entry` describes: its log line (as it stands before the
+/// relaunch), the processes, and what `gather` found. Returns the text for the alert, which says
+/// where the file is (or why it could not be written).
+pub fn record(dir: &Path, entry: &Entry, processes: &[Proc], found: &str) -> String {
+    let mut text = entry.line();
+    for p in processes {
+        let _ = writeln!(text, "{p}");
+    }
+    let _ = write!(text, "\n{found}");
+    let stamp = entry.time.format("%Y%m%dT%H%M%S").to_string();
+    match save(dir, &stamp, &entry.verdict, &text) {
+        Ok(path) => format!("Evidence file: {}\n\n{found}", path.display()),
+        Err(err) => format!("Evidence file not written: {err:#}\n\n{found}"),
+    }
 }
 
 /// Writes `text` to a new file in `dir` named after `stamp` and `verdict`, then prunes the oldest.
