@@ -224,12 +224,15 @@ pub struct CheckCli {
     pub target: String,
 
     /// Hard deadline in seconds over connect, write and read; fractions allowed
-    #[arg(value_name = "TIMEOUT", default_value = "5")]
+    #[arg(value_name = "TIMEOUT", default_value = CHECK_TIMEOUT)]
     pub timeout: String,
 
     #[command(flatten)]
     pub probe: ProbeArgs,
 }
+
+/// `check`'s default deadline in seconds.
+const CHECK_TIMEOUT: &str = "5";
 
 /// Restores a spent restart budget: `php-relaunch reset URL`.
 #[derive(Parser, Debug)]
@@ -310,6 +313,22 @@ where
 }
 
 fn parse_check(args: &[OsString]) -> Parsed {
+    // The common health-check line, `check TARGET [TIMEOUT]` without options, skips building clap's
+    // parser: a check is mostly process start, and clap was a fifth of what remained (README, Speed).
+    // Anything else, options and mistakes included, goes through clap.
+    let positional: Option<Vec<&str>> = args[1..]
+        .iter()
+        .map(|a| a.to_str().filter(|a| !a.starts_with('-')))
+        .collect();
+    if let Some([target, rest @ ..]) = positional.as_deref()
+        && rest.len() <= 1
+    {
+        let timeout = rest.first().copied().unwrap_or(CHECK_TIMEOUT);
+        return match ProbeConfig::new(target, timeout, ProbeArgs::default()) {
+            Ok(config) => Parsed::Check(Box::new(config)),
+            Err(err) => Parsed::CheckUsage(format!("{err:#}")),
+        };
+    }
     match CheckCli::try_parse_from(args) {
         Ok(cli) => match ProbeConfig::new(&cli.target, &cli.timeout, cli.probe) {
             Ok(config) => Parsed::Check(Box::new(config)),
@@ -352,6 +371,40 @@ mod tests {
         Cli::command().debug_assert();
         CheckCli::command().debug_assert();
         ResetCli::command().debug_assert();
+    }
+
+    /// What clap alone makes of `check` arguments, to hold the fast path to.
+    fn check_through_clap(args: &[&str]) -> String {
+        let parsed = match CheckCli::try_parse_from(args) {
+            Ok(cli) => match ProbeConfig::new(&cli.target, &cli.timeout, cli.probe) {
+                Ok(config) => Parsed::Check(Box::new(config)),
+                Err(err) => Parsed::CheckUsage(format!("{err:#}")),
+            },
+            Err(err) => Parsed::CheckUsage(err.to_string()),
+        };
+        format!("{parsed:?}")
+    }
+
+    #[test]
+    fn the_check_fast_path_agrees_with_clap() {
+        for args in [
+            &["check", "unix:///run/php/php8.2-fpm.sock;/ping"][..],
+            &["check", "unix:///run/php/php8.2-fpm.sock;/ping", "2"],
+            &["check", "fcgi://127.0.0.1:9000", "0.5"],
+            &["check", "http://127.0.0.1:8889/php-heartbeat.php", "3"],
+            &["check", "unix:///x.sock", "0"],
+            &["check", "ftp://x"],
+        ] {
+            let argv: Vec<OsString> = std::iter::once("php-relaunch")
+                .chain(args.iter().copied())
+                .map(OsString::from)
+                .collect();
+            assert_eq!(
+                format!("{:?}", parse_check(&argv[1..])),
+                check_through_clap(args),
+                "{args:?}"
+            );
+        }
     }
 
     #[test]
