@@ -33,10 +33,11 @@ Classification of the heartbeat answer:
 
 Exit codes:
   0  healthy
-  1  still down after the relaunch (or, with --dry-run, a relaunch is needed)
+  1  failing and not brought back: still down after the relaunch, or the relaunch was held back
+     (--failures, pause file, restart budget, cooldown, config test), or --dry-run would relaunch
   2  usage or configuration error; nothing was probed or restarted
   3  relaunched, and the heartbeat is healthy again
-  4  web server unreachable or unexpected status: logged and alerted only
+  4  web server unreachable, unexpected status, unhealthy reply or saturated pool: alerted only
   5  another run holds the lock
 
 Log line (one per run that found a problem or did something):
