@@ -7,6 +7,7 @@ use anyhow::Result;
 use chrono::{DateTime, Local, Timelike};
 
 use crate::alert;
+use crate::cli::{PoolsCli, PoolsCommand};
 use crate::config::{Config, ProbeConfig};
 use crate::evidence;
 use crate::fpm::{self, Instance, Plan, Proc};
@@ -16,6 +17,7 @@ use crate::load::{self, Load};
 use crate::lock;
 use crate::outcome::Outcome;
 use crate::policy::{self, Decision, Step};
+use crate::pools;
 use crate::probe::{self, Answer};
 use crate::state::State;
 use std::process::ExitCode;
@@ -73,6 +75,130 @@ pub fn check_command(config: &ProbeConfig) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// `php-relaunch pools …`: exit 0 when all went well, 1 when a replica failed or a stop was refused,
+/// 5 when another run holds the lock; errors (a bad pools file) are exit 2.
+pub fn pools(cli: &PoolsCli) -> Result<ExitCode> {
+    let all = pools::load(&cli.config)?;
+    let (pool, replica) = match &cli.command {
+        PoolsCommand::List => return pools_list(&all, cli.json),
+        PoolsCommand::Status { pool, replica } => {
+            return pools_status(&all, pool.as_deref(), *replica, cli.json);
+        }
+        PoolsCommand::Start { pool, replica }
+        | PoolsCommand::Stop { pool, replica }
+        | PoolsCommand::Restart { pool, replica } => (pool.clone(), *replica),
+        PoolsCommand::Deploy { pool, .. } => (Some(pool.clone()), None),
+    };
+    let Some(_lock) = lock::try_acquire(&cli.lock)? else {
+        eprintln!(
+            "php-relaunch: another php-relaunch run holds the lock '{}'",
+            cli.lock.display()
+        );
+        return Ok(ExitCode::from(Outcome::Busy.code()));
+    };
+    let mut journal = Journal::open(&cli.log)?;
+    let mut say = |line: String| {
+        println!("{line}");
+        if let Err(err) = journal.append_step(&line) {
+            eprintln!("php-relaunch: {err:#}");
+        }
+    };
+    let mut failed = 0;
+    for (pool, replicas) in pools::select(&all, pool.as_deref(), replica)? {
+        failed += match &cli.command {
+            PoolsCommand::Restart { .. } => pools::rolling_restart(pool, &replicas, &mut say),
+            PoolsCommand::Deploy { dir, .. } => pools::deploy(pool, dir, &mut say)?,
+            command => replicas
+                .iter()
+                .filter(|r| {
+                    let done = match command {
+                        PoolsCommand::Start { .. } => pools::start(r, &mut say),
+                        _ => pools::stop(pool, r, &mut say),
+                    };
+                    done.map_err(|err| say(format!("{}: {err:#}", r.name)))
+                        .is_err()
+                })
+                .count(),
+        };
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `pools list`.
+fn pools_list(all: &[pools::Pool], json: bool) -> Result<ExitCode> {
+    if json {
+        let list: Vec<_> = all
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "pool": p.name,
+                    "replicas": p.replicas.iter().map(|r| serde_json::json!({
+                        "replica": r.name, "fpm_bin": r.fpm_bin, "fpm_config": r.fpm_config,
+                        "ping": r.ping.to_string(),
+                    })).collect::<Vec<_>>(),
+                    "release_link": p.release_link,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        for p in all {
+            println!("{}: {} replicas, balancer nginx", p.name, p.replicas.len());
+            for r in &p.replicas {
+                println!(
+                    "  {}: {} {} ping {}",
+                    r.name,
+                    r.fpm_bin.display(),
+                    r.fpm_config.display(),
+                    r.ping
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pools status [POOL [REPLICA]]`: exit 1 when a replica does not answer its ping.
+fn pools_status(
+    all: &[pools::Pool],
+    pool: Option<&str>,
+    replica: Option<usize>,
+    json: bool,
+) -> Result<ExitCode> {
+    let mut rows = Vec::new();
+    for (pool, replicas) in pools::select(all, pool, replica)? {
+        rows.extend(pools::status(pool, &replicas)?);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        for row in &rows {
+            println!(
+                "{}: {}, ping {}, balancer {}{}",
+                row.replica,
+                row.master_pid
+                    .map_or_else(|| "not running".to_owned(), |p| format!("master {p}")),
+                row.ping,
+                row.balancer,
+                row.release
+                    .as_deref()
+                    .map(|r| format!(", release {r}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    let all_ok = rows.iter().all(|r| r.ping_ok);
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `php-relaunch reset`: forget the relaunches that spent the budget, so relaunching resumes.

@@ -22,6 +22,7 @@ Targets (URL):
 
 Health check for containers: php-relaunch check TARGET [TIMEOUT]  (see `php-relaunch check --help`)
 Restore a spent restart budget: php-relaunch reset URL [--state PATH]
+Redundant pool replicas: php-relaunch pools list|status|start|stop|restart|deploy (see `pools --help`)
 
 Classification of the heartbeat answer:
   200-399                      healthy: exit 0, print nothing, change nothing
@@ -248,9 +249,92 @@ pub struct ResetCli {
     pub state: Option<PathBuf>,
 }
 
+/// Redundant pool replicas: status, start, stop, rolling restarts and deploys (`php-relaunch pools`).
+#[derive(Parser, Debug)]
+#[command(name = "php-relaunch pools", version)]
+pub struct PoolsCli {
+    /// The pools file
+    #[arg(
+        long = "config",
+        value_name = "PATH",
+        default_value = "/etc/php-relaunch/pools.toml",
+        global = true
+    )]
+    pub config: PathBuf,
+
+    /// Machine-readable output (list, status)
+    #[arg(long = "json", global = true)]
+    pub json: bool,
+
+    /// Where each step of start, stop, restart and deploy is logged
+    #[arg(
+        long = "log",
+        value_name = "PATH",
+        default_value = "/var/log/php-relaunch.log",
+        global = true
+    )]
+    pub log: PathBuf,
+
+    /// The lock shared with the watching runs, so a cron run never relaunches in the middle
+    #[arg(
+        long = "lock",
+        value_name = "PATH",
+        default_value = "/run/php-relaunch.lock",
+        global = true
+    )]
+    pub lock: PathBuf,
+
+    #[command(subcommand)]
+    pub command: PoolsCommand,
+}
+
+/// What to do with the pools.
+#[derive(clap::Subcommand, Debug)]
+pub enum PoolsCommand {
+    /// The pools and their replicas
+    List,
+    /// Per replica: master pid, ping answer and latency, balancer state, current release
+    Status {
+        /// A pool name
+        pool: Option<String>,
+        /// A replica number, from 1
+        replica: Option<usize>,
+    },
+    /// Start replicas that are not running
+    Start {
+        /// A pool name
+        pool: Option<String>,
+        /// A replica number, from 1
+        replica: Option<usize>,
+    },
+    /// Drain and stop replicas gracefully; never the last one serving
+    Stop {
+        /// A pool name
+        pool: Option<String>,
+        /// A replica number, from 1
+        replica: Option<usize>,
+    },
+    /// Rolling restart, replica by replica: config test, drain, graceful stop, start, ping
+    Restart {
+        /// A pool name
+        pool: Option<String>,
+        /// A replica number, from 1
+        replica: Option<usize>,
+    },
+    /// Point the pool's release link at DIR atomically, then restart it replica by replica
+    Deploy {
+        /// The pool
+        pool: String,
+        /// The new release directory
+        dir: PathBuf,
+    },
+}
+
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Parsed {
+    /// A `pools` command.
+    Pools(Box<PoolsCli>),
     /// Restore the restart budget kept in this state file.
     Reset(PathBuf),
     /// Run with this configuration.
@@ -272,6 +356,24 @@ where
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
     if args.get(1).is_some_and(|a| a == "check") {
         return Ok(parse_check(&args[1..]));
+    }
+    if args.get(1).is_some_and(|a| a == "pools") {
+        return match PoolsCli::try_parse_from(&args[1..]) {
+            Ok(cli) => Ok(Parsed::Pools(Box::new(cli))),
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+                ) =>
+            {
+                let _ = err.print();
+                Ok(Parsed::Exit(ExitCode::SUCCESS))
+            }
+            Err(err) => Err(anyhow!(
+                "{} (see --help)",
+                first_paragraph(&err.to_string())
+            )),
+        };
     }
     if args.get(1).is_some_and(|a| a == "reset") {
         return match ResetCli::try_parse_from(&args[1..]) {
@@ -372,6 +474,7 @@ mod tests {
         Cli::command().debug_assert();
         CheckCli::command().debug_assert();
         ResetCli::command().debug_assert();
+        PoolsCli::command().debug_assert();
     }
 
     /// What clap alone makes of `check` arguments, to hold the fast path to.

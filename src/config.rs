@@ -146,7 +146,7 @@ impl Config {
             .status
             .as_deref()
             .map(|text| {
-                let status = target(text)?;
+                let status = probe_target(text)?;
                 ensure!(
                     !matches!(status, Target::FastCgi { script: None, .. }),
                     "--status '{text}' needs the status path, e.g. '{text};/status'"
@@ -197,7 +197,7 @@ impl Config {
 impl ProbeConfig {
     /// Validates a target, its timeout and the options that judge its answer.
     pub fn new(target_text: &str, timeout: &str, args: ProbeArgs) -> Result<ProbeConfig> {
-        let target = target(target_text)?;
+        let target = probe_target(target_text)?;
         let timeout = seconds("TIMEOUT", timeout)?;
         let thresholds = Thresholds {
             listen_queue: args.listen_queue,
@@ -239,7 +239,7 @@ impl ProbeConfig {
 }
 
 /// A probe target: `http://…`, `fcgi://HOST:PORT[/PATH[?QUERY]]` or `unix:///SOCKET[;/PATH[?QUERY]]`.
-fn target(text: &str) -> Result<Target> {
+pub fn probe_target(text: &str) -> Result<Target> {
     if let Some(rest) = text.strip_prefix("fcgi://") {
         let (authority, script) = match rest.find('/') {
             Some(at) => (&rest[..at], &rest[at..]),
@@ -503,7 +503,7 @@ mod tests {
             "http://[::1]:8889/",
             "HTTP://localhost",
         ] {
-            assert_eq!(target(good).unwrap(), Target::Http(good.to_owned()));
+            assert_eq!(probe_target(good).unwrap(), Target::Http(good.to_owned()));
         }
         for (bad, says) in [
             ("127.0.0.1/php-heartbeat.php", "no scheme"),
@@ -520,7 +520,7 @@ mod tests {
             ("http://host:99999/", "bad port"),
             ("http://user@host/", "credentials"),
         ] {
-            let err = target(bad).expect_err(bad).to_string();
+            let err = probe_target(bad).expect_err(bad).to_string();
             assert!(err.contains(says), "{bad}: {err}");
         }
     }
@@ -578,7 +578,7 @@ mod tests {
         ];
         for (text, address, script) in cases {
             assert_eq!(
-                target(text).unwrap(),
+                probe_target(text).unwrap(),
                 Target::FastCgi {
                     text: text.into(),
                     address,

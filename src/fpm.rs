@@ -432,7 +432,28 @@ impl Instance {
             .collect()
     }
 
-    fn start(&self, deadline: Duration) -> Result<()> {
+    /// Stops the master gracefully: QUIT, and if it has not exited within `grace`, TERM, and if that
+    /// does not end it within 5 s, SIGKILL of its whole family. Returns the signal that did it, or
+    /// `None` when no master was running.
+    pub fn stop_gracefully(&self, grace: Duration) -> Result<Option<&'static str>> {
+        let procs = snapshot()?;
+        let Some(master) = self.master(&procs).map(|m| m.pid) else {
+            return Ok(None);
+        };
+        signal(master, Signal::QUIT)?;
+        if self.wait_gone(grace).is_ok() {
+            return Ok(Some("QUIT"));
+        }
+        let _ = signal(master, Signal::TERM);
+        if self.wait_gone(Duration::from_secs(5)).is_ok() {
+            return Ok(Some("TERM"));
+        }
+        self.kill_family(Duration::from_secs(5))?;
+        Ok(Some("KILL"))
+    }
+
+    /// Starts the master (the init script's `start`, or the binary with its config) within `deadline`.
+    pub fn start(&self, deadline: Duration) -> Result<()> {
         match &self.via {
             Via::Service(name) => service_command(name, "start", deadline),
             Via::Direct {
@@ -527,6 +548,14 @@ fn conventional_binary(service: &str) -> Option<PathBuf> {
         Some(version) => Some(PathBuf::from(format!("/usr/sbin/php-fpm{version}"))),
         None => spawn::first_existing(&["/usr/local/sbin/php-fpm", "/usr/sbin/php-fpm"]),
     }
+}
+
+/// The first `key = value` setting of a php-fpm config file.
+pub fn config_setting(config: &Path, key: &str) -> Option<String> {
+    std::fs::read_to_string(config)
+        .ok()?
+        .lines()
+        .find_map(|line| setting(line, key))
 }
 
 /// `key = value` in a php-fpm config line, comments and quotes removed.

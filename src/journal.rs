@@ -106,7 +106,16 @@ impl Journal {
 
     /// Appends `entry` with one write(2) on the O_APPEND file, so concurrent writers never interleave.
     pub fn append(&mut self, entry: &Entry) -> Result<()> {
-        let line = entry.line();
+        self.write_line(&entry.line())
+    }
+
+    /// Appends a step of a `pools` command: `TIMESTAMP pools: TEXT`, in one write.
+    pub fn append_step(&mut self, text: &str) -> Result<()> {
+        let now = chrono::Local::now().to_rfc3339_opts(SecondsFormat::Secs, false);
+        self.write_line(&format!("{now} pools: {}\n", one_line(text)))
+    }
+
+    fn write_line(&mut self, line: &str) -> Result<()> {
         let written = self
             .file
             .write(line.as_bytes())

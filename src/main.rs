@@ -12,6 +12,7 @@ mod load;
 mod lock;
 mod outcome;
 mod policy;
+mod pools;
 mod probe;
 mod secure_file;
 mod spawn;
@@ -39,6 +40,12 @@ fn main() -> ExitCode {
                     outcome::usage_error()
                 }
             };
+        }
+        Ok(cli::Parsed::Pools(cli)) => {
+            return app::pools(&cli).unwrap_or_else(|err| {
+                eprintln!("php-relaunch: {err:#}");
+                outcome::usage_error()
+            });
         }
         Ok(cli::Parsed::Exit(code)) => return code,
         Err(err) => {

@@ -1,0 +1,379 @@
+//! Redundant pool replicas behind nginx (#4): status, start, stop, rolling restarts replica by replica,
+//! and atomic release switches. A replica is a php-fpm master of its own (binary + config), reached by
+//! nginx over its unix socket; nginx's `fastcgi_next_upstream` carries requests to the other replicas
+//! while one is drained.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Control;
+use crate::fpm::{self, Instance};
+use crate::probe::{self, Target};
+
+/// How long a replica may take to answer its ping after a start.
+const START_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long one ping may take.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The pools file, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PoolsFile {
+    pools: BTreeMap<String, PoolFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PoolFile {
+    balancer: String,
+    release_link: Option<PathBuf>,
+    /// Seconds a draining replica's requests may take before TERM.
+    #[serde(default = "default_drain")]
+    drain_timeout: u64,
+    replicas: Vec<ReplicaFile>,
+}
+
+fn default_drain() -> u64 {
+    30
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplicaFile {
+    fpm_bin: PathBuf,
+    fpm_config: PathBuf,
+    ping: String,
+}
+
+/// A pool of identical replicas.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    /// Its name in the file.
+    pub name: String,
+    /// The `current` symlink that `deploy` switches.
+    pub release_link: Option<PathBuf>,
+    /// How long a draining replica's requests may take.
+    pub drain_timeout: Duration,
+    /// Its replicas, numbered from 1.
+    pub replicas: Vec<Replica>,
+}
+
+/// One php-fpm master of a pool.
+#[derive(Debug, Clone)]
+pub struct Replica {
+    /// `POOL/N`.
+    pub name: String,
+    /// The php-fpm binary.
+    pub fpm_bin: PathBuf,
+    /// Its config (its pid file and listen socket are read from it).
+    pub fpm_config: PathBuf,
+    /// Its FastCGI ping.
+    pub ping: Target,
+}
+
+/// Reads and checks the pools file; errors name the file, the line and the field.
+pub fn load(path: &Path) -> Result<Vec<Pool>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read pools file '{}'", path.display()))?;
+    let file: PoolsFile = toml::from_str(&text).map_err(|err| {
+        let line = err.span().map_or(1, |span| {
+            text[..span.start.min(text.len())].matches('\n').count() + 1
+        });
+        anyhow::anyhow!("{}: line {line}: {}", path.display(), err.message().trim())
+    })?;
+    file.pools
+        .into_iter()
+        .map(|(name, pool)| {
+            ensure!(
+                pool.balancer == "nginx",
+                "{}: pool '{name}': balancer \"{}\" is not supported (only \"nginx\")",
+                path.display(),
+                pool.balancer
+            );
+            ensure!(!pool.replicas.is_empty(), "{}: pool '{name}' has no replicas", path.display());
+            let replicas = pool
+                .replicas
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let replica = format!("{name}/{}", i + 1);
+                    let ping = crate::config::probe_target(&r.ping).with_context(|| {
+                        format!("{}: replica {replica}: field `ping`", path.display())
+                    })?;
+                    ensure!(
+                        ping.is_fastcgi(),
+                        "{}: replica {replica}: field `ping` must be a FastCGI target (unix:// or fcgi://)",
+                        path.display()
+                    );
+                    let fpm_config = r.fpm_config.canonicalize().with_context(|| {
+                        format!(
+                            "{}: replica {replica}: field `fpm_config` '{}'",
+                            path.display(),
+                            r.fpm_config.display()
+                        )
+                    })?;
+                    Ok(Replica { name: replica, fpm_bin: r.fpm_bin, fpm_config, ping })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Pool {
+                name,
+                release_link: pool.release_link,
+                drain_timeout: Duration::from_secs(pool.drain_timeout),
+                replicas,
+            })
+        })
+        .collect()
+}
+
+impl Replica {
+    fn instance(&self) -> Result<Instance> {
+        let control = Control::Direct {
+            bin: self.fpm_bin.clone(),
+            config: self.fpm_config.clone(),
+        };
+        Instance::resolve(&control, None, &fpm::snapshot()?)
+    }
+
+    /// The unix socket nginx reaches it on, from its config's `listen`.
+    fn socket(&self) -> Option<PathBuf> {
+        fpm::config_setting(&self.fpm_config, "listen")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    }
+
+    /// Whether it answers its ping, and how fast.
+    fn ping(&self) -> (bool, String) {
+        let verdict = probe::probe(&self.ping, PING_TIMEOUT, None);
+        let healthy = verdict.answer.is_healthy();
+        let what = if healthy {
+            format!(
+                "answered {} in {:.1} ms",
+                verdict.answer,
+                verdict.latency.as_secs_f64() * 1000.0
+            )
+        } else {
+            format!(
+                "{} ({})",
+                verdict.answer,
+                verdict.answer.detail().unwrap_or("no answer")
+            )
+        };
+        (healthy, what)
+    }
+}
+
+/// One replica's state, for `pools status`.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// `POOL/N`.
+    pub replica: String,
+    /// Its master's pid, if it runs.
+    pub master_pid: Option<u32>,
+    /// Whether it answers its ping.
+    pub ping_ok: bool,
+    /// What the ping said.
+    pub ping: String,
+    /// `in` while its socket is there for nginx, `out` while drained or stopped.
+    pub balancer: &'static str,
+    /// Where the pool's release link points.
+    pub release: Option<String>,
+}
+
+/// The state of each chosen replica.
+pub fn status(pool: &Pool, replicas: &[&Replica]) -> Result<Vec<Status>> {
+    let release = pool
+        .release_link
+        .as_deref()
+        .and_then(|link| std::fs::read_link(link).ok())
+        .map(|target| target.display().to_string());
+    replicas
+        .iter()
+        .map(|replica| {
+            let instance = replica.instance()?;
+            let master_pid = instance.master(&fpm::snapshot()?).map(|m| m.pid);
+            let (ping_ok, ping) = replica.ping();
+            let balancer = if replica.socket().is_some_and(|s| s.exists()) {
+                "in"
+            } else {
+                "out"
+            };
+            Ok(Status {
+                replica: replica.name.clone(),
+                master_pid,
+                ping_ok,
+                ping,
+                balancer,
+                release: release.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Starts a replica that is not running and waits for its ping.
+pub fn start(replica: &Replica, say: &mut dyn FnMut(String)) -> Result<()> {
+    let instance = replica.instance()?;
+    if instance.master(&fpm::snapshot()?).is_some() {
+        say(format!("{}: already running", replica.name));
+        return Ok(());
+    }
+    say(format!("{}: starting", replica.name));
+    instance.start(START_DEADLINE)?;
+    wait_for_ping(replica, say)
+}
+
+/// Stops a replica: drain (its socket removed, so nginx sends new requests elsewhere at once), then a
+/// graceful stop. Refused when no other replica of the pool is serving.
+pub fn stop(pool: &Pool, replica: &Replica, say: &mut dyn FnMut(String)) -> Result<()> {
+    let others_serving = pool
+        .replicas
+        .iter()
+        .filter(|r| r.name != replica.name)
+        .any(|r| r.ping().0);
+    if !others_serving {
+        bail!(
+            "refusing to stop {}: no other replica of pool '{}' is serving",
+            replica.name,
+            pool.name
+        );
+    }
+    let instance = replica.instance()?;
+    if let Some(socket) = replica.socket() {
+        // nginx's connect now fails at once and goes to the next upstream; the master keeps the
+        // bound socket for its requests in flight.
+        match std::fs::remove_file(&socket) {
+            Ok(()) => say(format!(
+                "{}: drained (removed {})",
+                replica.name,
+                socket.display()
+            )),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => bail!(
+                "cannot drain {}: removing {}: {err}",
+                replica.name,
+                socket.display()
+            ),
+        }
+    }
+    let started = Instant::now();
+    match instance.stop_gracefully(pool.drain_timeout)? {
+        Some(signal) => say(format!(
+            "{}: stopped ({signal}) after {:.2}s",
+            replica.name,
+            started.elapsed().as_secs_f64()
+        )),
+        None => say(format!("{}: was not running", replica.name)),
+    }
+    Ok(())
+}
+
+/// Restarts one replica: config test, stop (refused if it is the last serving), start, ping.
+pub fn restart(pool: &Pool, replica: &Replica, say: &mut dyn FnMut(String)) -> Result<()> {
+    let instance = replica.instance()?;
+    instance
+        .test_config(START_DEADLINE)
+        .with_context(|| format!("{}: config test failed; left as it is", replica.name))?;
+    stop(pool, replica, say)?;
+    start(replica, say)
+}
+
+/// Restarts `replicas` one at a time; a failure is reported and the next replica is still tried (the
+/// last-serving check keeps the pool up). Returns how many failed.
+pub fn rolling_restart(pool: &Pool, replicas: &[&Replica], say: &mut dyn FnMut(String)) -> usize {
+    let mut failed = 0;
+    for replica in replicas {
+        if let Err(err) = restart(pool, replica, say) {
+            say(format!("{}: {err:#}", replica.name));
+            failed += 1;
+        }
+    }
+    failed
+}
+
+/// Points the pool's release link at `dir` atomically (a new symlink renamed over the old one), then
+/// restarts the pool replica by replica, so each replica serves the old release or the new one.
+pub fn deploy(pool: &Pool, dir: &Path, say: &mut dyn FnMut(String)) -> Result<usize> {
+    let Some(link) = &pool.release_link else {
+        bail!("pool '{}' has no release_link in the pools file", pool.name);
+    };
+    ensure!(dir.is_dir(), "'{}' is not a directory", dir.display());
+    let dir = dir.canonicalize()?;
+    let parent = link
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = link.file_name().context("release_link has no file name")?;
+    let temp = parent.join(format!(
+        ".{}.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::os::unix::fs::symlink(&dir, &temp)
+        .with_context(|| format!("creating '{}'", temp.display()))?;
+    if let Err(err) = std::fs::rename(&temp, link) {
+        let _ = std::fs::remove_file(&temp);
+        bail!("switching '{}': {err}", link.display());
+    }
+    say(format!(
+        "{}: {} -> {}",
+        pool.name,
+        link.display(),
+        dir.display()
+    ));
+    let replicas: Vec<&Replica> = pool.replicas.iter().collect();
+    Ok(rolling_restart(pool, &replicas, say))
+}
+
+fn wait_for_ping(replica: &Replica, say: &mut dyn FnMut(String)) -> Result<()> {
+    let until = Instant::now() + START_DEADLINE;
+    loop {
+        let (ok, what) = replica.ping();
+        if ok {
+            say(format!("{}: ping {what}", replica.name));
+            return Ok(());
+        }
+        if Instant::now() >= until {
+            bail!(
+                "{} does not answer its ping after start: {what}",
+                replica.name
+            );
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The replicas that `POOL [REPLICA]` names (all pools when `pool` is `None`).
+pub fn select<'a>(
+    pools: &'a [Pool],
+    pool: Option<&str>,
+    replica: Option<usize>,
+) -> Result<Vec<(&'a Pool, Vec<&'a Replica>)>> {
+    let chosen: Vec<&Pool> = match pool {
+        None => pools.iter().collect(),
+        Some(name) => vec![
+            pools
+                .iter()
+                .find(|p| p.name == name)
+                .with_context(|| format!("no pool named '{name}'"))?,
+        ],
+    };
+    chosen
+        .into_iter()
+        .map(|pool| {
+            let replicas = match replica {
+                None => pool.replicas.iter().collect(),
+                Some(n) => vec![
+                    pool.replicas
+                        .get(n.wrapping_sub(1))
+                        .with_context(|| format!("pool '{}' has no replica {n}", pool.name))?,
+                ],
+            };
+            Ok((pool, replicas))
+        })
+        .collect()
+}
