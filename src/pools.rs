@@ -260,8 +260,27 @@ pub fn stop(pool: &Pool, replica: &Replica, say: &mut dyn FnMut(String)) -> Resu
             ),
         }
     }
+    // php-fpm's own graceful stop waits for busy workers only when process_control_timeout is set;
+    // so wait here until every worker is back in accept(2), its request done, before signalling.
     let started = Instant::now();
-    match instance.stop_gracefully(pool.drain_timeout)? {
+    let until = started + pool.drain_timeout;
+    loop {
+        let procs = fpm::snapshot()?;
+        let busy = instance.workers_idle(&procs).map_or(0, |workers| {
+            workers.iter().filter(|(_, idle)| !idle).count()
+        });
+        if busy == 0 || Instant::now() >= until {
+            if busy > 0 {
+                say(format!(
+                    "{}: {busy} requests still running after the drain timeout",
+                    replica.name
+                ));
+            }
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    match instance.stop_gracefully(Duration::from_secs(5))? {
         Some(signal) => say(format!(
             "{}: stopped ({signal}) after {:.2}s",
             replica.name,

@@ -304,6 +304,18 @@ impl Nginx {
         nginx
     }
 
+    /// An nginx on `port` with this whole config (which must write its pid to `dir/nginx.pid`).
+    pub fn custom(dir: &Path, port: u16, config: &str) -> Nginx {
+        let nginx = Nginx {
+            port,
+            pid_file: dir.join("nginx.pid"),
+            config: dir.join("nginx.conf"),
+            started: std::cell::Cell::new(None),
+        };
+        fs::write(&nginx.config, config).unwrap();
+        nginx
+    }
+
     pub fn start(&self) {
         let out = Command::new("/usr/sbin/nginx")
             .arg("-c")
