@@ -223,9 +223,21 @@ impl Fpm {
 
 impl Drop for Fpm {
     fn drop(&mut self) {
-        for pid in self.pids() {
-            signal(pid, Signal::CONT);
-            signal(pid, Signal::KILL);
+        // The master first, so it forks no replacement for a worker killed before it; then whatever
+        // of this binary is left, until nothing is.
+        if let Some(master) = self.master() {
+            signal(master, Signal::KILL);
+        }
+        for _ in 0..100 {
+            let pids = self.pids();
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                signal(pid, Signal::CONT);
+                signal(pid, Signal::KILL);
+            }
+            thread::sleep(Duration::from_millis(20));
         }
     }
 }
