@@ -386,6 +386,9 @@ fn act(
 /// Relaunches php-fpm, filling in the entry and the report. Before touching a running master it
 /// tells saturated from dead, kills stuck workers, and tests the config.
 fn relaunch(config: &Config, entry: &mut Entry, report: &mut Report) -> Outcome {
+    if let Some(pool) = &config.pool {
+        return relaunch_pool(config, pool, entry);
+    }
     let started = Instant::now();
     let resolved = fpm::snapshot().and_then(|procs| {
         let instance = Instance::resolve(&config.control, config.pid_file.as_deref(), &procs)?;
@@ -466,6 +469,56 @@ fn relaunch(config: &Config, entry: &mut Entry, report: &mut Report) -> Outcome 
         entry.error = Some(done.errors.join("; "));
     }
     if done.healthy {
+        Outcome::Recovered
+    } else {
+        Outcome::StillDown
+    }
+}
+
+/// The heartbeat belongs to a pool of replicas: relaunch, one at a time, just the replicas that fail
+/// their own ping; the others keep serving throughout.
+fn relaunch_pool(config: &Config, pool: &pools::Pool, entry: &mut Entry) -> Outcome {
+    let started = Instant::now();
+    if config.dry_run {
+        let failing: Vec<&str> = pool
+            .replicas
+            .iter()
+            .filter(|r| !pools::answers(r))
+            .map(|r| r.name.as_str())
+            .collect();
+        entry.action = format!("would-relaunch:{}", failing.join(","));
+        return Outcome::StillDown;
+    }
+    let mut steps = Vec::new();
+    let mut errors = Vec::new();
+    for replica in pool.replicas.iter().filter(|r| !pools::answers(r)) {
+        match pools::relaunch_replica(replica, config.restart_timeout) {
+            Ok(done) => {
+                steps.push(format!("{}:{}", replica.name, done.steps.join("+")));
+                errors.extend(
+                    done.errors
+                        .into_iter()
+                        .map(|e| format!("{}: {e}", replica.name)),
+                );
+            }
+            Err(err) => errors.push(format!("{}: {err:#}", replica.name)),
+        }
+    }
+    let (healthy, answer) = verify(config);
+    entry.took = Some(started.elapsed());
+    entry.action = if steps.is_empty() {
+        "none".to_owned()
+    } else {
+        steps.join(",")
+    };
+    entry.state = if healthy { "healthy" } else { "down" };
+    if !healthy {
+        errors.push(format!("heartbeat still answers {answer}"));
+    }
+    if !errors.is_empty() {
+        entry.error = Some(errors.join("; "));
+    }
+    if healthy {
         Outcome::Recovered
     } else {
         Outcome::StillDown

@@ -185,6 +185,19 @@ pub struct Cli {
     /// Where the evidence of each relaunch is kept, newest 50 [default: evidence/ beside the state file]
     #[arg(long = "evidence-dir", value_name = "DIR")]
     pub evidence_dir: Option<PathBuf>,
+
+    /// The heartbeat belongs to this pool of replicas (see `pools`): a relaunch restarts, one at a
+    /// time, just the replicas that fail their own ping, instead of a service restart
+    #[arg(long = "pool", value_name = "NAME", conflicts_with_all = ["service", "fpm_bin"])]
+    pub pool: Option<String>,
+
+    /// With --pool: the pools file
+    #[arg(
+        long = "config",
+        value_name = "PATH",
+        default_value = "/etc/php-relaunch/pools.toml"
+    )]
+    pub pools_config: PathBuf,
 }
 
 /// Judging the reply, for a run and for `check` alike.

@@ -11,6 +11,7 @@ use lettre::Address;
 use crate::cli::{Cli, ProbeArgs};
 use crate::fpm;
 use crate::policy::Limits;
+use crate::pools::{self, Pool};
 use crate::probe::fastcgi;
 use crate::probe::status::Thresholds;
 use crate::probe::{Script, Target};
@@ -74,6 +75,8 @@ pub struct Config {
     pub stuck_after: Option<Duration>,
     /// Where evidence files go.
     pub evidence_dir: PathBuf,
+    /// The pool of replicas the heartbeat belongs to, checked at start-up.
+    pub pool: Option<Pool>,
 }
 
 /// How php-fpm is stopped and started.
@@ -169,6 +172,20 @@ impl Config {
                 .unwrap_or(Path::new(state::DIR))
                 .join("evidence")
         });
+        let pool = match cli.pool {
+            Some(name) => Some(
+                pools::load(&cli.pools_config)?
+                    .into_iter()
+                    .find(|p| p.name == name)
+                    .with_context(|| {
+                        format!(
+                            "--pool: no pool named '{name}' in '{}'",
+                            cli.pools_config.display()
+                        )
+                    })?,
+            ),
+            None => None,
+        };
         Ok(Config {
             probe,
             recipients,
@@ -190,6 +207,7 @@ impl Config {
             relaunch_saturated: cli.relaunch_saturated,
             stuck_after,
             evidence_dir,
+            pool,
         })
     }
 }

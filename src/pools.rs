@@ -215,6 +215,31 @@ pub fn status(pool: &Pool, replicas: &[&Replica]) -> Result<Vec<Status>> {
         .collect()
 }
 
+/// Whether a replica answers its ping.
+pub fn answers(replica: &Replica) -> bool {
+    replica.ping().0
+}
+
+/// Relaunches one failing replica as a cron run relaunches php-fpm (start; restart; SIGKILL of its
+/// family and start when it is stopped or the restart does not help), checked by its own ping.
+pub fn relaunch_replica(replica: &Replica, deadline: Duration) -> Result<fpm::Relaunch> {
+    let instance = replica.instance()?;
+    let procs = fpm::snapshot()?;
+    let mut answered = || {
+        let until = Instant::now() + deadline;
+        loop {
+            if replica.ping().0 {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    };
+    Ok(fpm::relaunch(&instance, &procs, deadline, &mut answered))
+}
+
 /// Starts a replica that is not running and waits for its ping.
 pub fn start(replica: &Replica, say: &mut dyn FnMut(String)) -> Result<()> {
     let instance = replica.instance()?;

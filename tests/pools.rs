@@ -403,3 +403,62 @@ fn config_errors_name_the_file_the_line_and_the_field() {
         "php-relaunch: FILE: pool 'www': balancer \"apache\" is not supported (only \"nginx\")\n"
     );
 }
+
+#[test]
+fn a_cron_run_relaunches_just_the_failing_replica() {
+    let pool = Pool::start("www");
+    let (first, second) = (
+        pool.replicas[0].master().unwrap(),
+        pool.replicas[1].master().unwrap(),
+    );
+    pool.replicas[0].freeze();
+    let log = pool.dir.path().join("cron.log");
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_php-relaunch"))
+            .args([
+                &pool.url("hello.php"),
+                "1",
+                "",
+                "0",
+                "--pool",
+                "www",
+                "--config",
+            ])
+            .arg(&pool.pools_file)
+            .arg("--log")
+            .arg(&log)
+            .arg("--lock")
+            .arg(pool.dir.path().join("cron.lock"))
+            .arg("--state")
+            .arg(pool.dir.path().join("state.json"))
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap()
+    };
+    // nginx takes turns between the replicas: a heartbeat sent to the frozen one times out.
+    let mut out = run();
+    for _ in 0..5 {
+        if out.status.code() != Some(0) {
+            break;
+        }
+        out = run();
+    }
+
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let text = fs::read_to_string(&log).unwrap();
+    let line = text.lines().last().unwrap();
+    assert_eq!(common::field(line, "verdict"), Some("timeout"), "{line}");
+    assert_eq!(
+        common::field(line, "action"),
+        Some("www/1:kill+start"),
+        "{line}"
+    );
+    assert_eq!(common::field(line, "state"), Some("healthy"), "{line}");
+    assert!(!alive(first), "the frozen replica was not replaced");
+    assert!(pool.replicas[0].master().is_some());
+    assert_eq!(
+        pool.replicas[1].master(),
+        Some(second),
+        "the healthy replica must be left alone"
+    );
+}
