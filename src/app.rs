@@ -114,7 +114,7 @@ pub fn pools(cli: &PoolsCli) -> Result<ExitCode> {
                 .iter()
                 .filter(|r| {
                     let done = match command {
-                        PoolsCommand::Start { .. } => pools::start(r, &mut say),
+                        PoolsCommand::Start { .. } => pools::start(pool, r, &mut say),
                         _ => pools::stop(pool, r, &mut say),
                     };
                     done.map_err(|err| say(format!("{}: {err:#}", r.name)))

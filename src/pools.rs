@@ -1,7 +1,8 @@
-//! Redundant pool replicas behind nginx (#4): status, start, stop, rolling restarts replica by replica,
-//! and atomic release switches. A replica is a php-fpm master of its own (binary + config), reached by
-//! nginx over its unix socket; nginx's `fastcgi_next_upstream` carries requests to the other replicas
-//! while one is drained.
+//! Redundant pool replicas (#4): status, start, stop, rolling restarts replica by replica, and atomic
+//! release switches. A replica is a php-fpm master of its own (binary + config). Behind nginx it is
+//! drained by removing its unix socket, and `fastcgi_next_upstream` carries requests to the other
+//! replicas; behind Apache's mod_proxy_balancer it is drained through the balancer-manager, as
+//! pools-manager does.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,10 @@ struct PoolsFile {
 #[serde(deny_unknown_fields)]
 struct PoolFile {
     balancer: String,
+    /// Apache: the balancer-manager page, e.g. `http://127.0.0.1/balancer-manager`.
+    manager_url: Option<String>,
+    /// Apache: the balancer's name, as in `balancer://NAME`.
+    balancer_name: Option<String>,
     release_link: Option<PathBuf>,
     /// Seconds a draining replica's requests may take before TERM.
     #[serde(default = "default_drain")]
@@ -49,6 +54,26 @@ struct ReplicaFile {
     fpm_bin: PathBuf,
     fpm_config: PathBuf,
     ping: String,
+    /// Apache: the member's worker URL as the balancer-manager shows it, e.g. `fcgi://127.0.0.1:9001`.
+    member: Option<String>,
+}
+
+/// How a pool's replicas are taken out of the load balancer and put back.
+#[derive(Debug, Clone)]
+pub enum Balancer {
+    /// nginx: a replica is drained by removing its unix socket.
+    Nginx,
+    /// Apache mod_proxy_balancer, through its balancer-manager.
+    Apache(Manager),
+}
+
+/// Apache's balancer-manager for one balancer.
+#[derive(Debug, Clone)]
+pub struct Manager {
+    /// The balancer-manager page.
+    pub url: String,
+    /// The balancer, as in `balancer://NAME`.
+    pub balancer: String,
 }
 
 /// A pool of identical replicas.
@@ -56,6 +81,8 @@ struct ReplicaFile {
 pub struct Pool {
     /// Its name in the file.
     pub name: String,
+    /// Its load balancer.
+    pub balancer: Balancer,
     /// The `current` symlink that `deploy` switches.
     pub release_link: Option<PathBuf>,
     /// How long a draining replica's requests may take.
@@ -75,6 +102,8 @@ pub struct Replica {
     pub fpm_config: PathBuf,
     /// Its FastCGI ping.
     pub ping: Target,
+    /// Apache: its worker URL in the balancer.
+    pub member: Option<String>,
 }
 
 /// Reads and checks the pools file; errors name the file, the line and the field.
@@ -90,12 +119,22 @@ pub fn load(path: &Path) -> Result<Vec<Pool>> {
     file.pools
         .into_iter()
         .map(|(name, pool)| {
-            ensure!(
-                pool.balancer == "nginx",
-                "{}: pool '{name}': balancer \"{}\" is not supported (only \"nginx\")",
-                path.display(),
-                pool.balancer
-            );
+            let balancer = match pool.balancer.as_str() {
+                "nginx" => Balancer::Nginx,
+                "apache" => {
+                    let (Some(url), Some(balancer)) = (pool.manager_url, pool.balancer_name) else {
+                        bail!(
+                            "{}: pool '{name}': balancer \"apache\" needs `manager_url` and `balancer_name`",
+                            path.display()
+                        );
+                    };
+                    Balancer::Apache(Manager { url, balancer })
+                }
+                other => bail!(
+                    "{}: pool '{name}': balancer \"{other}\" is not supported (\"nginx\" or \"apache\")",
+                    path.display()
+                ),
+            };
             ensure!(!pool.replicas.is_empty(), "{}: pool '{name}' has no replicas", path.display());
             let replicas = pool
                 .replicas
@@ -118,11 +157,23 @@ pub fn load(path: &Path) -> Result<Vec<Pool>> {
                             r.fpm_config.display()
                         )
                     })?;
-                    Ok(Replica { name: replica, fpm_bin: r.fpm_bin, fpm_config, ping })
+                    ensure!(
+                        !matches!(balancer, Balancer::Apache(_)) || r.member.is_some(),
+                        "{}: replica {replica}: field `member` is needed behind Apache",
+                        path.display()
+                    );
+                    Ok(Replica {
+                        name: replica,
+                        fpm_bin: r.fpm_bin,
+                        fpm_config,
+                        ping,
+                        member: r.member,
+                    })
                 })
                 .collect::<Result<Vec<_>>>()?;
             Ok(Pool {
                 name,
+                balancer,
                 release_link: pool.release_link,
                 drain_timeout: Duration::from_secs(pool.drain_timeout),
                 replicas,
@@ -179,7 +230,8 @@ pub struct Status {
     pub ping_ok: bool,
     /// What the ping said.
     pub ping: String,
-    /// `in` while its socket is there for nginx, `out` while drained or stopped.
+    /// `in` while it takes requests; `out` while drained (nginx: its socket is gone; Apache: the
+    /// balancer-manager says Drn); `unknown` when the balancer-manager does not answer.
     pub balancer: &'static str,
     /// Where the pool's release link points.
     pub release: Option<String>,
@@ -198,10 +250,14 @@ pub fn status(pool: &Pool, replicas: &[&Replica]) -> Result<Vec<Status>> {
             let instance = replica.instance()?;
             let master_pid = instance.master(&fpm::snapshot()?).map(|m| m.pid);
             let (ping_ok, ping) = replica.ping();
-            let balancer = if replica.socket().is_some_and(|s| s.exists()) {
-                "in"
-            } else {
-                "out"
+            let balancer = match &pool.balancer {
+                Balancer::Nginx if replica.socket().is_some_and(|s| s.exists()) => "in",
+                Balancer::Nginx => "out",
+                Balancer::Apache(manager) => match manager.member(replica) {
+                    Ok(row) if row.draining => "out",
+                    Ok(_) => "in",
+                    Err(_) => "unknown",
+                },
             };
             Ok(Status {
                 replica: replica.name.clone(),
@@ -240,20 +296,31 @@ pub fn relaunch_replica(replica: &Replica, deadline: Duration) -> Result<fpm::Re
     Ok(fpm::relaunch(&instance, &procs, deadline, &mut answered))
 }
 
-/// Starts a replica that is not running and waits for its ping.
-pub fn start(replica: &Replica, say: &mut dyn FnMut(String)) -> Result<()> {
+/// Starts a replica that is not running, waits for its ping, and puts it back into the balancer.
+pub fn start(pool: &Pool, replica: &Replica, say: &mut dyn FnMut(String)) -> Result<()> {
     let instance = replica.instance()?;
     if instance.master(&fpm::snapshot()?).is_some() {
         say(format!("{}: already running", replica.name));
-        return Ok(());
+    } else {
+        say(format!("{}: starting", replica.name));
+        instance.start(START_DEADLINE)?;
+        wait_for_ping(replica, say)?;
     }
-    say(format!("{}: starting", replica.name));
-    instance.start(START_DEADLINE)?;
-    wait_for_ping(replica, say)
+    if let Balancer::Apache(manager) = &pool.balancer
+        && manager.member(replica)?.draining
+    {
+        manager.set_drain(replica, false)?;
+        say(format!(
+            "{}: back in balancer://{}",
+            replica.name, manager.balancer
+        ));
+    }
+    Ok(())
 }
 
-/// Stops a replica: drain (its socket removed, so nginx sends new requests elsewhere at once), then a
-/// graceful stop. Refused when no other replica of the pool is serving.
+/// Stops a replica: drain (nginx: its socket removed, so new requests go elsewhere at once; Apache:
+/// the balancer-manager's drain flag, then its busy count down to 0), wait for its workers' requests,
+/// then a graceful stop. Refused when no other replica of the pool is serving.
 pub fn stop(pool: &Pool, replica: &Replica, say: &mut dyn FnMut(String)) -> Result<()> {
     let others_serving = pool
         .replicas
@@ -268,27 +335,42 @@ pub fn stop(pool: &Pool, replica: &Replica, say: &mut dyn FnMut(String)) -> Resu
         );
     }
     let instance = replica.instance()?;
-    if let Some(socket) = replica.socket() {
-        // nginx's connect now fails at once and goes to the next upstream; the master keeps the
-        // bound socket for its requests in flight.
-        match std::fs::remove_file(&socket) {
-            Ok(()) => say(format!(
-                "{}: drained (removed {})",
-                replica.name,
-                socket.display()
-            )),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => bail!(
-                "cannot drain {}: removing {}: {err}",
-                replica.name,
-                socket.display()
-            ),
+    let started = Instant::now();
+    let until = started + pool.drain_timeout;
+    match &pool.balancer {
+        Balancer::Nginx => {
+            if let Some(socket) = replica.socket() {
+                // nginx's connect now fails at once and goes to the next upstream; the master keeps
+                // the bound socket for its requests in flight.
+                match std::fs::remove_file(&socket) {
+                    Ok(()) => say(format!(
+                        "{}: drained (removed {})",
+                        replica.name,
+                        socket.display()
+                    )),
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(err) => bail!(
+                        "cannot drain {}: removing {}: {err}",
+                        replica.name,
+                        socket.display()
+                    ),
+                }
+            }
+        }
+        Balancer::Apache(manager) => {
+            manager.set_drain(replica, true)?;
+            say(format!(
+                "{}: drained in balancer://{}",
+                replica.name, manager.balancer
+            ));
+            // Apache's own count of the member's requests in flight.
+            while manager.member(replica)?.busy > 0 && Instant::now() < until {
+                thread::sleep(Duration::from_millis(50));
+            }
         }
     }
     // php-fpm's own graceful stop waits for busy workers only when process_control_timeout is set;
     // so wait here until every worker is back in accept(2), its request done, before signalling.
-    let started = Instant::now();
-    let until = started + pool.drain_timeout;
     loop {
         let procs = fpm::snapshot()?;
         let busy = instance.workers_idle(&procs).map_or(0, |workers| {
@@ -323,7 +405,7 @@ pub fn restart(pool: &Pool, replica: &Replica, say: &mut dyn FnMut(String)) -> R
         .test_config(START_DEADLINE)
         .with_context(|| format!("{}: config test failed; left as it is", replica.name))?;
     stop(pool, replica, say)?;
-    start(replica, say)
+    start(pool, replica, say)
 }
 
 /// Restarts `replicas` one at a time; a failure is reported and the next replica is still tried (the
@@ -373,6 +455,95 @@ pub fn deploy(pool: &Pool, dir: &Path, say: &mut dyn FnMut(String)) -> Result<us
     Ok(rolling_restart(pool, &replicas, say))
 }
 
+/// A member's row in the balancer-manager page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Its status says Drn.
+    pub draining: bool,
+    /// Requests it is serving now.
+    pub busy: u64,
+}
+
+impl Manager {
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .timeout_global(Some(PING_TIMEOUT))
+            .http_status_as_error(true)
+            .proxy(None)
+            .build()
+            .into()
+    }
+
+    fn page(&self) -> Result<String> {
+        Self::agent()
+            .get(&self.url)
+            .call()
+            .and_then(|mut r| r.body_mut().read_to_string())
+            .with_context(|| format!("reading the balancer-manager at {}", self.url))
+    }
+
+    /// The replica's row.
+    pub fn member(&self, replica: &Replica) -> Result<Member> {
+        let member = replica.member.as_deref().unwrap_or_default();
+        parse_member(&self.page()?, member).with_context(|| {
+            format!(
+                "balancer://{} at {} has no member {member}",
+                self.balancer, self.url
+            )
+        })
+    }
+
+    /// Sets or clears the member's drain flag, as the balancer-manager's form does (with its nonce,
+    /// and the Referer it demands against cross-site requests).
+    pub fn set_drain(&self, replica: &Replica, drain: bool) -> Result<()> {
+        let member = replica.member.as_deref().unwrap_or_default();
+        let page = self.page()?;
+        let nonce = parse_nonce(&page, &self.balancer).with_context(|| {
+            format!("no nonce for balancer://{} at {}", self.balancer, self.url)
+        })?;
+        Self::agent()
+            .post(&self.url)
+            .header("Referer", &self.url)
+            .send_form([
+                ("b", self.balancer.as_str()),
+                ("w", member),
+                ("nonce", nonce.as_str()),
+                ("w_status_N", if drain { "1" } else { "0" }),
+            ])
+            .with_context(|| format!("setting the drain flag of {member} at {}", self.url))?;
+        ensure!(
+            self.member(replica)?.draining == drain,
+            "the balancer-manager at {} did not take the drain flag of {member}",
+            self.url
+        );
+        Ok(())
+    }
+}
+
+/// `nonce=…` in the balancer's links.
+fn parse_nonce(page: &str, balancer: &str) -> Option<String> {
+    let at = page.find(&format!("b={balancer}&amp;"))?;
+    let rest = &page[at..];
+    let nonce = &rest[rest.find("nonce=")? + "nonce=".len()..];
+    let end = nonce.find(|c: char| !(c.is_ascii_hexdigit() || c == '-'))?;
+    Some(nonce[..end].to_owned())
+}
+
+/// The cells after `>MEMBER</a></td>`: route, redir, factor, set, status, elected, busy, …
+fn parse_member(page: &str, member: &str) -> Option<Member> {
+    let at = page.find(&format!(">{member}</a></td>"))?;
+    let end = page[at..].find("</tr>").map_or(page.len(), |end| at + end);
+    let cells: Vec<&str> = page[at..end]
+        .split("<td>")
+        .skip(1)
+        .map(|cell| cell.split("</td>").next().unwrap_or_default().trim())
+        .collect();
+    Some(Member {
+        draining: cells.get(4)?.split_whitespace().any(|flag| flag == "Drn"),
+        busy: cells.get(6)?.parse().ok()?,
+    })
+}
+
 fn wait_for_ping(replica: &Replica, say: &mut dyn FnMut(String)) -> Result<()> {
     let until = Instant::now() + START_DEADLINE;
     loop {
@@ -420,4 +591,42 @@ pub fn select<'a>(
             Ok((pool, replicas))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// From Apache 2.4's balancer-manager page, one balancer with two members, the first drained.
+    const PAGE: &str = r#"<h3>LoadBalancer Status for <a href="/balancer-manager?b=php_www&amp;nonce=45f3a7a9-b44a-fd29-3471-84c3d757fe06">balancer://php_www</a> [p8df6fda7_php_www]</h3>
+<table><tr><th>Worker URL</th><th>Route</th><th>RouteRedir</th><th>Factor</th><th>Set</th><th>Status</th><th>Elected</th><th>Busy</th><th>Load</th><th>To</th><th>From</th></tr>
+<tr>
+<td><a href="/balancer-manager?b=php_www&amp;w=fcgi://127.0.0.1:54527&amp;nonce=45f3a7a9-b44a-fd29-3471-84c3d757fe06">fcgi://127.0.0.1:54527</a></td><td></td><td></td><td>1.00</td><td>0</td><td>Init Drn Ok </td><td>1</td><td>2</td><td>-100</td><td>912 </td><td> 72 </td></tr>
+<tr>
+<td><a href="/balancer-manager?b=php_www&amp;w=fcgi://127.0.0.1:44453&amp;nonce=45f3a7a9-b44a-fd29-3471-84c3d757fe06">fcgi://127.0.0.1:44453</a></td><td></td><td></td><td>1.00</td><td>0</td><td>Init Ok </td><td>4</td><td>0</td><td>100</td><td>3.6K</td><td>288 </td></tr>
+</table>"#;
+
+    #[test]
+    fn balancer_manager_page() {
+        assert_eq!(
+            parse_nonce(PAGE, "php_www").as_deref(),
+            Some("45f3a7a9-b44a-fd29-3471-84c3d757fe06")
+        );
+        assert_eq!(parse_nonce(PAGE, "other"), None);
+        assert_eq!(
+            parse_member(PAGE, "fcgi://127.0.0.1:54527"),
+            Some(Member {
+                draining: true,
+                busy: 2
+            })
+        );
+        assert_eq!(
+            parse_member(PAGE, "fcgi://127.0.0.1:44453"),
+            Some(Member {
+                draining: false,
+                busy: 0
+            })
+        );
+        assert_eq!(parse_member(PAGE, "fcgi://127.0.0.1:1"), None);
+    }
 }

@@ -400,7 +400,12 @@ fn config_errors_name_the_file_the_line_and_the_field() {
     let apache = "[pools.www]\nbalancer = \"apache\"\nreplicas = []\n";
     assert_eq!(
         pools_error(apache),
-        "php-relaunch: FILE: pool 'www': balancer \"apache\" is not supported (only \"nginx\")\n"
+        "php-relaunch: FILE: pool 'www': balancer \"apache\" needs `manager_url` and `balancer_name`\n"
+    );
+    let haproxy = "[pools.www]\nbalancer = \"haproxy\"\nreplicas = []\n";
+    assert_eq!(
+        pools_error(haproxy),
+        "php-relaunch: FILE: pool 'www': balancer \"haproxy\" is not supported (\"nginx\" or \"apache\")\n"
     );
 }
 
@@ -461,4 +466,176 @@ fn a_cron_run_relaunches_just_the_failing_replica() {
         Some(second),
         "the healthy replica must be left alone"
     );
+}
+
+/// Apache's mod_proxy_balancer over two TCP replicas, on loopback, with its balancer-manager.
+struct Apache {
+    replicas: Vec<Fpm>,
+    port: u16,
+    pid_file: PathBuf,
+    pools_file: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Apache {
+    fn start() -> Apache {
+        let dir = shared_tempdir();
+        let d = dir.path().display().to_string();
+        fs::create_dir(dir.path().join("www")).unwrap();
+        fs::write(dir.path().join("www/hello.php"), "<?php echo 'hello';\n").unwrap();
+        let replicas: Vec<Fpm> = (1..=2)
+            .map(|n| {
+                let home = dir.path().join(format!("r{n}"));
+                fs::create_dir(&home).unwrap();
+                let fpm = Fpm::new_tcp(&home);
+                fpm.start();
+                fpm
+            })
+            .collect();
+        let port = free_port();
+        let modules = "/usr/lib/apache2/modules";
+        let mut members = String::new();
+        for r in &replicas {
+            let _ = writeln!(
+                members,
+                "    BalancerMember fcgi://127.0.0.1:{}",
+                r.port.unwrap()
+            );
+        }
+        let mut conf = format!(
+            "ServerRoot {d}\nPidFile {d}/httpd.pid\nErrorLog {d}/httpd-error.log\nDefaultRuntimeDir {d}\n\
+             Mutex file:{d}\nListen 127.0.0.1:{port}\nUser www-data\nGroup www-data\nServerName localhost\n\
+             DocumentRoot {d}/www\n"
+        );
+        for module in [
+            "mpm_event",
+            "authz_core",
+            "authz_host",
+            "proxy",
+            "proxy_fcgi",
+            "proxy_balancer",
+            "lbmethod_byrequests",
+            "slotmem_shm",
+        ] {
+            let _ = writeln!(conf, "LoadModule {module}_module {modules}/mod_{module}.so");
+        }
+        let _ = write!(
+            conf,
+            "<Proxy balancer://php_www>\n{members}</Proxy>\n\
+             <FilesMatch \\.php$>\n    SetHandler \"proxy:balancer://php_www\"\n</FilesMatch>\n\
+             <Location /balancer-manager>\n    SetHandler balancer-manager\n    Require ip 127.0.0.1\n</Location>\n"
+        );
+        fs::write(dir.path().join("httpd.conf"), conf).unwrap();
+        let out = Command::new("/usr/sbin/apache2")
+            .arg("-f")
+            .arg(dir.path().join("httpd.conf"))
+            .args(["-k", "start"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "apache2: {}", stderr(&out));
+        common::wait_until("apache to answer", Duration::from_secs(10), || {
+            common::curl_status(&format!("http://127.0.0.1:{port}/hello.php")) == "200"
+        });
+        let pools_file = dir.path().join("pools.toml");
+        let mut toml = format!(
+            "[pools.www]\nbalancer = \"apache\"\nmanager_url = \"http://127.0.0.1:{port}/balancer-manager\"\n\
+             balancer_name = \"php_www\"\n"
+        );
+        for fpm in &replicas {
+            let p = fpm.port.unwrap();
+            let _ = write!(
+                toml,
+                "\n[[pools.www.replicas]]\nfpm_bin = \"{}\"\nfpm_config = \"{}\"\n\
+                 ping = \"fcgi://127.0.0.1:{p}/ping\"\nmember = \"fcgi://127.0.0.1:{p}\"\n",
+                fpm.bin.display(),
+                fpm.config.display()
+            );
+        }
+        fs::write(&pools_file, toml).unwrap();
+        Apache {
+            replicas,
+            port,
+            pid_file: dir.path().join("httpd.pid"),
+            pools_file,
+            dir,
+        }
+    }
+}
+
+impl Drop for Apache {
+    fn drop(&mut self) {
+        if let Some(pid) = common::live_pid_in(&self.pid_file) {
+            common::signal(pid, rustix::process::Signal::TERM);
+            let _ = common::wait_until_quietly(Duration::from_secs(10), || !alive(pid));
+        }
+    }
+}
+
+#[test]
+fn rolling_restarts_behind_apache_drain_through_the_balancer_manager() {
+    let apache = Apache::start();
+    let log = apache.dir.path().join("log");
+    let before: Vec<u32> = apache
+        .replicas
+        .iter()
+        .map(|r| r.master().unwrap())
+        .collect();
+    let load = Load::start(&format!("http://127.0.0.1:{}/hello.php", apache.port), 8);
+    thread::sleep(Duration::from_millis(300));
+
+    for _ in 0..2 {
+        let out = Command::new(env!("CARGO_BIN_EXE_php-relaunch"))
+            .args(["pools", "restart", "www", "--config"])
+            .arg(&apache.pools_file)
+            .arg("--log")
+            .arg(&log)
+            .arg("--lock")
+            .arg(apache.dir.path().join("lock"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+    let results = load.finish(5000);
+
+    let failed = failures(&results);
+    eprintln!(
+        "apache rolling restarts x2: {} requests, {} failed",
+        results.len(),
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed, e.g. {:?}",
+        failed.len(),
+        results.len(),
+        failed.first()
+    );
+    for (replica, old) in apache.replicas.iter().zip(before) {
+        assert!(!alive(old));
+        assert!(replica.master().is_some());
+    }
+    let text = fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.matches("www/1: drained in balancer://php_www").count(),
+        2,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("www/2: back in balancer://php_www").count(),
+        2,
+        "{text}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_php-relaunch"))
+        .args(["pools", "status", "--json", "--config"])
+        .arg(&apache.pools_file)
+        .output()
+        .unwrap();
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(rows.iter().all(|r| r["balancer"] == "in"), "{rows:?}");
 }

@@ -48,6 +48,18 @@ pub fn state(pid: u32) -> Option<char> {
     after.chars().next()
 }
 
+/// Waits until `ok`, at most `limit`; says whether it got there.
+pub fn wait_until_quietly(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while !ok() {
+        if start.elapsed() >= limit {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
 /// Alive: exists and is not a zombie.
 pub fn alive(pid: u32) -> bool {
     matches!(state(pid), Some(s) if s != 'Z' && s != 'X')
