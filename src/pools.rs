@@ -607,6 +607,20 @@ mod tests {
 </table>"#;
 
     #[test]
+    fn the_shipped_example_parses() {
+        let file: PoolsFile = toml::from_str(include_str!("../examples/pools.toml")).unwrap();
+        let www = &file.pools["www"];
+        assert_eq!(
+            (www.balancer.as_str(), www.replicas.len(), www.drain_timeout),
+            ("nginx", 2, 30)
+        );
+        assert_eq!(
+            www.release_link.as_deref(),
+            Some(Path::new("/srv/www/current"))
+        );
+    }
+
+    #[test]
     fn balancer_manager_page() {
         assert_eq!(
             parse_nonce(PAGE, "php_www").as_deref(),
