@@ -639,3 +639,37 @@ fn rolling_restarts_behind_apache_drain_through_the_balancer_manager() {
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert!(rows.iter().all(|r| r["balancer"] == "in"), "{rows:?}");
 }
+
+#[test]
+fn a_plain_restart_of_a_single_pool_fails_requests_under_the_same_load() {
+    // The control for the zero above: the same load sees failures when the only serving php-fpm is
+    // restarted the plain way (QUIT, wait, start), as an init script does.
+    let pool = Pool::start("www");
+    let out = pool.pools(&["stop", "www", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let only = &pool.replicas[0];
+    let load = Load::start(&pool.url("hello.php"), 8);
+    thread::sleep(Duration::from_millis(300));
+
+    for _ in 0..3 {
+        let master = only.master().unwrap();
+        common::signal(master, rustix::process::Signal::QUIT);
+        common::wait_until("the master to exit", Duration::from_secs(10), || {
+            !alive(master)
+        });
+        only.start();
+        thread::sleep(Duration::from_millis(300));
+    }
+    let results = load.finish(5000);
+
+    let failed = failures(&results);
+    eprintln!(
+        "plain restarts x3: {} requests, {} failed",
+        results.len(),
+        failed.len()
+    );
+    assert!(
+        !failed.is_empty(),
+        "a plain restart under load is expected to fail requests"
+    );
+}
