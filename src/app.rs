@@ -1,5 +1,6 @@
 //! One run: lock, probe, decide, act, log, alert. Builds the real pieces and reports what happened.
 
+use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -7,7 +8,7 @@ use anyhow::Result;
 use chrono::{DateTime, Local, Timelike};
 
 use crate::alert;
-use crate::cli::{PoolsCli, PoolsCommand};
+use crate::cli::{Parsed, PoolsCli, PoolsCommand};
 use crate::config::{Config, ProbeConfig};
 use crate::evidence;
 use crate::fpm::{self, Instance, Plan, Proc};
@@ -20,10 +21,32 @@ use crate::policy::{self, Decision, Step};
 use crate::pools;
 use crate::probe::{self, Answer};
 use crate::state::State;
-use std::process::ExitCode;
 
 /// How often the heartbeat is asked again while waiting for a relaunched php-fpm.
 const VERIFY_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Does what the command line asked for and says how it went, as the process's exit code. Errors are
+/// printed here, on one line, and are exit 2 (a health `check` never exits 2: Docker reserves it).
+pub fn dispatch(parsed: Parsed) -> ExitCode {
+    let result = match parsed {
+        Parsed::Run(config) => run(&config).map(Outcome::exit_code),
+        Parsed::Check(config) => Ok(check_command(&config)),
+        Parsed::CheckUsage(reason) => {
+            println!("unhealthy: bad arguments: {reason}");
+            Ok(ExitCode::FAILURE)
+        }
+        Parsed::Reset(state) => reset(&state).map(|message| {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }),
+        Parsed::Pools(cli) => pools(&cli),
+        Parsed::Exit(code) => Ok(code),
+    };
+    result.unwrap_or_else(|err| {
+        eprintln!("php-relaunch: {err:#}");
+        crate::outcome::usage_error()
+    })
+}
 
 /// Runs the checks the configuration asks for; with `--every`, repeats them until the minute is over
 /// and reports the most serious outcome.
