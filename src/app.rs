@@ -50,7 +50,7 @@ pub fn dispatch(parsed: Parsed) -> ExitCode {
 
 /// Runs the checks the configuration asks for; with `--every`, repeats them until the minute is over
 /// and reports the most serious outcome.
-pub fn run(config: &Config) -> Result<Outcome> {
+fn run(config: &Config) -> Result<Outcome> {
     let Some(_lock) = lock::try_acquire(&config.lock)? else {
         return Ok(Outcome::Busy);
     };
@@ -80,7 +80,7 @@ pub fn run(config: &Config) -> Result<Outcome> {
 }
 
 /// `php-relaunch check`: probe once, say why on stdout; exit 0 healthy, 1 not.
-pub fn check_command(config: &ProbeConfig) -> ExitCode {
+fn check_command(config: &ProbeConfig) -> ExitCode {
     // The state file is read only when a counter's growth is judged: the hot path stays I/O-free.
     let verdict = if config.thresholds.cumulative() {
         let (mut state, before) = health::load_state(&config.state);
@@ -102,7 +102,7 @@ pub fn check_command(config: &ProbeConfig) -> ExitCode {
 
 /// `php-relaunch pools …`: exit 0 when all went well, 1 when a replica failed or a stop was refused,
 /// 5 when another run holds the lock; errors (a bad pools file) are exit 2.
-pub fn pools(cli: &PoolsCli) -> Result<ExitCode> {
+fn pools(cli: &PoolsCli) -> Result<ExitCode> {
     let all = pools::load(&cli.config)?;
     let (pool, replica) = match &cli.command {
         PoolsCommand::List => return pools_list(&all, cli.json),
@@ -225,7 +225,7 @@ fn pools_status(
 }
 
 /// `php-relaunch reset`: forget the relaunches that spent the budget, so relaunching resumes.
-pub fn reset(path: &std::path::Path) -> Result<String> {
+fn reset(path: &std::path::Path) -> Result<String> {
     let (mut state, warning) = crate::state::load(path)?;
     if let Some(warning) = warning {
         anyhow::bail!(warning);
