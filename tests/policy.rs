@@ -379,7 +379,8 @@ fn one_stuck_worker_is_killed_and_the_pool_kept() {
     let master = site.fpm.master().unwrap();
     let workers_before = site.fpm.pids();
     let _holder = Busy::start(&site.nginx.url("locked.php?hold=1"), 1);
-    std::thread::sleep(Duration::from_millis(3500));
+    // Well past --stuck-after for the holder, while the heartbeat's own request stays far below it.
+    std::thread::sleep(Duration::from_millis(4500));
 
     let out = site.run(
         &site.nginx.url("locked.php"),
