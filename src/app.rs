@@ -410,7 +410,7 @@ fn act(
 /// tells saturated from dead, kills stuck workers, and tests the config.
 fn relaunch(config: &Config, entry: &mut Entry, report: &mut Report) -> Outcome {
     if let Some(pool) = &config.pool {
-        return relaunch_pool(config, pool, entry);
+        return relaunch_pool(config, pool, entry, report);
     }
     let started = Instant::now();
     let resolved = fpm::snapshot().and_then(|procs| {
@@ -500,21 +500,40 @@ fn relaunch(config: &Config, entry: &mut Entry, report: &mut Report) -> Outcome 
 
 /// The heartbeat belongs to a pool of replicas: relaunch, one at a time, just the replicas that fail
 /// their own ping; the others keep serving throughout.
-fn relaunch_pool(config: &Config, pool: &pools::Pool, entry: &mut Entry) -> Outcome {
+fn relaunch_pool(
+    config: &Config,
+    pool: &pools::Pool,
+    entry: &mut Entry,
+    report: &mut Report,
+) -> Outcome {
     let started = Instant::now();
+    let failing: Vec<&pools::Replica> = pool
+        .replicas
+        .iter()
+        .filter(|r| !pools::answers(r))
+        .collect();
     if config.dry_run {
-        let failing: Vec<&str> = pool
-            .replicas
-            .iter()
-            .filter(|r| !pools::answers(r))
-            .map(|r| r.name.as_str())
-            .collect();
-        entry.action = format!("would-relaunch:{}", failing.join(","));
+        let names: Vec<&str> = failing.iter().map(|r| r.name.as_str()).collect();
+        entry.action = format!("would-relaunch:{}", names.join(","));
         return Outcome::StillDown;
     }
+    let mut logs = Vec::new();
+    for replica in &failing {
+        if let Ok((processes, files)) = pools::evidence_of(replica) {
+            report.processes.extend(processes);
+            logs.extend(files);
+        }
+    }
+    let found = evidence::gather(None, &logs);
+    report.evidence = Some(evidence::record(
+        &config.evidence_dir,
+        entry,
+        &report.processes,
+        &found,
+    ));
     let mut steps = Vec::new();
     let mut errors = Vec::new();
-    for replica in pool.replicas.iter().filter(|r| !pools::answers(r)) {
+    for replica in failing {
         match pools::relaunch_replica(replica, config.restart_timeout) {
             Ok(done) => {
                 steps.push(format!("{}:{}", replica.name, done.steps.join("+")));

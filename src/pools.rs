@@ -271,6 +271,14 @@ pub fn status(pool: &Pool, replicas: &[&Replica]) -> Result<Vec<Status>> {
         .collect()
 }
 
+/// A replica's processes and log files, for the evidence of its relaunch.
+pub fn evidence_of(replica: &Replica) -> Result<(Vec<fpm::Proc>, Vec<PathBuf>)> {
+    let instance = replica.instance()?;
+    let procs = fpm::snapshot()?;
+    let family = instance.family(&procs).into_iter().cloned().collect();
+    Ok((family, instance.log_files()))
+}
+
 /// Whether a replica answers its ping.
 pub fn answers(replica: &Replica) -> bool {
     replica.ping().0

@@ -466,6 +466,22 @@ fn a_cron_run_relaunches_just_the_failing_replica() {
         Some(second),
         "the healthy replica must be left alone"
     );
+    // The evidence holds the frozen replica's processes, not its twin's.
+    let evidence: Vec<_> = fs::read_dir(pool.dir.path().join("evidence"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(evidence.len(), 1);
+    let text = fs::read_to_string(evidence[0].path()).unwrap();
+    let row_of = |pid: u32| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(pid.to_string().as_str()))
+    };
+    assert!(
+        row_of(first).is_some_and(|row| row.contains("Stopped")),
+        "{text}"
+    );
+    assert!(row_of(second).is_none(), "{text}");
 }
 
 /// Apache's mod_proxy_balancer over two TCP replicas, on loopback, with its balancer-manager.
