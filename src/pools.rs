@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
+use toml::Spanned;
 
 use crate::config::Control;
 use crate::fpm::{self, Instance};
@@ -32,7 +33,7 @@ struct PoolsFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PoolFile {
-    balancer: String,
+    balancer: Spanned<String>,
     /// Apache: the balancer-manager page, e.g. `http://127.0.0.1/balancer-manager`.
     manager_url: Option<String>,
     /// Apache: the balancer's name, as in `balancer://NAME`.
@@ -52,8 +53,8 @@ fn default_drain() -> u64 {
 #[serde(deny_unknown_fields)]
 struct ReplicaFile {
     fpm_bin: PathBuf,
-    fpm_config: PathBuf,
-    ping: String,
+    fpm_config: Spanned<PathBuf>,
+    ping: Spanned<String>,
     /// Apache: the member's worker URL as the balancer-manager shows it, e.g. `fcgi://127.0.0.1:9001`.
     member: Option<String>,
 }
@@ -110,29 +111,34 @@ pub struct Replica {
 pub fn load(path: &Path) -> Result<Vec<Pool>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read pools file '{}'", path.display()))?;
+    // `FILE: line N:` for whatever the span points at.
+    let at = |span: std::ops::Range<usize>| {
+        let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+        format!("{}: line {line}", path.display())
+    };
     let file: PoolsFile = toml::from_str(&text).map_err(|err| {
-        let line = err.span().map_or(1, |span| {
-            text[..span.start.min(text.len())].matches('\n').count() + 1
-        });
-        anyhow::anyhow!("{}: line {line}: {}", path.display(), err.message().trim())
+        anyhow::anyhow!(
+            "{}: {}",
+            at(err.span().unwrap_or(0..0)),
+            err.message().trim()
+        )
     })?;
     file.pools
         .into_iter()
         .map(|(name, pool)| {
-            let balancer = match pool.balancer.as_str() {
+            let balancer_at = at(pool.balancer.span());
+            let balancer = match pool.balancer.get_ref().as_str() {
                 "nginx" => Balancer::Nginx,
                 "apache" => {
                     let (Some(url), Some(balancer)) = (pool.manager_url, pool.balancer_name) else {
                         bail!(
-                            "{}: pool '{name}': balancer \"apache\" needs `manager_url` and `balancer_name`",
-                            path.display()
+                            "{balancer_at}: pool '{name}': balancer \"apache\" needs `manager_url` and `balancer_name`"
                         );
                     };
                     Balancer::Apache(Manager { url, balancer })
                 }
                 other => bail!(
-                    "{}: pool '{name}': balancer \"{other}\" is not supported (\"nginx\" or \"apache\")",
-                    path.display()
+                    "{balancer_at}: field `balancer`: \"{other}\" is not supported (\"nginx\" or \"apache\")"
                 ),
             };
             ensure!(!pool.replicas.is_empty(), "{}: pool '{name}' has no replicas", path.display());
@@ -142,19 +148,18 @@ pub fn load(path: &Path) -> Result<Vec<Pool>> {
                 .enumerate()
                 .map(|(i, r)| {
                     let replica = format!("{name}/{}", i + 1);
-                    let ping = crate::config::probe_target(&r.ping).with_context(|| {
-                        format!("{}: replica {replica}: field `ping`", path.display())
-                    })?;
+                    let ping_at = at(r.ping.span());
+                    let ping = crate::config::probe_target(r.ping.get_ref())
+                        .with_context(|| format!("{ping_at}: replica {replica}: field `ping`"))?;
                     ensure!(
                         ping.is_fastcgi(),
-                        "{}: replica {replica}: field `ping` must be a FastCGI target (unix:// or fcgi://)",
-                        path.display()
+                        "{ping_at}: replica {replica}: field `ping` must be a FastCGI target (unix:// or fcgi://)"
                     );
-                    let fpm_config = r.fpm_config.canonicalize().with_context(|| {
+                    let config_at = at(r.fpm_config.span());
+                    let fpm_config = r.fpm_config.get_ref().canonicalize().with_context(|| {
                         format!(
-                            "{}: replica {replica}: field `fpm_config` '{}'",
-                            path.display(),
-                            r.fpm_config.display()
+                            "{config_at}: replica {replica}: field `fpm_config` '{}'",
+                            r.fpm_config.get_ref().display()
                         )
                     })?;
                     ensure!(
@@ -619,7 +624,11 @@ mod tests {
         let file: PoolsFile = toml::from_str(include_str!("../examples/pools.toml")).unwrap();
         let www = &file.pools["www"];
         assert_eq!(
-            (www.balancer.as_str(), www.replicas.len(), www.drain_timeout),
+            (
+                www.balancer.get_ref().as_str(),
+                www.replicas.len(),
+                www.drain_timeout
+            ),
             ("nginx", 2, 30)
         );
         assert_eq!(

@@ -386,6 +386,14 @@ fn pools_error(toml: &str) -> String {
 
 #[test]
 fn config_errors_name_the_file_the_line_and_the_field() {
+    let no_such = "[pools.www]\nbalancer = \"nginx\"\n\n[[pools.www.replicas]]\nfpm_bin = \"/usr/sbin/php-fpm8.2\"\nfpm_config = \"/nonexistent/1.conf\"\nping = \"unix:///x.sock;/ping\"\n";
+    let err = pools_error(no_such);
+    assert!(
+        err.starts_with(
+            "php-relaunch: FILE: line 6: replica www/1: field `fpm_config` '/nonexistent/1.conf': "
+        ),
+        "{err}"
+    );
     let missing = "[pools.www]\nbalancer = \"nginx\"\n\n[[pools.www.replicas]]\nfpm_bin = \"/usr/sbin/php-fpm8.2\"\nping = \"unix:///x.sock;/ping\"\n";
     assert_eq!(
         pools_error(missing),
@@ -400,12 +408,12 @@ fn config_errors_name_the_file_the_line_and_the_field() {
     let apache = "[pools.www]\nbalancer = \"apache\"\nreplicas = []\n";
     assert_eq!(
         pools_error(apache),
-        "php-relaunch: FILE: pool 'www': balancer \"apache\" needs `manager_url` and `balancer_name`\n"
+        "php-relaunch: FILE: line 2: pool 'www': balancer \"apache\" needs `manager_url` and `balancer_name`\n"
     );
     let haproxy = "[pools.www]\nbalancer = \"haproxy\"\nreplicas = []\n";
     assert_eq!(
         pools_error(haproxy),
-        "php-relaunch: FILE: pool 'www': balancer \"haproxy\" is not supported (\"nginx\" or \"apache\")\n"
+        "php-relaunch: FILE: line 2: field `balancer`: \"haproxy\" is not supported (\"nginx\" or \"apache\")\n"
     );
 }
 
