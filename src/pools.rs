@@ -377,7 +377,18 @@ pub fn stop(pool: &Pool, replica: &Replica, say: &mut dyn FnMut(String)) -> Resu
                 replica.name, manager.balancer
             ));
             // Apache's own count of the member's requests in flight.
-            while manager.member(replica)?.busy > 0 && Instant::now() < until {
+            loop {
+                let busy = manager.member(replica)?.busy;
+                if busy == 0 {
+                    break;
+                }
+                if Instant::now() >= until {
+                    say(format!(
+                        "{}: Apache still counts {busy} busy requests after the drain timeout",
+                        replica.name
+                    ));
+                    break;
+                }
                 thread::sleep(Duration::from_millis(50));
             }
         }

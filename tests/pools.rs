@@ -99,18 +99,7 @@ impl Pool {
     }
 
     fn pools(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_php-relaunch"))
-            .arg("pools")
-            .args(args)
-            .arg("--config")
-            .arg(&self.pools_file)
-            .arg("--log")
-            .arg(&self.log)
-            .arg("--lock")
-            .arg(self.dir.path().join("lock"))
-            .env_remove("RUST_BACKTRACE")
-            .output()
-            .unwrap()
+        pools_command(&self.pools_file, self.dir.path(), args)
     }
 
     fn url(&self, page: &str) -> String {
@@ -185,6 +174,39 @@ fn failures(results: &[Result<String, String>]) -> Vec<&String> {
     results.iter().filter_map(|r| r.as_ref().err()).collect()
 }
 
+/// Reports how the load went (for the README's figures) and asserts that no request failed.
+fn assert_none_failed(what: &str, results: &[Result<String, String>]) {
+    let failed = failures(results);
+    eprintln!(
+        "{what}: {} requests, {} failed",
+        results.len(),
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{what}: {} of {} failed, e.g. {:?}",
+        failed.len(),
+        results.len(),
+        failed.first()
+    );
+}
+
+/// `php-relaunch pools ARGS` on this pools file, with its own log and lock in `dir`.
+fn pools_command(pools_file: &std::path::Path, dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_php-relaunch"))
+        .arg("pools")
+        .args(args)
+        .arg("--config")
+        .arg(pools_file)
+        .arg("--log")
+        .arg(dir.join("log"))
+        .arg("--lock")
+        .arg(dir.join("lock"))
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn rolling_restarts_under_load_fail_no_request() {
     let pool = Pool::start("www");
@@ -212,19 +234,7 @@ fn rolling_restarts_under_load_fail_no_request() {
     }
     let results = load.finish(5000);
 
-    let failed = failures(&results);
-    eprintln!(
-        "rolling restarts x3: {} requests, {} failed",
-        results.len(),
-        failed.len()
-    );
-    assert!(
-        failed.is_empty(),
-        "{} of {} failed, e.g. {:?}",
-        failed.len(),
-        results.len(),
-        failed.first()
-    );
+    assert_none_failed("rolling restarts x3", &results);
     assert_eq!(
         slow.join().unwrap().unwrap(),
         "slow done",
@@ -608,15 +618,7 @@ fn rolling_restarts_behind_apache_drain_through_the_balancer_manager() {
     thread::sleep(Duration::from_millis(300));
 
     for _ in 0..2 {
-        let out = Command::new(env!("CARGO_BIN_EXE_php-relaunch"))
-            .args(["pools", "restart", "www", "--config"])
-            .arg(&apache.pools_file)
-            .arg("--log")
-            .arg(&log)
-            .arg("--lock")
-            .arg(apache.dir.path().join("lock"))
-            .output()
-            .unwrap();
+        let out = pools_command(&apache.pools_file, apache.dir.path(), &["restart", "www"]);
         assert_eq!(
             out.status.code(),
             Some(0),
@@ -627,19 +629,7 @@ fn rolling_restarts_behind_apache_drain_through_the_balancer_manager() {
     }
     let results = load.finish(5000);
 
-    let failed = failures(&results);
-    eprintln!(
-        "apache rolling restarts x2: {} requests, {} failed",
-        results.len(),
-        failed.len()
-    );
-    assert!(
-        failed.is_empty(),
-        "{} of {} failed, e.g. {:?}",
-        failed.len(),
-        results.len(),
-        failed.first()
-    );
+    assert_none_failed("apache rolling restarts x2", &results);
     for (replica, old) in apache.replicas.iter().zip(before) {
         assert!(!alive(old));
         assert!(replica.master().is_some());
@@ -655,11 +645,7 @@ fn rolling_restarts_behind_apache_drain_through_the_balancer_manager() {
         2,
         "{text}"
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_php-relaunch"))
-        .args(["pools", "status", "--json", "--config"])
-        .arg(&apache.pools_file)
-        .output()
-        .unwrap();
+    let out = pools_command(&apache.pools_file, apache.dir.path(), &["status", "--json"]);
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert!(rows.iter().all(|r| r["balancer"] == "in"), "{rows:?}");
 }
