@@ -223,7 +223,7 @@ pub struct ProbeArgs {
     #[arg(long = "slow-requests", value_name = "N")]
     pub slow_requests: Option<u64>,
 
-    /// Where the status counters are remembered between checks [default:
+    /// The memory between runs: failures, relaunches, the open incident, status counters [default:
     /// /var/lib/php-relaunch/<URL in safe characters>.json]
     #[arg(long = "state", value_name = "PATH")]
     pub state: Option<PathBuf>,
