@@ -188,12 +188,13 @@ pub fn load(path: &Path) -> Result<Vec<Pool>> {
 }
 
 impl Replica {
-    fn instance(&self) -> Result<Instance> {
+    /// Its php-fpm, recognised in `procs` (one snapshot serves the caller and this).
+    fn instance(&self, procs: &[fpm::Proc]) -> Result<Instance> {
         let control = Control::Direct {
             bin: self.fpm_bin.clone(),
             config: self.fpm_config.clone(),
         };
-        Instance::resolve(&control, None, &fpm::snapshot()?)
+        Instance::resolve(&control, None, procs)
     }
 
     /// The unix socket nginx reaches it on, from its config's `listen`.
@@ -201,6 +202,18 @@ impl Replica {
         fpm::config_setting(&self.fpm_config, "listen")
             .map(PathBuf::from)
             .filter(|p| p.is_absolute())
+    }
+
+    /// Asks its ping until it answers or `deadline` passes; the last answer.
+    fn ping_within(&self, deadline: Duration) -> (bool, String) {
+        let until = Instant::now() + deadline;
+        loop {
+            let (ok, what) = self.ping();
+            if ok || Instant::now() >= until {
+                return (ok, what);
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Whether it answers its ping, and how fast.
@@ -252,8 +265,8 @@ pub fn status(pool: &Pool, replicas: &[&Replica]) -> Result<Vec<Status>> {
     replicas
         .iter()
         .map(|replica| {
-            let instance = replica.instance()?;
-            let master_pid = instance.master(&fpm::snapshot()?).map(|m| m.pid);
+            let procs = fpm::snapshot()?;
+            let master_pid = replica.instance(&procs)?.master(&procs).map(|m| m.pid);
             let (ping_ok, ping) = replica.ping();
             let balancer = match &pool.balancer {
                 Balancer::Nginx if replica.socket().is_some_and(|s| s.exists()) => "in",
@@ -278,8 +291,8 @@ pub fn status(pool: &Pool, replicas: &[&Replica]) -> Result<Vec<Status>> {
 
 /// A replica's processes and log files, for the evidence of its relaunch.
 pub fn evidence_of(replica: &Replica) -> Result<(Vec<fpm::Proc>, Vec<PathBuf>)> {
-    let instance = replica.instance()?;
     let procs = fpm::snapshot()?;
+    let instance = replica.instance(&procs)?;
     let family = instance.family(&procs).into_iter().cloned().collect();
     Ok((family, instance.log_files()))
 }
@@ -292,27 +305,17 @@ pub fn answers(replica: &Replica) -> bool {
 /// Relaunches one failing replica as a cron run relaunches php-fpm (start; restart; SIGKILL of its
 /// family and start when it is stopped or the restart does not help), checked by its own ping.
 pub fn relaunch_replica(replica: &Replica, deadline: Duration) -> Result<fpm::Relaunch> {
-    let instance = replica.instance()?;
     let procs = fpm::snapshot()?;
-    let mut answered = || {
-        let until = Instant::now() + deadline;
-        loop {
-            if replica.ping().0 {
-                return true;
-            }
-            if Instant::now() >= until {
-                return false;
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-    };
+    let instance = replica.instance(&procs)?;
+    let mut answered = || replica.ping_within(deadline).0;
     Ok(fpm::relaunch(&instance, &procs, deadline, &mut answered))
 }
 
 /// Starts a replica that is not running, waits for its ping, and puts it back into the balancer.
 pub fn start(pool: &Pool, replica: &Replica, say: &mut dyn FnMut(String)) -> Result<()> {
-    let instance = replica.instance()?;
-    if instance.master(&fpm::snapshot()?).is_some() {
+    let procs = fpm::snapshot()?;
+    let instance = replica.instance(&procs)?;
+    if instance.master(&procs).is_some() {
         say(format!("{}: already running", replica.name));
     } else {
         say(format!("{}: starting", replica.name));
@@ -347,7 +350,7 @@ pub fn stop(pool: &Pool, replica: &Replica, say: &mut dyn FnMut(String)) -> Resu
             pool.name
         );
     }
-    let instance = replica.instance()?;
+    let instance = replica.instance(&fpm::snapshot()?)?;
     let started = Instant::now();
     let until = started + pool.drain_timeout;
     match &pool.balancer {
@@ -424,7 +427,7 @@ pub fn stop(pool: &Pool, replica: &Replica, say: &mut dyn FnMut(String)) -> Resu
 
 /// Restarts one replica: config test, stop (refused if it is the last serving), start, ping.
 pub fn restart(pool: &Pool, replica: &Replica, say: &mut dyn FnMut(String)) -> Result<()> {
-    let instance = replica.instance()?;
+    let instance = replica.instance(&fpm::snapshot()?)?;
     instance
         .test_config(START_DEADLINE)
         .with_context(|| format!("{}: config test failed; left as it is", replica.name))?;
@@ -569,20 +572,15 @@ fn parse_member(page: &str, member: &str) -> Option<Member> {
 }
 
 fn wait_for_ping(replica: &Replica, say: &mut dyn FnMut(String)) -> Result<()> {
-    let until = Instant::now() + START_DEADLINE;
-    loop {
-        let (ok, what) = replica.ping();
-        if ok {
+    match replica.ping_within(START_DEADLINE) {
+        (true, what) => {
             say(format!("{}: ping {what}", replica.name));
-            return Ok(());
+            Ok(())
         }
-        if Instant::now() >= until {
-            bail!(
-                "{} does not answer its ping after start: {what}",
-                replica.name
-            );
-        }
-        thread::sleep(Duration::from_millis(50));
+        (false, what) => bail!(
+            "{} does not answer its ping after start: {what}",
+            replica.name
+        ),
     }
 }
 

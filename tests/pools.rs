@@ -191,6 +191,20 @@ fn assert_none_failed(what: &str, results: &[Result<String, String>]) {
     );
 }
 
+/// `pools restart www`, `times` times in a row, each of which must succeed.
+fn rolling_restarts(pools_file: &std::path::Path, dir: &std::path::Path, times: usize) {
+    for _ in 0..times {
+        let out = pools_command(pools_file, dir, &["restart", "www"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+}
+
 /// `php-relaunch pools ARGS` on this pools file, with its own log and lock in `dir`.
 fn pools_command(pools_file: &std::path::Path, dir: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_php-relaunch"))
@@ -222,16 +236,7 @@ fn rolling_restarts_under_load_fail_no_request() {
     };
     thread::sleep(Duration::from_millis(300));
 
-    for _ in 0..3 {
-        let out = pool.pools(&["restart", "www"]);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}{}",
-            stdout(&out),
-            stderr(&out)
-        );
-    }
+    rolling_restarts(&pool.pools_file, pool.dir.path(), 3);
     let results = load.finish(5000);
 
     assert_none_failed("rolling restarts x3", &results);
@@ -617,16 +622,7 @@ fn rolling_restarts_behind_apache_drain_through_the_balancer_manager() {
     let load = Load::start(&format!("http://127.0.0.1:{}/hello.php", apache.port), 8);
     thread::sleep(Duration::from_millis(300));
 
-    for _ in 0..2 {
-        let out = pools_command(&apache.pools_file, apache.dir.path(), &["restart", "www"]);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}{}",
-            stdout(&out),
-            stderr(&out)
-        );
-    }
+    rolling_restarts(&apache.pools_file, apache.dir.path(), 2);
     let results = load.finish(5000);
 
     assert_none_failed("apache rolling restarts x2", &results);
