@@ -20,22 +20,7 @@ mkdir -p "$dir/www"
 echo '<?php echo "hello";' >"$dir/www/hello.php"
 for n in 1 2; do
     mkdir -p "$dir/r$n"
-    cp /usr/sbin/php-fpm8.2 "$dir/r$n/php-fpm"
-    cat >"$dir/r$n/php-fpm.conf" <<CONF
-[global]
-pid = $dir/r$n/php-fpm.pid
-error_log = $dir/r$n/php-fpm.log
-[www]
-user = www-data
-group = www-data
-listen = $dir/r$n/php-fpm.sock
-listen.owner = www-data
-listen.group = www-data
-pm = static
-pm.max_children = 4
-ping.path = /ping
-CONF
-    "$dir/r$n/php-fpm" --daemonize --fpm-config "$dir/r$n/php-fpm.conf"
+    fpm_up "$dir/r$n" 4
 done
 sed -e "s#/run/php-relaunch/www-1.sock#$dir/r1/php-fpm.sock#" -e "s#/run/php-relaunch/www-2.sock#$dir/r2/php-fpm.sock#" \
     nginx/pool-upstream.conf >"$dir/pool-upstream.conf"

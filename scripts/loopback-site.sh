@@ -9,8 +9,9 @@
 
 project_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-site_up() {
-    local dir=$1 port=$2
+# fpm_up DIR [CHILDREN]: a private php-fpm (binary copy, config, socket, pid file, log) in DIR.
+fpm_up() {
+    local dir=$1 children=${2:-2}
     chmod 755 "$dir"
     cp /usr/sbin/php-fpm8.2 "$dir/php-fpm"
     cat >"$dir/php-fpm.conf" <<CONF
@@ -25,11 +26,16 @@ listen = $dir/php-fpm.sock
 listen.owner = www-data
 listen.group = www-data
 pm = static
-pm.max_children = 2
+pm.max_children = $children
 ping.path = /ping
 pm.status_path = /status
 CONF
     "$dir/php-fpm" --daemonize --fpm-config "$dir/php-fpm.conf"
+}
+
+site_up() {
+    local dir=$1 port=$2
+    fpm_up "$dir"
 
     mkdir -p "$dir/www"
     cp "$project_root/nginx/php-heartbeat.php" "$dir/www/"
