@@ -260,9 +260,21 @@ fn check(config: &Config, journal: Option<&mut Journal>) -> Result<Outcome> {
     let verdict = health::check(&config.probe, &mut state);
     let fastcgi = config.probe.target.is_fastcgi();
     let decision = policy::decide(&verdict.answer, &config.relaunch_on, fastcgi);
+    let recovery =
+        (decision == Decision::Healthy).then(|| policy::record_healthy(&mut state, &config.limits));
+    if let Some(recovery) = &recovery
+        && recovery.ended.is_none()
+        && !recovery.budget_restored
+    {
+        // The hot path: nothing to report, so no log line is made (nor the local time zone read).
+        if !config.dry_run {
+            health::save_state(&config.probe.state, &state, &before);
+        }
+        return Ok(Outcome::Healthy);
+    }
     let mut entry = Entry {
         time: DateTime::<Local>::from(time).fixed_offset(),
-        url: config.probe.target.to_string(),
+        url: state.target.clone(),
         verdict: verdict.answer.to_string(),
         latency: verdict.latency,
         action: "none".to_owned(),
@@ -274,28 +286,23 @@ fn check(config: &Config, journal: Option<&mut Journal>) -> Result<Outcome> {
         error: verdict.answer.detail().map(str::to_owned),
     };
     let mut report = Report::default();
-    let outcome = if decision == Decision::Healthy {
-        let recovery = policy::record_healthy(&mut state, &config.limits);
-        if let Some(incident) = recovery.ended {
-            entry.state = "recovered";
-            entry.error = Some(format!(
-                "failing since {} ({})",
-                local(incident.since),
-                incident.verdict
-            ));
-            report.mail = incident.alerted;
-        } else if recovery.budget_restored {
-            entry.action = "budget-restored".to_owned();
-            entry.state = "healthy";
-        } else {
-            if !config.dry_run {
-                health::save_state(&config.probe.state, &state, &before);
+    let outcome = match recovery {
+        Some(recovery) => {
+            if let Some(incident) = recovery.ended {
+                entry.state = "recovered";
+                entry.error = Some(format!(
+                    "failing since {} ({})",
+                    local(incident.since),
+                    incident.verdict
+                ));
+                report.mail = incident.alerted;
+            } else {
+                entry.action = "budget-restored".to_owned();
+                entry.state = "healthy";
             }
-            return Ok(Outcome::Healthy);
+            Outcome::Healthy
         }
-        Outcome::Healthy
-    } else {
-        act(config, decision, now, &mut state, &mut entry, &mut report)
+        None => act(config, decision, now, &mut state, &mut entry, &mut report),
     };
     if config.dry_run {
         print!("{}", entry.line());
