@@ -124,14 +124,37 @@ fn shown(program: &Path, args: &[&OsStr]) -> String {
     shown
 }
 
-/// The last lines of a helper's output, on one line.
+/// The last lines of a helper's output, on one line. Timestamps that begin its lines (php-fpm's
+/// `[23-Nov-2026 19:19:59] `) are dropped: our log line has its own, and without them the same
+/// failure reads the same twice, so a repeated error is recognised as one.
 fn tail(text: &str) -> String {
-    let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let lines: Vec<&str> = text.lines().map(without_timestamp).collect();
+    let joined = lines
+        .join(" ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     let start = joined.len().saturating_sub(OUTPUT_TAIL);
     let start = (start..joined.len())
         .find(|&i| joined.is_char_boundary(i))
         .unwrap_or(joined.len());
     joined[start..].to_owned()
+}
+
+/// A line without its leading `[date time] `.
+fn without_timestamp(line: &str) -> &str {
+    let Some(rest) = line.strip_prefix('[') else {
+        return line;
+    };
+    let Some((stamp, after)) = rest.split_once("] ") else {
+        return line;
+    };
+    let looks_like_time = stamp.contains(':')
+        && stamp.bytes().any(|b| b.is_ascii_digit())
+        && stamp
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b" -:.".contains(&b));
+    if looks_like_time { after } else { line }
 }
 
 #[cfg(test)]
@@ -145,6 +168,17 @@ mod tests {
             None,
             deadline,
         )
+    }
+
+    #[test]
+    fn leading_timestamps_are_dropped() {
+        let out = "[23-Nov-2026 19:19:59] ERROR: unable to parse\n[23-Nov-2026 19:20:00] ERROR: FPM initialization failed\n";
+        assert_eq!(
+            tail(out),
+            "ERROR: unable to parse ERROR: FPM initialization failed"
+        );
+        // Only timestamps: other brackets stay.
+        assert_eq!(tail("[pool www] ERROR: x\n"), "[pool www] ERROR: x");
     }
 
     #[test]
