@@ -197,6 +197,7 @@ mod tests {
         let proc = Proc {
             pid: 100,
             ppid: Some(1),
+            uid: Some(0),
             state: "Stopped".into(),
             stopped: true,
             gone: false,

@@ -10,6 +10,7 @@ use chrono::{DateTime, Local, Timelike};
 use crate::alert;
 use crate::cli::{Parsed, PoolsCli, PoolsCommand};
 use crate::config::{Config, ProbeConfig};
+use crate::deadline::Watchdog;
 use crate::evidence;
 use crate::fpm::{self, Instance, Plan, Proc};
 use crate::health;
@@ -20,6 +21,7 @@ use crate::outcome::Outcome;
 use crate::policy::{self, Decision, Step};
 use crate::pools;
 use crate::probe::{self, Answer};
+use crate::spawn;
 use crate::state::State;
 
 /// How often the heartbeat is asked again while waiting for a relaunched php-fpm.
@@ -60,12 +62,17 @@ fn run(config: &Config) -> Result<Outcome> {
     } else {
         Some(Journal::open(&config.log)?)
     };
+    let copy = journal.as_ref().map(Journal::try_clone).transpose()?;
+    let watchdog = Watchdog::start(expiry(config, copy));
     // Only --every needs the wall clock's minute (and the time zone file that Local reads).
     let minute_over = config.every.map(|_| Instant::now() + until_next_minute());
     let mut worst = Outcome::Healthy;
     loop {
         let started = Instant::now();
-        worst = worst.max(check(config, journal.as_mut())?);
+        watchdog.arm(started + config.run_timeout);
+        let outcome = check(config, journal.as_mut());
+        watchdog.disarm();
+        worst = worst.max(outcome);
         let (Some(every), Some(minute_over)) = (config.every, minute_over) else {
             break;
         };
@@ -77,6 +84,45 @@ fn run(config: &Config) -> Result<Outcome> {
         thread::sleep(next.saturating_duration_since(Instant::now()));
     }
     Ok(worst)
+}
+
+/// What happens when a check outlives `--run-timeout`: the helper running now is killed with its
+/// process group, one log line says so, and the process ends with exit 1. Ending the process is the
+/// point: the kernel frees the lock, whatever the hung thread holds. This is the one exit below
+/// `main`, on purpose: the thread that would unwind normally is the one that hangs.
+fn expiry(config: &Config, journal: Option<Journal>) -> impl FnOnce() + Send + 'static {
+    let url = config.probe.target.to_string();
+    let limit = config.run_timeout;
+    move || {
+        spawn::kill_running_helper();
+        let error = format!(
+            "run-timeout: the check did not finish within {}s (--run-timeout) and was ended",
+            limit.as_secs_f64()
+        );
+        let entry = Entry {
+            time: Local::now().fixed_offset(),
+            url,
+            verdict: "-".to_owned(),
+            latency: Duration::ZERO,
+            action: "none".to_owned(),
+            old_pid: None,
+            new_pid: None,
+            took: Some(limit),
+            state: "down",
+            mail: "none",
+            error: Some(error.clone()),
+        };
+        match journal {
+            Some(mut journal) => {
+                if let Err(err) = journal.append(&entry) {
+                    eprintln!("php-relaunch: {err:#}");
+                }
+            }
+            None => print!("{}", entry.line()),
+        }
+        eprintln!("php-relaunch: {error}");
+        std::process::exit(i32::from(Outcome::StillDown.code()));
+    }
 }
 
 /// `php-relaunch check`: probe once, say why on stdout; exit 0 healthy, 1 not.
@@ -252,11 +298,18 @@ fn until_next_minute() -> Duration {
 }
 
 /// One check: probe once, and act on what came back, remembering between runs what policy needs.
-fn check(config: &Config, journal: Option<&mut Journal>) -> Result<Outcome> {
+fn check(config: &Config, journal: Option<&mut Journal>) -> Outcome {
     let time = SystemTime::now();
     let now = unix_seconds(time);
     let (mut state, before) = health::load_state(&config.probe.state);
     state.target = config.probe.target.to_string();
+    if policy::discard_future(&mut state, now) {
+        // Saved without them, so this is said once.
+        eprintln!(
+            "php-relaunch: state file '{}' held times after now (the clock was set back?): discarded them",
+            config.probe.state.display()
+        );
+    }
     let verdict = health::check(&config.probe, &mut state);
     let fastcgi = config.probe.target.is_fastcgi();
     let decision = policy::decide(&verdict.answer, &config.relaunch_on, fastcgi);
@@ -270,7 +323,7 @@ fn check(config: &Config, journal: Option<&mut Journal>) -> Result<Outcome> {
         if !config.dry_run {
             health::save_state(&config.probe.state, &state, &before);
         }
-        return Ok(Outcome::Healthy);
+        return Outcome::Healthy;
     }
     let mut entry = Entry {
         time: DateTime::<Local>::from(time).fixed_offset(),
@@ -306,7 +359,7 @@ fn check(config: &Config, journal: Option<&mut Journal>) -> Result<Outcome> {
     };
     if config.dry_run {
         print!("{}", entry.line());
-        return Ok(outcome);
+        return outcome;
     }
     if report.mail {
         if !config.recipients.is_empty() {
@@ -316,11 +369,15 @@ fn check(config: &Config, journal: Option<&mut Journal>) -> Result<Outcome> {
             incident.alerted = true;
         }
     }
-    if let Some(journal) = journal {
-        journal.append(&entry)?;
+    // The state is saved whatever becomes of the log line: a full log disk must not reset the limits
+    // (the next run would relaunch and mail anew).
+    if let Some(journal) = journal
+        && let Err(err) = journal.append(&entry)
+    {
+        eprintln!("php-relaunch: {err:#}");
     }
     health::save_state(&config.probe.state, &state, &before);
-    Ok(outcome)
+    outcome
 }
 
 /// What a failing run gathered for its alert.
@@ -438,12 +495,17 @@ fn relaunch(config: &Config, entry: &mut Entry, report: &mut Report) -> Outcome 
         entry.action = format!("would-{}", plan.steps());
         return Outcome::StillDown;
     }
+    // What the answer said gives way to what relieving and relaunching report, if they report anything.
+    let detail = entry.error.take();
 
     let mut load = None;
     if plan == Plan::Restart {
+        // A status page is a claim (its socket may be the pool user's); /proc is the fact.
+        let seen = load::from_proc(&instance, &procs);
         load = match &config.status {
-            Some(status) => load::from_status(status, config.probe.timeout, config.stuck_after),
-            None => load::from_proc(&instance, &procs),
+            Some(status) => load::from_status(status, config.probe.timeout, config.stuck_after)
+                .map(|page| load::believed(page, seen)),
+            None => seen,
         };
         if let Some(outcome) = relieve(config, &instance, load.as_ref(), entry) {
             entry.took = Some(started.elapsed());
@@ -451,7 +513,7 @@ fn relaunch(config: &Config, entry: &mut Entry, report: &mut Report) -> Outcome 
         }
         if let Err(err) = instance.test_config(config.restart_timeout) {
             entry.state = "config-error";
-            entry.error = Some(format!("config test failed, php-fpm left running: {err:#}"));
+            entry.note(format!("config test failed, php-fpm left running: {err:#}"));
             return Outcome::StillDown;
         }
     }
@@ -496,7 +558,10 @@ fn relaunch(config: &Config, entry: &mut Entry, report: &mut Report) -> Outcome 
         .and_then(|procs| instance.master(&procs).map(|p| p.pid));
     entry.state = if done.healthy { "healthy" } else { "down" };
     if !done.errors.is_empty() {
-        entry.error = Some(done.errors.join("; "));
+        entry.note(done.errors.join("; "));
+    }
+    if entry.error.is_none() {
+        entry.error = detail;
     }
     if done.healthy {
         Outcome::Recovered
@@ -585,35 +650,54 @@ fn relieve(
     let load = load?;
     if !load.stuck.is_empty() {
         let pids: Vec<u32> = load.stuck.iter().map(|(pid, _)| *pid).collect();
-        entry.action = "kill-stuck".to_owned();
-        let stuck: Vec<String> = load
-            .stuck
-            .iter()
-            .map(|(pid, took)| format!("{pid} ({}s)", took.as_secs()))
-            .collect();
-        entry.error = Some(format!(
-            "killed workers stuck in one request: {}",
-            stuck.join(", ")
-        ));
-        if let Err(err) = fpm::kill_workers(&pids) {
-            entry.error = Some(format!(
-                "{}; {err:#}",
-                entry.error.take().unwrap_or_default()
-            ));
+        let took = |pid: u32| {
+            load.stuck
+                .iter()
+                .find(|(p, _)| *p == pid)
+                .map_or(0, |(_, took)| took.as_secs())
+        };
+        let mut said = Vec::new();
+        match instance.kill_stuck(&pids) {
+            Ok(done) => {
+                if !done.killed.is_empty() {
+                    entry.action = "kill-stuck".to_owned();
+                    let killed: Vec<String> = done
+                        .killed
+                        .iter()
+                        .map(|&pid| format!("{pid} ({}s)", took(pid)))
+                        .collect();
+                    said.push(format!(
+                        "killed workers stuck in one request: {}",
+                        killed.join(", ")
+                    ));
+                }
+                if !done.refused.is_empty() {
+                    let refused: Vec<String> = done.refused.iter().map(u32::to_string).collect();
+                    said.push(format!(
+                        "not killed, not workers of the verified master: {}",
+                        refused.join(", ")
+                    ));
+                }
+            }
+            Err(err) => said.push(format!("killing stuck workers: {err:#}")),
         }
-        if verify(config).0 {
-            entry.state = "healthy";
-            entry.old_pid = instance
-                .master(&fpm::snapshot().unwrap_or_default())
-                .map(|p| p.pid);
-            entry.new_pid = entry.old_pid;
-            return Some(Outcome::Recovered);
+        // Every kill, and every pid refused, stays in the log line whatever the run does next.
+        entry.note(said.join("; "));
+        if entry.action == "kill-stuck" {
+            if verify(config).0 {
+                entry.state = "healthy";
+                entry.old_pid = instance
+                    .master(&fpm::snapshot().unwrap_or_default())
+                    .map(|p| p.pid);
+                entry.new_pid = entry.old_pid;
+                return Some(Outcome::Recovered);
+            }
+            entry.action = "none".to_owned();
         }
-        entry.action = "none".to_owned();
     }
     if load.saturated() && !config.relaunch_saturated {
         entry.state = "saturated";
-        entry.error = Some(format!(
+        entry.note(format!(
             "{}: not relaunched, which would drop their requests (--relaunch-saturated to allow)",
             load.describe()
         ));
@@ -668,10 +752,7 @@ fn mail(config: &Config, entry: &mut Entry, report: &Report) {
             let err = format!("mail: {err:#}");
             eprintln!("php-relaunch: {err}");
             entry.mail = "failed";
-            entry.error = Some(match entry.error.take() {
-                Some(earlier) => format!("{earlier}; {err}"),
-                None => err,
-            });
+            entry.note(err);
         }
     }
 }

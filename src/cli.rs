@@ -139,6 +139,12 @@ pub struct Cli {
     #[arg(long = "restart-timeout", value_name = "SECONDS", default_value = "10")]
     pub restart_timeout: String,
 
+    /// Overall deadline in seconds of one check, relaunch and alert included: if anything hangs past
+    /// it, the run logs that and ends, so the lock is free for the next run [default: 2 × TIMEOUT
+    /// + 10 × --restart-timeout + 30]
+    #[arg(long = "run-timeout", value_name = "SECONDS")]
+    pub run_timeout: Option<String>,
+
     /// With PHP_CGI=1: the php-cgi service to start after its processes were killed [default: the first of
     /// php-cgi, php-fastcgi, spawn-fcgi that exists]
     #[arg(long = "cgi-service", value_name = "NAME")]

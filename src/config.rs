@@ -61,6 +61,8 @@ pub struct Config {
     pub every: Option<Duration>,
     /// Deadline of each relaunch step.
     pub restart_timeout: Duration,
+    /// Deadline of one whole check, the backstop for anything that hangs.
+    pub run_timeout: Duration,
     /// The php-cgi service to start after a php-cgi kill, when given.
     pub cgi_service: Option<String>,
     /// Thresholds, budget and cooldown.
@@ -138,6 +140,8 @@ impl Config {
             );
         }
         let cgi_service = cli.cgi_service.map(service_name).transpose()?;
+        let restart_timeout = seconds("--restart-timeout", &cli.restart_timeout)?;
+        let run_timeout = run_timeout(cli.run_timeout.as_deref(), probe.timeout, restart_timeout)?;
         ensure!(cli.failures >= 1, "--failures must be at least 1, got '0'");
         let limits = Limits {
             failures: cli.failures,
@@ -199,7 +203,8 @@ impl Config {
             dry_run: cli.dry_run,
             relaunch_on: status_codes(&cli.relaunch_on)?,
             every,
-            restart_timeout: seconds("--restart-timeout", &cli.restart_timeout)?,
+            restart_timeout,
+            run_timeout,
             cgi_service,
             limits,
             pause_file: cli.pause_file,
@@ -381,6 +386,15 @@ fn valid_host(host: &str) -> bool {
         })
 }
 
+/// `--run-timeout`, or by default room for every step's own deadline: the probe and the status page,
+/// the config test, restart, verify, kill, start, verify and php-cgi's steps, and sending the mail.
+fn run_timeout(text: Option<&str>, probe: Duration, restart: Duration) -> Result<Duration> {
+    match text {
+        Some(text) => seconds("--run-timeout", text),
+        None => Ok(probe * 2 + restart * 10 + Duration::from_secs(30)),
+    }
+}
+
 /// A duration as people write them: `90s`, `10m`, `1h`, `2d`, or plain seconds.
 pub fn duration(name: &str, text: &str) -> Result<Duration> {
     let text = text.trim();
@@ -474,6 +488,8 @@ fn direct_control(bin: &Path, config: &Path) -> Result<Control> {
         "--fpm-bin '{}' is not an executable file",
         bin.display()
     );
+    // Root runs it: only a binary that only root could have put there (#13).
+    let bin = fpm::trusted_binary(bin).with_context(|| format!("--fpm-bin '{}'", bin.display()))?;
     let config = config
         .canonicalize()
         .with_context(|| format!("--fpm-config '{}'", config.display()))?;
@@ -482,10 +498,7 @@ fn direct_control(bin: &Path, config: &Path) -> Result<Control> {
         "--fpm-config '{}' is not a file",
         config.display()
     );
-    Ok(Control::Direct {
-        bin: bin.to_owned(),
-        config,
-    })
+    Ok(Control::Direct { bin, config })
 }
 
 /// `smtp://HOST[:PORT]`, port 25 by default.

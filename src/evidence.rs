@@ -4,15 +4,17 @@
 
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use rustix::fs::OFlags;
 
 use crate::fpm::Proc;
-use crate::journal::Entry;
+use crate::journal::{Entry, printable};
+use crate::secure_file::{self, Links};
 
 /// How many evidence files are kept.
 pub const KEEP: usize = 50;
@@ -39,26 +41,16 @@ pub fn gather(status_page: Option<&str>, logs: &[PathBuf]) -> String {
     text
 }
 
-/// The end of a log: its last 4 KiB, from the first whole line.
+/// The end of a log: its last 4 KiB, from the first whole line, control characters but newlines and
+/// tabs escaped. The log lies where the pool user writes: a link, FIFO or device there gives nothing.
 fn tail(path: &Path) -> Option<String> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .custom_flags(OFlags::NOFOLLOW.bits().cast_signed())
-        .open(path)
-        .ok()?;
-    let len = file.metadata().ok()?.len();
-    if len == 0 {
-        return None;
-    }
-    let start = len.saturating_sub(TAIL_BYTES);
-    file.seek(SeekFrom::Start(start)).ok()?;
-    let mut bytes = Vec::new();
-    file.take(TAIL_BYTES).read_to_end(&mut bytes).ok()?;
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    Some(match (start, text.find('\n')) {
-        (0, _) | (_, None) => text,
-        (_, Some(newline)) => text[newline + 1..].to_owned(),
-    })
+    let (bytes, cut) = secure_file::tail(path, Links::Refuse, TAIL_BYTES)?;
+    let text = String::from_utf8_lossy(&bytes);
+    let text = match (cut, text.find('\n')) {
+        (true, Some(newline)) => &text[newline + 1..],
+        _ => &text[..],
+    };
+    Some(printable(text, &['\n', '\t']))
 }
 
 /// Keeps the evidence of the event `entry` describes: its log line (as it stands before the
@@ -93,21 +85,47 @@ pub fn save(dir: &Path, stamp: &str, verdict: &str, text: &str) -> Result<PathBu
         .open(&path)
         .with_context(|| format!("creating evidence file '{}'", path.display()))?;
     file.write_all(text.as_bytes())?;
-    prune(dir, KEEP)?;
+    prune(dir, KEEP, &path)?;
     Ok(path)
 }
 
-/// Keeps the `keep` newest evidence files (their names begin with a sortable timestamp).
-fn prune(dir: &Path, keep: usize) -> Result<()> {
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)?
+/// Whether a file name is one `save` makes: `YYYYMMDDTHHMMSS-VERDICT.txt`.
+fn is_evidence_name(name: &str) -> bool {
+    let Some(stem) = name.strip_suffix(".txt") else {
+        return false;
+    };
+    let Some((stamp, verdict)) = stem.split_once('-') else {
+        return false;
+    };
+    let stamp = stamp.as_bytes();
+    stamp.len() == 15
+        && stamp[8] == b'T'
+        && stamp[..8].iter().chain(&stamp[9..]).all(u8::is_ascii_digit)
+        && !verdict.is_empty()
+        && verdict
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// Keeps the `keep` newest evidence files by modification time. Only regular files with the evidence
+/// name pattern are touched, and never `just_written`.
+fn prune(dir: &Path, keep: usize, just_written: &Path) -> Result<()> {
+    let mut files: Vec<(SystemTime, PathBuf)> = fs::read_dir(dir)?
         .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .filter(|e| e.file_name().to_str().is_some_and(is_evidence_name))
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            meta.file_type()
+                .is_file()
+                .then(|| Some((meta.modified().ok()?, e.path())))?
+        })
         .collect();
-    files.sort();
-    let excess = files.len().saturating_sub(keep);
-    for old in &files[..excess] {
-        fs::remove_file(old).with_context(|| format!("pruning '{}'", old.display()))?;
+    // Newest first; equal times by name, so the order is the same every time.
+    files.sort_by(|a, b| b.cmp(a));
+    for (_, old) in files.iter().skip(keep) {
+        if old != just_written {
+            fs::remove_file(old).with_context(|| format!("pruning '{}'", old.display()))?;
+        }
     }
     Ok(())
 }
@@ -134,6 +152,51 @@ mod tests {
         );
         assert!(text.starts_with("php-fpm status page (?json&full):\n{\"pool\":\"www\"}\n"));
         assert!(!text.contains("missing.log"));
+    }
+
+    #[test]
+    fn tails_of_fifos_links_and_devices_are_nothing_and_controls_are_escaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("slow.log");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let zero = dir.path().join("zero.log");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        assert_eq!(tail(&fifo), None);
+        assert_eq!(tail(&zero), None);
+        let log = dir.path().join("error.log");
+        fs::write(&log, "one\tline\nFrom: x\u{1b}[2J\n").unwrap();
+        assert_eq!(tail(&log).unwrap(), "one\tline\nFrom: x\\u{1b}[2J\n");
+    }
+
+    #[test]
+    fn pruning_touches_evidence_only_and_never_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let evidence = dir.path().join("evidence");
+        fs::create_dir(&evidence).unwrap();
+        fs::write(evidence.join("notes.txt"), "mine").unwrap();
+        fs::write(evidence.join("99999999T999999-x.txt.bak"), "mine").unwrap();
+        // Names that sort after anything this year, but are older by time.
+        let old = evidence.join("29991231T235959-502.txt");
+        fs::write(&old, "old").unwrap();
+        let file = File::options().write(true).open(&old).unwrap();
+        file.set_modified(SystemTime::UNIX_EPOCH).unwrap();
+        let mut written = Vec::new();
+        for i in 0..KEEP {
+            written.push(save(&evidence, &format!("20261123T{i:06}"), "timeout", "facts").unwrap());
+        }
+        assert!(!old.exists(), "the oldest by time went first");
+        assert!(evidence.join("notes.txt").exists());
+        assert!(evidence.join("99999999T999999-x.txt.bak").exists());
+        assert!(written.iter().all(|p| p.exists()));
+        assert!(is_evidence_name("20261123T000001-timeout.txt"));
+        assert!(!is_evidence_name("notes.txt"));
+        assert!(!is_evidence_name("2026112T000001-timeout.txt"));
     }
 
     #[test]

@@ -45,6 +45,14 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// Adds `text` to what the line says went wrong, after what it says already.
+    pub fn note(&mut self, text: String) {
+        self.error = Some(match self.error.take() {
+            Some(earlier) => format!("{earlier}; {text}"),
+            None => text,
+        });
+    }
+
     /// The log line, newline included.
     pub fn line(&self) -> String {
         let mut line = format!(
@@ -90,6 +98,20 @@ fn one_line(text: &str) -> String {
     out
 }
 
+/// Text as it may be printed where others' words must not become lines or terminal commands (#13):
+/// control characters escaped (`\n`, `\t`, `\u{1b}` …), except those in `keep`.
+pub fn printable(text: &str, keep: &[char]) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && !keep.contains(&c) {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The open log.
 #[derive(Debug)]
 pub struct Journal {
@@ -101,6 +123,16 @@ impl Journal {
     pub fn open(path: &Path) -> Result<Journal> {
         Ok(Journal {
             file: secure_file::open(path, "log", Mode::Append)?,
+        })
+    }
+
+    /// A second handle on the same open log, for the run's deadline to write with.
+    pub fn try_clone(&self) -> Result<Journal> {
+        Ok(Journal {
+            file: self
+                .file
+                .try_clone()
+                .context("duplicating the log's handle")?,
         })
     }
 
@@ -172,6 +204,12 @@ mod tests {
             "{line}"
         );
         assert_eq!(line.matches('\n').count(), 1);
+    }
+
+    #[test]
+    fn printable_escapes_controls_but_those_kept() {
+        assert_eq!(printable("a\nb\u{1b}[1m\t", &[]), r"a\nb\u{1b}[1m\t");
+        assert_eq!(printable("a\nb\r", &['\n']), "a\nb\\r");
     }
 
     #[test]

@@ -96,6 +96,22 @@ pub fn parse_full(raw: &str, stuck_after: Option<Duration>) -> Option<Load> {
     })
 }
 
+/// The status page's word, unless /proc contradicts it (#13): a page that says every worker is busy
+/// while /proc shows the verified master's workers idle in accept(2) is not believed (the page may
+/// come from anyone who can bind the status socket or port). Its stuck workers are still only
+/// claims, checked before any kill.
+pub fn believed(page: Load, seen: Option<Load>) -> Load {
+    match seen {
+        Some(seen) if page.saturated() && !seen.saturated() => Load {
+            source: "/proc, contradicting the status page",
+            stuck: page.stuck,
+            raw: page.raw,
+            ..seen
+        },
+        _ => page,
+    }
+}
+
 /// Without a status page: a worker blocked in accept(2) on the listen socket is idle.
 pub fn from_proc(instance: &Instance, procs: &[Proc]) -> Option<Load> {
     let workers = instance.workers_idle(procs)?;
@@ -164,6 +180,30 @@ mod tests {
         assert!(load(5, 5).saturated());
         assert!(!load(4, 5).saturated());
         assert!(!load(0, 0).saturated());
+    }
+
+    #[test]
+    fn a_saturated_page_that_proc_contradicts_is_not_believed() {
+        let page = Load {
+            busy: 5,
+            total: 5,
+            stuck: vec![(11, Duration::from_secs(400))],
+            source: "status page",
+            raw: Some("{}".into()),
+        };
+        let seen = |busy| Load {
+            busy,
+            total: 2,
+            stuck: vec![],
+            source: "/proc",
+            raw: None,
+        };
+        let judged = believed(page.clone(), Some(seen(0)));
+        assert_eq!((judged.busy, judged.total), (0, 2));
+        assert!(!judged.saturated());
+        assert_eq!(judged.stuck, page.stuck, "claims kept, to be checked");
+        assert_eq!(believed(page.clone(), Some(seen(2))), page);
+        assert_eq!(believed(page.clone(), None), page);
     }
 
     #[test]

@@ -4,6 +4,7 @@ mod alert;
 mod app;
 mod cli;
 mod config;
+mod deadline;
 mod evidence;
 mod fpm;
 mod health;

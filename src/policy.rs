@@ -147,6 +147,20 @@ pub fn record_healthy(state: &mut State, limits: &Limits) -> Recovery {
     recovery
 }
 
+/// Drops what the state says happened after `now`: the clock was stepped back (#13), and a relaunch
+/// "in the future" would keep the cooldown open and the budget spent for as long. An incident that
+/// began in the future begins now. Returns whether anything was discarded.
+pub fn discard_future(state: &mut State, now: i64) -> bool {
+    let before = state.relaunches.len();
+    state.relaunches.retain(|&at| at <= now);
+    let mut discarded = state.relaunches.len() != before;
+    if let Some(incident) = state.incident.as_mut().filter(|i| i.since > now) {
+        incident.since = now;
+        discarded = true;
+    }
+    discarded
+}
+
 /// Books a failing run: an incident opens if none is open. Returns whether its alert is still due
 /// (one alert per incident, not per run).
 pub fn record_failure(state: &mut State, verdict: &str, now: i64) -> bool {
@@ -162,6 +176,38 @@ pub fn record_failure(state: &mut State, verdict: &str, now: i64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_in_the_future_are_discarded_and_relaunching_resumes() {
+        let limits = Limits {
+            failures: 1,
+            max_restarts: 1,
+            within: Duration::from_hours(1),
+            recover_after: 2,
+        };
+        let now = 1_000_000;
+        let mut state = State {
+            failures: 1,
+            relaunches: vec![now - 7200, now + 86_400],
+            last_took_ms: Some(2000),
+            incident: Some(Incident {
+                since: now + 86_400,
+                verdict: "502".into(),
+                alerted: true,
+            }),
+            ..State::default()
+        };
+        assert_eq!(
+            relaunch_step(&state, &limits, now),
+            Step::GiveUp { first: true },
+            "a relaunch 'tomorrow' spends the budget"
+        );
+        assert!(discard_future(&mut state, now));
+        assert_eq!(state.relaunches, [now - 7200]);
+        assert_eq!(state.incident.as_ref().unwrap().since, now);
+        assert_eq!(relaunch_step(&state, &limits, now), Step::Relaunch);
+        assert!(!discard_future(&mut state, now), "said once");
+    }
 
     #[test]
     fn classification_table() {

@@ -39,20 +39,21 @@ struct PoolFile {
     /// Apache: the balancer's name, as in `balancer://NAME`.
     balancer_name: Option<String>,
     release_link: Option<PathBuf>,
-    /// Seconds a draining replica's requests may take before TERM.
-    #[serde(default = "default_drain")]
-    drain_timeout: u64,
+    /// Seconds a draining replica's requests may take before TERM (30 unless given).
+    drain_timeout: Option<Spanned<i64>>,
     replicas: Vec<ReplicaFile>,
 }
 
-fn default_drain() -> u64 {
-    30
-}
+/// How long a draining replica's requests may take unless the file says.
+const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+
+/// The longest `drain_timeout` taken: a day (a larger number is a typo, and would overflow a clock).
+const MAX_DRAIN_SECS: i64 = 86_400;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReplicaFile {
-    fpm_bin: PathBuf,
+    fpm_bin: Spanned<PathBuf>,
     fpm_config: Spanned<PathBuf>,
     ping: Spanned<String>,
     /// Apache: the member's worker URL as the balancer-manager shows it, e.g. `fcgi://127.0.0.1:9001`.
@@ -142,6 +143,18 @@ pub fn load(path: &Path) -> Result<Vec<Pool>> {
                 ),
             };
             ensure!(!pool.replicas.is_empty(), "{}: pool '{name}' has no replicas", path.display());
+            let drain_timeout = match pool.drain_timeout {
+                None => DEFAULT_DRAIN,
+                Some(secs) => {
+                    let value = *secs.get_ref();
+                    ensure!(
+                        (0..=MAX_DRAIN_SECS).contains(&value),
+                        "{}: pool '{name}': field `drain_timeout` must be 0 to {MAX_DRAIN_SECS} seconds, got {value}",
+                        at(secs.span())
+                    );
+                    Duration::from_secs(value.unsigned_abs())
+                }
+            };
             let replicas = pool
                 .replicas
                 .into_iter()
@@ -167,9 +180,16 @@ pub fn load(path: &Path) -> Result<Vec<Pool>> {
                         "{}: replica {replica}: field `member` is needed behind Apache",
                         path.display()
                     );
+                    let fpm_bin = fpm::trusted_binary(r.fpm_bin.get_ref()).with_context(|| {
+                        format!(
+                            "{}: replica {replica}: field `fpm_bin` '{}'",
+                            at(r.fpm_bin.span()),
+                            r.fpm_bin.get_ref().display()
+                        )
+                    })?;
                     Ok(Replica {
                         name: replica,
-                        fpm_bin: r.fpm_bin,
+                        fpm_bin,
                         fpm_config,
                         ping,
                         member: r.member,
@@ -180,7 +200,7 @@ pub fn load(path: &Path) -> Result<Vec<Pool>> {
                 name,
                 balancer,
                 release_link: pool.release_link,
-                drain_timeout: Duration::from_secs(pool.drain_timeout),
+                drain_timeout,
                 replicas,
             })
         })
@@ -636,9 +656,9 @@ mod tests {
             (
                 www.balancer.get_ref().as_str(),
                 www.replicas.len(),
-                www.drain_timeout
+                www.drain_timeout.as_ref().map(|t| *t.get_ref())
             ),
-            ("nginx", 2, 30)
+            ("nginx", 2, Some(30))
         );
         assert_eq!(
             www.release_link.as_deref(),

@@ -1,9 +1,11 @@
-//! Opening the files a root process writes (the lock and the log) without being tricked: never through
-//! a symlink, only regular files we own, created with tight permissions, close-on-exec (std's default),
-//! so php-fpm started by a relaunch never inherits them.
+//! Opening files without being tricked (#13). What root writes (the lock and the log): never through a
+//! symlink, only regular files we own, created with tight permissions, close-on-exec (std's default),
+//! so php-fpm started by a relaunch never inherits them. What others can write or replace (pid files,
+//! php-fpm's logs, configs): opened without blocking, regular files only, and read up to a bound, so a
+//! FIFO, a device or `/dev/zero` behind a name can neither hang a run nor fill its memory.
 
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -23,9 +25,10 @@ pub enum Mode {
 /// another user.
 pub fn open(path: &Path, what: &str, mode: Mode) -> Result<File> {
     let mut options = OpenOptions::new();
+    // O_NONBLOCK: opening a FIFO for writing would otherwise wait for a reader.
     options
         .create(true)
-        .custom_flags(OFlags::NOFOLLOW.bits().cast_signed());
+        .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits().cast_signed());
     match mode {
         Mode::Lock => options.read(true).write(true).truncate(false).mode(0o600),
         Mode::Append => options.append(true).mode(0o640),
@@ -53,6 +56,69 @@ pub fn open(path: &Path, what: &str, mode: Mode) -> Result<File> {
         );
     }
     Ok(file)
+}
+
+/// Whether the last component of a path may be a symbolic link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Links {
+    /// Refused: the file sits where others can write (pid files, php-fpm's logs).
+    Refuse,
+    /// Followed: root's own configuration, which admins do link.
+    Follow,
+}
+
+/// Opens an existing regular file for reading without blocking: a FIFO, socket or device is an
+/// error at once, never a wait.
+pub fn open_regular(path: &Path, links: Links) -> io::Result<File> {
+    let mut flags = OFlags::NONBLOCK;
+    if links == Links::Refuse {
+        flags |= OFlags::NOFOLLOW;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits().cast_signed())
+        .open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
+/// The first `limit` bytes of a regular file; more is an error, not a bigger buffer.
+pub fn read_bounded(path: &Path, links: Links, limit: usize) -> io::Result<Vec<u8>> {
+    let file = open_regular(path, links)?;
+    let mut bytes = Vec::new();
+    file.take(limit as u64 + 1).read_to_end(&mut bytes)?;
+    if bytes.len() > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {limit} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// [`read_bounded`] as text (invalid UTF-8 replaced).
+pub fn read_text(path: &Path, links: Links, limit: usize) -> io::Result<String> {
+    read_bounded(path, links, limit).map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// The last `bytes` bytes of a regular file, whatever its size; `None` if it is empty or not a
+/// regular file.
+pub fn tail(path: &Path, links: Links, bytes: u64) -> Option<(Vec<u8>, bool)> {
+    let mut file = open_regular(path, links).ok()?;
+    let len = file.metadata().ok()?.len();
+    if len == 0 {
+        return None;
+    }
+    let start = len.saturating_sub(bytes);
+    file.seek(SeekFrom::Start(start)).ok()?;
+    let mut tail = Vec::new();
+    file.take(bytes).read_to_end(&mut tail).ok()?;
+    Some((tail, start > 0))
 }
 
 /// O_NOFOLLOW on a symlink fails with ELOOP on Linux and EMLINK on FreeBSD; confirm with lstat.
@@ -95,6 +161,39 @@ mod tests {
         // The umask may only take bits away.
         assert_eq!(perms(&log) & !0o640, 0);
         assert_eq!(perms(&lock) & !0o600, 0);
+    }
+
+    #[test]
+    fn fifos_devices_and_links_are_refused_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let zero = dir.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        // Each returns at once: a blocking open of the FIFO would hang this test.
+        assert!(read_bounded(&fifo, Links::Follow, 64).is_err());
+        assert!(read_bounded(&zero, Links::Refuse, 64).is_err());
+        assert!(read_bounded(&zero, Links::Follow, 64).is_err(), "a device");
+        assert!(tail(&fifo, Links::Refuse, 64).is_none());
+        assert!(open(&fifo, "log", Mode::Append).is_err());
+    }
+
+    #[test]
+    fn reads_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pid");
+        std::fs::write(&file, "1234\n").unwrap();
+        assert_eq!(read_text(&file, Links::Refuse, 16).unwrap(), "1234\n");
+        std::fs::write(&file, "1".repeat(17)).unwrap();
+        assert!(read_bounded(&file, Links::Refuse, 16).is_err());
+        let (end, cut) = tail(&file, Links::Refuse, 4).unwrap();
+        assert_eq!((end.as_slice(), cut), (&b"1111"[..], true));
     }
 
     #[test]

@@ -1,23 +1,36 @@
 //! Running a helper program (the `service` command, php-fpm, sendmail) with a deadline: arguments only,
-//! never a shell; a fixed PATH, because cron's is `/usr/bin:/bin`; output kept in an unnamed temporary
-//! file, because a daemon that inherits a pipe would keep us reading forever.
+//! never a shell; a fixed PATH, because cron's is `/usr/bin:/bin`. Output comes through a pipe that
+//! this thread reads while it waits, keeping only its end: nothing is written to /tmp, so a full /tmp
+//! cannot block a relaunch (#13). A daemon that inherits the pipe cannot keep us reading: once the
+//! helper has exited, only what is already there is read.
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{self, PipeReader, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
 /// The PATH helpers run with.
 const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// How much of a helper's output is kept for messages.
 const OUTPUT_TAIL: usize = 300;
+
+/// How much raw output is kept while reading (the tail is cut from it).
+const OUTPUT_KEPT: usize = 16 * 1024;
+
+/// How often the helper's exit is looked for while its output is quiet.
+const TICK: Duration = Duration::from_millis(20);
+
+/// The process group of the helper running now (0: none), for [`kill_running_helper`].
+static RUNNING: AtomicI32 = AtomicI32::new(0);
 
 /// A helper that ran to its end.
 #[derive(Debug)]
@@ -37,51 +50,90 @@ pub fn run(
     deadline: Duration,
 ) -> Result<Finished> {
     let shown = shown(program, args);
-    let mut output = tempfile::tempfile().context("creating a temporary file for helper output")?;
-    let stdin = match input {
-        Some(bytes) => {
-            let mut file =
-                tempfile::tempfile().context("creating a temporary file for helper input")?;
-            file.write_all(bytes)?;
-            file.seek(SeekFrom::Start(0))?;
-            Stdio::from(file)
-        }
-        None => Stdio::null(),
-    };
-    let mut child = Command::new(program)
+    let (mut reader, writer) = io::pipe().context("creating a pipe for helper output")?;
+    let mut command = Command::new(program);
+    command
         .args(args)
         .env("PATH", SAFE_PATH)
-        .stdin(stdin)
-        .stdout(output.try_clone()?)
-        .stderr(output.try_clone()?)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(writer.try_clone()?)
+        .stderr(writer)
         // Its own process group, so a hung init script can be ended with everything it started.
-        .process_group(0)
+        .process_group(0);
+    let mut child = command
         .spawn()
         .with_context(|| format!("cannot run `{shown}`"))?;
+    // Our copies of the pipe's writing end go with the Command: the helper's exit can end the reading.
+    drop(command);
+    let group = rustix::process::Pid::from_child(&child);
+    RUNNING.store(group.as_raw_nonzero().get(), Ordering::SeqCst);
+    if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
+        // A thread of its own, so a helper that does not read cannot stall the deadline; it ends
+        // when the helper reads all or exits (EPIPE).
+        let bytes = bytes.to_vec();
+        thread::spawn(move || stdin.write_all(&bytes));
+    }
     let started = Instant::now();
+    let mut output = Vec::new();
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
         }
         if started.elapsed() >= deadline {
-            let group = rustix::process::Pid::from_child(&child);
             let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
             let _ = child.kill();
             let _ = child.wait();
+            RUNNING.store(0, Ordering::SeqCst);
             bail!(
                 "`{shown}` did not finish within {}s and was killed",
                 deadline.as_secs_f64()
             );
         }
-        thread::sleep(Duration::from_millis(20));
+        read_ready(&mut reader, &mut output, TICK);
     };
-    output.seek(SeekFrom::Start(0))?;
-    let mut text = Vec::new();
-    output.read_to_end(&mut text)?;
+    RUNNING.store(0, Ordering::SeqCst);
+    // What the helper wrote before it exited; a daemon that kept the pipe may write on, unread.
+    while read_ready(&mut reader, &mut output, Duration::ZERO) {}
     Ok(Finished {
         status,
-        output: tail(&String::from_utf8_lossy(&text)),
+        output: tail(&String::from_utf8_lossy(&output)),
     })
+}
+
+/// Waits up to `wait` for output and reads what is there, keeping the last [`OUTPUT_KEPT`] bytes.
+/// Whether anything was read.
+fn read_ready(reader: &mut PipeReader, kept: &mut Vec<u8>, wait: Duration) -> bool {
+    let timeout = Timespec::try_from(wait).unwrap_or(Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    });
+    let mut fds = [PollFd::new(&*reader, PollFlags::IN)];
+    if !matches!(poll(&mut fds, Some(&timeout)), Ok(n) if n > 0) {
+        return false;
+    }
+    let mut buffer = [0; 4096];
+    match reader.read(&mut buffer) {
+        Ok(n) if n > 0 => {
+            kept.extend_from_slice(&buffer[..n]);
+            let excess = kept.len().saturating_sub(OUTPUT_KEPT);
+            kept.drain(..excess);
+            true
+        }
+        // End of file (every writer gone) or an error: nothing more to read.
+        _ => false,
+    }
+}
+
+/// Kills the process group of the helper running now, if any: the run's deadline has passed.
+pub fn kill_running_helper() {
+    let group = RUNNING.swap(0, Ordering::SeqCst);
+    if let Some(group) = rustix::process::Pid::from_raw(group) {
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    }
 }
 
 /// Like [`run`], but a non-zero exit is an error carrying the program's output.
@@ -222,6 +274,16 @@ mod tests {
             err,
             "`/bin/sh -c echo no such pool; exit 1` exited with 1: no such pool"
         );
+    }
+
+    #[test]
+    fn long_output_keeps_its_end() {
+        let done = sh(
+            "i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done; echo last",
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert!(done.output.ends_with("line 2999 last"), "{}", done.output);
     }
 
     #[test]

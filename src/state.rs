@@ -56,7 +56,12 @@ pub struct Incident {
     pub alerted: bool,
 }
 
-/// The default state file of a target: `/var/lib/php-relaunch/<target in safe characters>.json`.
+/// How many characters of a target a state file name keeps.
+const NAME_CHARS: usize = 120;
+
+/// The default state file of a target: `/var/lib/php-relaunch/<target in safe characters>.json`. A
+/// name that would be cut ends in a short hash of the whole target instead, so two long targets alike
+/// in their first 120 characters never share a file.
 pub fn default_path(target: &str) -> PathBuf {
     let mut name = String::new();
     for c in target.chars() {
@@ -69,8 +74,20 @@ pub fn default_path(target: &str) -> PathBuf {
             name.push(c);
         }
     }
-    let name: String = name.trim_matches('_').chars().take(120).collect();
-    Path::new(DIR).join(format!("{name}.json"))
+    let name = name.trim_matches('_');
+    if name.len() <= NAME_CHARS {
+        return Path::new(DIR).join(format!("{name}.json"));
+    }
+    let short: String = name.chars().take(NAME_CHARS).collect();
+    Path::new(DIR).join(format!("{short}-{:016x}.json", fnv1a(target.as_bytes())))
+}
+
+/// FNV-1a, 64 bits: stable across releases and platforms (std's hasher promises neither), and all a
+/// file name needs.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Loads the state; `Ok((state, Some(warning)))` when the file was unusable and a fresh state is used.
@@ -224,5 +241,18 @@ mod tests {
             default_path("fcgi://127.0.0.1:9000/status?json"),
             Path::new("/var/lib/php-relaunch/fcgi_127.0.0.1_9000_status_json.json")
         );
+    }
+
+    #[test]
+    fn long_targets_alike_at_first_get_names_of_their_own() {
+        let base = format!("http://127.0.0.1/{}", "a".repeat(200));
+        let (one, two) = (
+            default_path(&format!("{base}/1")),
+            default_path(&format!("{base}/2")),
+        );
+        assert_ne!(one, two);
+        let name = one.file_name().unwrap().to_str().unwrap();
+        assert!(name.len() <= NAME_CHARS + 22, "{name}");
+        assert_eq!(one, default_path(&format!("{base}/1")), "stable");
     }
 }

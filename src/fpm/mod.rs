@@ -1,98 +1,34 @@
 //! Finding php-fpm's master and workers, and relaunching them: through the init system's `service`
-//! command, or directly from the binary and config. Processes are identified by pid file, parent pid,
-//! command line and executable, never by name, so other php-fpm versions on the host are untouched.
+//! command, or directly from the binary and config. A master is verified, never taken from its title
+//! (#13): it must run as root (or as us), from the trusted php-fpm binary, with the expected config
+//! (compared by device and inode, so a linked config path is the same config). Workers are its
+//! children from that binary; orphans of a dead master are recognised by binary, pool name and pool
+//! user. Every signal goes through a pidfd to the process that was judged.
+
+mod conf;
+mod procs;
+mod trust;
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
-use std::fmt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
-use rustix::process::{Pid, Signal};
-use sysinfo::{ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System, UpdateKind};
+use anyhow::{Context, Result, bail};
+use rustix::process::Signal;
+
+pub use conf::setting_of as config_setting;
+pub use procs::{Proc, Sent, snapshot};
+pub use trust::binary as trusted_binary;
 
 use crate::config::Control;
+use crate::secure_file::{self, Links};
 use crate::spawn;
 
-/// One process, as seen at a snapshot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Proc {
-    /// Process id.
-    pub pid: u32,
-    /// Parent process id.
-    pub ppid: Option<u32>,
-    /// Scheduler state as sysinfo names it ("Sleeping", "Stopped", …).
-    pub state: String,
-    /// SIGSTOPped (or traced): ignores everything but SIGKILL and SIGCONT.
-    pub stopped: bool,
-    /// Exited (zombie or dead): as good as gone.
-    pub gone: bool,
-    /// User and system CPU time.
-    pub cpu: Duration,
-    /// Resident memory in bytes.
-    pub rss: u64,
-    /// Command line, as the process shows it (php-fpm rewrites its own).
-    pub cmd: String,
-    /// The executable.
-    pub exe: Option<PathBuf>,
-}
-
-impl fmt::Display for Proc {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:>7} {:>7} {:<10} {:>9.2}s {:>7} KiB  {}",
-            self.pid,
-            self.ppid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
-            self.state,
-            self.cpu.as_secs_f64(),
-            self.rss / 1024,
-            self.cmd
-        )
-    }
-}
-
-/// All processes of the host, with what identifies php-fpm and what an alert shows.
-pub fn snapshot() -> Result<Vec<Proc>> {
-    let mut system = System::new().map_err(|e| anyhow!("cannot read the process table: {e}"))?;
-    system.refresh_processes_specifics(
-        ProcessesToUpdate::All,
-        true,
-        ProcessRefreshKind::nothing()
-            .without_tasks()
-            .with_cmd(UpdateKind::Always)
-            .with_exe(UpdateKind::Always)
-            .with_memory()
-            .with_cpu(),
-    );
-    Ok(system
-        .processes()
-        .values()
-        .map(|p| {
-            let status = p.status();
-            Proc {
-                pid: p.pid().as_u32(),
-                ppid: p.parent().map(sysinfo::Pid::as_u32),
-                state: status.to_string(),
-                stopped: matches!(status, ProcessStatus::Stop | ProcessStatus::Tracing),
-                gone: matches!(status, ProcessStatus::Zombie | ProcessStatus::Dead),
-                cpu: Duration::from_millis(p.accumulated_cpu_time()),
-                rss: p.memory(),
-                cmd: p
-                    .cmd()
-                    .iter()
-                    .map(|a| a.to_string_lossy())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-                    .trim()
-                    .to_owned(),
-                exe: p.exe().map(Path::to_owned),
-            }
-        })
-        .collect())
-}
+/// A pid file holds a number and a newline; anything longer is not a pid file.
+const MAX_PID_FILE: usize = 32;
 
 /// The config path in a master's title `php-fpm: master process (CONF)`.
 pub fn master_config(cmd: &str) -> Option<&str> {
@@ -168,14 +104,18 @@ fn installed_services() -> BTreeSet<String> {
     found
 }
 
-/// Picks the php-fpm service: the one whose master runs, else the only one installed.
+/// Picks the php-fpm service: the one whose verified master runs, else the only one installed. A
+/// process that merely calls itself a master (any user can set a title) counts for nothing.
 pub fn detect_service(procs: &[Proc]) -> Result<String> {
     let running: BTreeSet<String> = procs
         .iter()
-        .filter(|p| !p.gone)
-        .filter_map(|p| master_config(&p.cmd))
-        .map(service_of_config)
-        .filter(|name| service_exists(name))
+        .filter(|p| !p.gone && p.uid == Some(trust::me()))
+        .filter_map(|p| Some((p, service_of_config(master_config(&p.cmd)?))))
+        .filter(|(p, name)| {
+            service_exists(name)
+                && service_binary(name).is_some_and(|bin| p.exe.as_deref() == Some(&bin))
+        })
+        .map(|(_, name)| name)
         .collect();
     let candidates = if running.is_empty() {
         installed_services()
@@ -196,32 +136,14 @@ pub fn detect_service(procs: &[Proc]) -> Result<String> {
     }
 }
 
-/// The `pid` setting of a php-fpm config's [global] section, when absolute.
-fn pid_file_of_config(config: &Path) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(config).ok()?;
-    for line in text.lines() {
-        let line = line.trim();
-        if line.starts_with('[') && !line.eq_ignore_ascii_case("[global]") {
-            break;
-        }
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
-        };
-        if key.trim() == "pid" {
-            let value = value
-                .split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .trim_matches('"');
-            return Some(PathBuf::from(value)).filter(|p| p.is_absolute());
-        }
-    }
-    None
-}
-
+/// The pid in a pid file: a regular file, not followed through a link, opened without blocking and
+/// read up to a few bytes (the pool user owns /run/php on Debian and may put anything there).
 fn read_pid(path: &Path) -> Option<u32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    secure_file::read_text(path, Links::Refuse, MAX_PID_FILE)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// How this php-fpm is stopped and started.
@@ -235,15 +157,45 @@ enum Via {
     },
 }
 
+/// A config file and its identity: a master showing another path to the same file is the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ConfigFile {
+    path: PathBuf,
+    /// Device and inode.
+    id: Option<(u64, u64)>,
+}
+
+impl ConfigFile {
+    fn new(path: PathBuf) -> ConfigFile {
+        let id = file_id(&path);
+        ConfigFile { path, id }
+    }
+}
+
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// A pool of the config, as its orphaned workers would show: title and user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PoolId {
+    title: String,
+    uid: Option<u32>,
+}
+
 /// The php-fpm this run keeps: how to control it and how to recognise its processes.
 #[derive(Debug, Clone)]
 pub struct Instance {
     via: Via,
-    /// The config its master shows in its title.
-    config: Option<PathBuf>,
+    /// The config its master must run.
+    config: Option<ConfigFile>,
     pid_file: Option<PathBuf>,
-    /// Its executable, to recognise workers orphaned by a dead master.
+    /// The trusted binary, canonical: only processes of it are ever taken for this php-fpm.
     binary: Option<PathBuf>,
+    /// The user its master runs as: root, or the user running php-relaunch.
+    owner: u32,
+    /// Its pools, to recognise workers orphaned by a dead master.
+    pools: Vec<PoolId>,
 }
 
 /// What a relaunch will do first.
@@ -269,91 +221,126 @@ impl Plan {
     }
 }
 
+/// What became of the stuck workers a status page named.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StuckKill {
+    /// Killed: verified workers of the verified master.
+    pub killed: Vec<u32>,
+    /// Left alone: not a worker of the master (or no master), or no longer the same process.
+    pub refused: Vec<u32>,
+}
+
 impl Instance {
-    /// Works out which php-fpm to keep from the configuration and the running processes.
+    /// Works out which php-fpm to keep from the configuration and the running processes. The binary
+    /// comes from `--fpm-bin` or the service's convention, never from a process, and must be trusted.
     pub fn resolve(control: &Control, pid_file: Option<&Path>, procs: &[Proc]) -> Result<Instance> {
         let (via, config, binary) = match control {
-            Control::Direct { bin, config } => (
-                Via::Direct {
-                    bin: bin.clone(),
-                    config: config.clone(),
-                    pid_file: pid_file.map(Path::to_owned),
-                },
-                Some(config.clone()),
-                Some(bin.canonicalize().unwrap_or_else(|_| bin.clone())),
-            ),
+            Control::Direct { bin, config } => {
+                let trusted = trust::binary(bin)
+                    .with_context(|| format!("refusing php-fpm binary '{}'", bin.display()))?;
+                (
+                    Via::Direct {
+                        bin: trusted.clone(),
+                        config: config.clone(),
+                        pid_file: pid_file.map(Path::to_owned),
+                    },
+                    Some(config.clone()),
+                    Some(trusted),
+                )
+            }
             Control::Service(name) => {
                 let name = match name {
                     Some(name) => name.clone(),
                     None => detect_service(procs)?,
                 };
-                let master = procs.iter().find(|p| {
-                    !p.gone && master_config(&p.cmd).is_some_and(|c| service_of_config(c) == name)
-                });
-                let config = master
-                    .and_then(|p| master_config(&p.cmd))
-                    .map(PathBuf::from)
-                    .or_else(|| conventional_config(&name));
-                let binary = master
-                    .and_then(|p| p.exe.clone())
-                    .or_else(|| conventional_binary(&name));
+                let config = conventional_config(&name);
+                let binary = service_binary(&name);
                 (Via::Service(name), config, binary)
             }
         };
-        let pid_file = pid_file
-            .map(Path::to_owned)
-            .or_else(|| config.as_deref().and_then(pid_file_of_config));
+        let read = config.as_deref().map(conf::read).unwrap_or_default();
+        let owner = trust::me();
+        let pools = read
+            .pools
+            .iter()
+            .map(|pool| PoolId {
+                title: format!("php-fpm: pool {}", pool.name),
+                uid: match &pool.user {
+                    Some(user) => trust::uid_of(user),
+                    // Without `user`, the pool runs as the master's user.
+                    None => Some(owner),
+                },
+            })
+            .collect();
         Ok(Instance {
             via,
-            config,
-            pid_file,
+            pid_file: pid_file.map(Path::to_owned).or(read.pid_file),
+            config: config.map(ConfigFile::new),
             binary,
+            owner,
+            pools,
         })
     }
 
-    /// The running master, if any: the pid file's process when it is a master of our config,
-    /// else any master of our config.
-    pub fn master<'a>(&self, procs: &'a [Proc]) -> Option<&'a Proc> {
-        let ours = |p: &Proc, via_pid_file: bool| {
-            !p.gone
-                && match (master_config(&p.cmd), &self.config) {
-                    (Some(conf), Some(config)) => Path::new(conf) == config,
-                    (Some(_), None) => via_pid_file,
-                    (None, _) => false,
-                }
+    /// Whether `p` is a master of this php-fpm: our user, our binary, our config.
+    fn is_master(&self, p: &Proc) -> bool {
+        let Some(binary) = &self.binary else {
+            return false;
         };
+        let Some(title_config) = master_config(&p.cmd) else {
+            return false;
+        };
+        !p.gone
+            && p.uid == Some(self.owner)
+            && p.exe.as_ref() == Some(binary)
+            && self.config.as_ref().is_none_or(|config| {
+                Path::new(title_config) == config.path
+                    || (config.id.is_some() && file_id(Path::new(title_config)) == config.id)
+            })
+    }
+
+    /// The running master, if any: the pid file's process when it is a verified master (the pid file
+    /// is a hint, never the proof), else any verified master.
+    pub fn master<'a>(&self, procs: &'a [Proc]) -> Option<&'a Proc> {
         let by_pid_file = self
             .pid_file
             .as_deref()
             .and_then(read_pid)
             .and_then(|pid| procs.iter().find(|p| p.pid == pid))
-            .filter(|p| ours(p, true));
-        by_pid_file.or_else(|| procs.iter().find(|p| ours(p, false)))
+            .filter(|p| self.is_master(p));
+        by_pid_file.or_else(|| procs.iter().find(|p| self.is_master(p)))
     }
 
-    /// The master, its children, and pool workers of our binary whose master is gone.
+    /// The master's workers: its children, running our binary.
+    fn workers<'a>(&self, procs: &'a [Proc], master: u32) -> Vec<&'a Proc> {
+        procs
+            .iter()
+            .filter(|p| !p.gone && p.ppid == Some(master) && p.exe == self.binary)
+            .collect()
+    }
+
+    /// A worker of ours whose master is gone: our binary, one of our pools' titles and users, and no
+    /// live process of our binary as its parent (which would make it another master's worker).
+    fn is_orphan(&self, p: &Proc, procs: &[Proc]) -> bool {
+        let ours = |q: &Proc| !q.gone && self.binary.is_some() && q.exe == self.binary;
+        ours(p)
+            && is_worker(&p.cmd)
+            && self
+                .pools
+                .iter()
+                .any(|pool| p.cmd == pool.title && pool.uid.is_some() && p.uid == pool.uid)
+            && !procs.iter().any(|q| Some(q.pid) == p.ppid && ours(q))
+    }
+
+    /// The master, its workers, and this php-fpm's orphaned workers.
     pub fn family<'a>(&self, procs: &'a [Proc]) -> Vec<&'a Proc> {
-        let master = self.master(procs).map(|m| m.pid);
-        let masters: BTreeSet<u32> = procs
-            .iter()
-            .filter(|p| !p.gone && master_config(&p.cmd).is_some())
-            .map(|p| p.pid)
-            .collect();
-        let orphan = |p: &Proc| {
-            is_worker(&p.cmd)
-                && self.binary.is_some()
-                && p.exe == self.binary
-                && !p.ppid.is_some_and(|pp| masters.contains(&pp))
-        };
-        let mut family: Vec<&Proc> = procs
-            .iter()
-            .filter(|p| !p.gone)
-            .filter(|p| {
-                Some(p.pid) == master || (master.is_some() && p.ppid == master) || orphan(p)
-            })
-            .collect();
+        let master = self.master(procs);
+        let mut family: Vec<&Proc> = master.into_iter().collect();
+        if let Some(master) = master {
+            family.extend(self.workers(procs, master.pid));
+        }
+        family.extend(procs.iter().filter(|p| self.is_orphan(p, procs)));
         // The master first: once it is gone it can fork no more workers.
-        family.sort_by_key(|p| (Some(p.pid) != master, p.pid));
         family
     }
 
@@ -374,7 +361,7 @@ impl Instance {
         }
     }
 
-    /// `php-fpm -t` with this instance's binary and config: `Err` carries php-fpm's own words.
+    /// `php-fpm -t` with this instance's trusted binary and config: `Err` carries php-fpm's own words.
     /// Unknown binary or config: nothing to test with, so `Ok`.
     pub fn test_config(&self, deadline: Duration) -> Result<()> {
         let (Some(bin), Some(config)) = (&self.binary, &self.config) else {
@@ -383,7 +370,7 @@ impl Instance {
         let args = [
             OsStr::new("-t"),
             OsStr::new("--fpm-config"),
-            config.as_os_str(),
+            config.path.as_os_str(),
         ];
         spawn::run_ok(bin, &args, None, deadline).map(drop)
     }
@@ -391,45 +378,43 @@ impl Instance {
     /// The log files this php-fpm writes: the global `error_log` and the pools' `slowlog`, from its
     /// config and the files it includes.
     pub fn log_files(&self) -> Vec<PathBuf> {
-        let Some(config) = &self.config else {
-            return Vec::new();
-        };
-        let mut files = vec![config.clone()];
-        if let Ok(text) = std::fs::read_to_string(config) {
-            files.extend(
-                text.lines()
-                    .filter_map(|l| setting(l, "include"))
-                    .flat_map(|pattern| expand(&pattern)),
-            );
-        }
-        let mut logs = Vec::new();
-        for file in files {
-            let Ok(text) = std::fs::read_to_string(&file) else {
-                continue;
-            };
-            for line in text.lines() {
-                for key in ["error_log", "slowlog"] {
-                    if let Some(path) = setting(line, key).map(PathBuf::from)
-                        && path.is_absolute()
-                        && !logs.contains(&path)
-                    {
-                        logs.push(path);
-                    }
-                }
-            }
-        }
-        logs
+        self.config
+            .as_ref()
+            .map(|config| conf::read(&config.path).logs)
+            .unwrap_or_default()
     }
 
     /// The master's workers and whether each is idle (blocked in accept(2) on the listen socket), as
     /// /proc shows them; `None` where /proc cannot tell.
     pub fn workers_idle(&self, procs: &[Proc]) -> Option<Vec<(u32, bool)>> {
         let master = self.master(procs)?.pid;
-        procs
-            .iter()
-            .filter(|p| !p.gone && p.ppid == Some(master))
+        self.workers(procs, master)
+            .into_iter()
             .map(|p| in_accept(p.pid).map(|idle| (p.pid, idle)))
             .collect()
+    }
+
+    /// SIGKILLs those of `pids` that are workers of the verified master in a fresh snapshot (a
+    /// status page is only a claim); php-fpm's master starts new ones in their place.
+    pub fn kill_stuck(&self, pids: &[u32]) -> Result<StuckKill> {
+        let procs = snapshot()?;
+        let workers = match self.master(&procs) {
+            Some(master) => self.workers(&procs, master.pid),
+            None => Vec::new(),
+        };
+        let mut done = StuckKill::default();
+        for &pid in pids {
+            let sent = match workers.iter().find(|w| w.pid == pid) {
+                Some(worker) => procs::signal(worker, Signal::KILL)?,
+                None => Sent::Changed,
+            };
+            match sent {
+                Sent::Delivered => done.killed.push(pid),
+                Sent::Changed => done.refused.push(pid),
+                Sent::Gone => {}
+            }
+        }
+        Ok(done)
     }
 
     /// Stops the master gracefully: QUIT, and if it has not exited within `grace`, TERM, and if that
@@ -437,16 +422,17 @@ impl Instance {
     /// `None` when no master was running.
     pub fn stop_gracefully(&self, grace: Duration) -> Result<Option<&'static str>> {
         let procs = snapshot()?;
-        let Some(master) = self.master(&procs).map(|m| m.pid) else {
+        let Some(master) = self.master(&procs) else {
             return Ok(None);
         };
-        signal(master, Signal::QUIT)?;
-        if self.wait_gone(grace).is_ok() {
-            return Ok(Some("QUIT"));
-        }
-        let _ = signal(master, Signal::TERM);
-        if self.wait_gone(Duration::from_secs(5)).is_ok() {
-            return Ok(Some("TERM"));
+        if procs::signal(master, Signal::QUIT)? == Sent::Delivered {
+            if self.wait_gone(grace).is_ok() {
+                return Ok(Some("QUIT"));
+            }
+            let _ = procs::signal(master, Signal::TERM);
+            if self.wait_gone(Duration::from_secs(5)).is_ok() {
+                return Ok(Some("TERM"));
+            }
         }
         self.kill_family(Duration::from_secs(5))?;
         Ok(Some("KILL"))
@@ -482,7 +468,7 @@ impl Instance {
                 // TERM, not QUIT: this php-fpm is failing, and QUIT would wait for hung requests.
                 let procs = snapshot()?;
                 if let Some(master) = self.master(&procs) {
-                    signal(master.pid, Signal::TERM)?;
+                    procs::signal(master, Signal::TERM)?;
                 }
                 self.wait_gone(deadline)?;
                 self.start(deadline)
@@ -526,8 +512,8 @@ impl Instance {
                 );
             }
             for p in family {
-                // It may have exited since the snapshot; the next round tells.
-                let _ = signal(p.pid, Signal::KILL);
+                // One that exited or changed since the snapshot is skipped; the next round tells.
+                let _ = procs::signal(p, Signal::KILL);
             }
             thread::sleep(Duration::from_millis(50));
         }
@@ -543,58 +529,14 @@ fn conventional_config(service: &str) -> Option<PathBuf> {
     }
 }
 
-fn conventional_binary(service: &str) -> Option<PathBuf> {
-    match debian_version(service) {
-        Some(version) => Some(PathBuf::from(format!("/usr/sbin/php-fpm{version}"))),
-        None => spawn::first_existing(&["/usr/local/sbin/php-fpm", "/usr/sbin/php-fpm"]),
-    }
-}
-
-/// The first `key = value` setting of a php-fpm config file.
-pub fn config_setting(config: &Path, key: &str) -> Option<String> {
-    std::fs::read_to_string(config)
-        .ok()?
-        .lines()
-        .find_map(|line| setting(line, key))
-}
-
-/// `key = value` in a php-fpm config line, comments and quotes removed.
-fn setting(line: &str, key: &str) -> Option<String> {
-    let (k, v) = line.split_once('=')?;
-    (k.trim() == key).then(|| {
-        v.split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .trim_matches('"')
-            .to_owned()
-    })
-}
-
-/// An `include` pattern: a path, or `DIR/*SUFFIX` as php-fpm's configs use.
-fn expand(pattern: &str) -> Vec<PathBuf> {
-    let path = Path::new(pattern);
-    let name = path.file_name().and_then(OsStr::to_str).unwrap_or_default();
-    let Some(suffix) = name.strip_prefix('*') else {
-        return vec![path.to_owned()];
+/// The service's php-fpm binary by its convention (Debian `phpX.Y-fpm` → `/usr/sbin/php-fpmX.Y`), if
+/// it is trusted to run as root.
+fn service_binary(service: &str) -> Option<PathBuf> {
+    let conventional = match debian_version(service) {
+        Some(version) => PathBuf::from(format!("/usr/sbin/php-fpm{version}")),
+        None => spawn::first_existing(&["/usr/local/sbin/php-fpm", "/usr/sbin/php-fpm"])?,
     };
-    let Some(dir) = path.parent() else {
-        return Vec::new();
-    };
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut found: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(OsStr::to_str)
-                .is_some_and(|n| n.ends_with(suffix))
-        })
-        .collect();
-    found.sort();
-    found
+    trust::binary(&conventional).ok()
 }
 
 /// Whether a process is blocked in accept(2)/accept4(2), from /proc/PID/syscall's first field.
@@ -611,18 +553,6 @@ fn in_accept(pid: u32) -> Option<bool> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
     let number = text.split_whitespace().next()?;
     Some(ACCEPT.contains(&number))
-}
-
-/// SIGKILLs the given workers (php-fpm's master starts new ones in their place).
-pub fn kill_workers(pids: &[u32]) -> Result<()> {
-    pids.iter().try_for_each(|&pid| signal(pid, Signal::KILL))
-}
-
-fn signal(pid: u32, signal: Signal) -> Result<()> {
-    let raw = i32::try_from(pid).context("pid out of range")?;
-    let pid = Pid::from_raw(raw).context("pid 0")?;
-    rustix::process::kill_process(pid, signal)
-        .with_context(|| format!("cannot signal php-fpm process {pid}"))
 }
 
 /// `service NAME ACTION`, or `systemctl ACTION NAME` where there is no `service`.
@@ -703,19 +633,23 @@ fn is_php_cgi(exe: &Path) -> bool {
         .is_some_and(|name| name.starts_with("php") && name.contains("-cgi"))
 }
 
-/// PHP_CGI=1: SIGKILL every process whose executable is a php-cgi binary, then start the php-cgi
+/// PHP_CGI=1: SIGKILL every process whose executable is a php-cgi binary that only root could have
+/// installed (a user's own copy elsewhere is not the system's php-cgi), then start the php-cgi
 /// service (`service` given, else the first of php-cgi, php-fastcgi, spawn-fcgi that exists).
 pub fn relaunch_cgi(service: Option<&str>, deadline: Duration, done: &mut Relaunch) {
     let killed = snapshot().and_then(|procs| {
-        let cgi: Vec<u32> = procs
-            .iter()
-            .filter(|p| !p.gone && p.exe.as_deref().is_some_and(is_php_cgi))
-            .map(|p| p.pid)
-            .collect();
-        for &pid in &cgi {
-            signal(pid, Signal::KILL)?;
+        let mut killed = 0;
+        for p in procs.iter().filter(|p| {
+            !p.gone
+                && p.exe.as_deref().is_some_and(|exe| {
+                    is_php_cgi(exe) && trust::binary(exe).is_ok_and(|trusted| trusted == exe)
+                })
+        }) {
+            if procs::signal(p, Signal::KILL)? == Sent::Delivered {
+                killed += 1;
+            }
         }
-        Ok(cgi.len())
+        Ok(killed)
     });
     if !matches!(killed, Ok(0)) {
         done.step("cgi-kill", killed.map(drop));
@@ -735,10 +669,21 @@ pub fn relaunch_cgi(service: Option<&str>, deadline: Duration, done: &mut Relaun
 mod tests {
     use super::*;
 
+    const ROOT: u32 = 0;
+    const WWW: u32 = 33;
+    const NOBODY: u32 = 65534;
+
+    /// A process as the snapshot shows it; masters run as root, workers as www-data.
     fn proc(pid: u32, ppid: u32, cmd: &str, exe: &str) -> Proc {
+        let uid = if master_config(cmd).is_some() {
+            ROOT
+        } else {
+            WWW
+        };
         Proc {
             pid,
             ppid: Some(ppid),
+            uid: Some(uid),
             state: "Sleeping".into(),
             stopped: false,
             gone: false,
@@ -756,9 +701,14 @@ mod tests {
                 config: config.into(),
                 pid_file: None,
             },
-            config: Some(config.into()),
+            config: Some(ConfigFile::new(config.into())),
             pid_file: None,
             binary: Some(bin.into()),
+            owner: ROOT,
+            pools: vec![PoolId {
+                title: "php-fpm: pool www".into(),
+                uid: Some(WWW),
+            }],
         }
     }
 
@@ -838,17 +788,35 @@ mod tests {
     }
 
     #[test]
-    fn pid_file_from_the_global_section_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("php-fpm.conf");
-        std::fs::write(
-            &conf,
-            "[global]\n; pid = /nope\npid = /run/x.pid ; comment\n[www]\npid = /bad\n",
-        )
-        .unwrap();
-        assert_eq!(pid_file_of_config(&conf), Some(PathBuf::from("/run/x.pid")));
-        std::fs::write(&conf, "[www]\npid = /bad\n").unwrap();
-        assert_eq!(pid_file_of_config(&conf), None);
+    fn titles_prove_nothing() {
+        let ours = "/srv/a/php-fpm";
+        let title = "php-fpm: master process (/srv/a/fpm.conf)";
+        let instance = direct("/srv/a/fpm.conf", ours);
+        let mut by_nobody = proc(10, 1, title, ours);
+        by_nobody.uid = Some(NOBODY);
+        // A root process of another program with the title, and one of ours for another config.
+        let other_exe = proc(11, 1, title, "/usr/bin/sleep");
+        let other_config = proc(12, 1, "php-fpm: master process (/srv/b/fpm.conf)", ours);
+        // Its "workers": a child of the fake, and a worker-titled process of another user.
+        let child = proc(13, 10, "php-fpm: pool www", ours);
+        let mut foreign = proc(14, 1, "php-fpm: pool www", ours);
+        foreign.uid = Some(NOBODY);
+        let procs = [by_nobody, other_exe, other_config, child.clone(), foreign];
+        assert_eq!(instance.master(&procs), None);
+        // The fake's child has a live parent of our binary: nobody's orphan. Nothing here is ours.
+        assert!(instance.family(&procs).is_empty());
+        assert_eq!(instance.plan(&procs), Plan::Start);
+    }
+
+    #[test]
+    fn an_orphan_of_another_pool_or_with_a_live_master_is_not_ours() {
+        let ours = "/srv/a/php-fpm";
+        let instance = direct("/srv/a/fpm.conf", ours);
+        let other_master = proc(20, 1, "php-fpm: master process (/srv/b/fpm.conf)", ours);
+        let its_worker = proc(21, 20, "php-fpm: pool www", ours);
+        let other_pool = proc(22, 1, "php-fpm: pool api", ours);
+        let procs = [other_master, its_worker, other_pool];
+        assert!(instance.family(&procs).is_empty());
     }
 
     #[test]
