@@ -176,20 +176,10 @@ impl Config {
                 .unwrap_or(Path::new(state::DIR))
                 .join("evidence")
         });
-        let pool = match cli.pool {
-            Some(name) => Some(
-                pools::load(&cli.pools_config)?
-                    .into_iter()
-                    .find(|p| p.name == name)
-                    .with_context(|| {
-                        format!(
-                            "--pool: no pool named '{name}' in '{}'",
-                            cli.pools_config.display()
-                        )
-                    })?,
-            ),
-            None => None,
-        };
+        let pool = cli
+            .pool
+            .map(|name| pool_named(&name, &cli.pools_config))
+            .transpose()?;
         Ok(Config {
             probe,
             recipients,
@@ -384,6 +374,14 @@ fn valid_host(host: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
+}
+
+/// The pool `--pool` names, from the pools file.
+fn pool_named(name: &str, file: &Path) -> Result<Pool> {
+    pools::load(file)?
+        .into_iter()
+        .find(|p| p.name == name)
+        .with_context(|| format!("--pool: no pool named '{name}' in '{}'", file.display()))
 }
 
 /// `--run-timeout`, or by default room for every step's own deadline: the probe and the status page,
