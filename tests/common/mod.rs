@@ -73,9 +73,24 @@ pub fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
-/// The pid in a pid file, if that process is alive.
+/// The pid in a pid file, if that process is alive. Read as carefully as the watchdog reads it: the
+/// security tests put FIFOs and links to /dev/zero there.
 pub fn live_pid_in(pid_file: &Path) -> Option<u32> {
-    let pid = fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(
+            (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK)
+                .bits()
+                .cast_signed(),
+        )
+        .open(pid_file)
+        .ok()
+        .filter(|f| f.metadata().is_ok_and(|m| m.is_file()))?;
+    let mut text = String::new();
+    file.take(32).read_to_string(&mut text).ok()?;
+    let pid = text.trim().parse().ok()?;
     alive(pid).then_some(pid)
 }
 
@@ -488,7 +503,11 @@ pub struct Site {
 impl Site {
     /// A running private php-fpm behind a running private nginx.
     pub fn start() -> Site {
-        let dir = shared_tempdir();
+        Site::start_in(shared_tempdir())
+    }
+
+    /// The same in `dir` (which php-fpm's and nginx's workers must be able to reach).
+    pub fn start_in(dir: tempfile::TempDir) -> Site {
         let fpm = Fpm::new(dir.path());
         fpm.start();
         let nginx = Nginx::new(dir.path(), &format!("unix:{}", fpm.socket.display()));
@@ -581,4 +600,88 @@ pub fn stdout(out: &Output) -> String {
 
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The unprivileged user the security tests play the attacker as.
+pub const NOBODY: u32 = 65534;
+
+/// An unprivileged user's own program posing as a php-fpm master (tests/fixtures/fake_master.c),
+/// built with cc into a directory of its own and owned by `nobody`. Each one started runs as nobody
+/// under the title given and forks one "worker". Should root ever run the program, it leaves `mark`.
+/// Every process of it is ended, by pid, when this is dropped.
+pub struct Impostor {
+    pub bin: PathBuf,
+    pub mark: PathBuf,
+    started: Vec<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Impostor {
+    pub fn build() -> Impostor {
+        let dir = shared_tempdir();
+        let bin = dir.path().join("impostor");
+        let mark = dir.path().join("root-ran-me");
+        let out = Command::new("cc")
+            .arg(format!("-DMARK=\"{}\"", mark.display()))
+            .arg("-o")
+            .arg(&bin)
+            .arg(project().join("tests/fixtures/fake_master.c"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::os::unix::fs::chown(&bin, Some(NOBODY), Some(NOBODY)).unwrap();
+        Impostor {
+            bin,
+            mark,
+            started: Vec::new(),
+            _dir: dir,
+        }
+    }
+
+    /// Starts one as nobody with `title` as its whole command line; waits for its child.
+    pub fn start(&mut self, title: &str) -> u32 {
+        use std::os::unix::process::CommandExt;
+        let before = self.pids().len();
+        let child = Command::new(&self.bin)
+            .arg0(title)
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        self.started.push(child);
+        wait_until(
+            "the impostor and its child",
+            Duration::from_secs(10),
+            || self.pids().len() >= before + 2,
+        );
+        pid
+    }
+
+    /// Every live process of the impostor's program.
+    pub fn pids(&self) -> Vec<u32> {
+        pids_of_exe(&self.bin)
+    }
+
+    /// Whether root ever ran the program.
+    pub fn ran_as_root(&self) -> bool {
+        self.mark.exists()
+    }
+}
+
+impl Drop for Impostor {
+    fn drop(&mut self) {
+        for pid in self.pids() {
+            signal(pid, Signal::KILL);
+        }
+        for child in &mut self.started {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
