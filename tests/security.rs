@@ -24,10 +24,12 @@ fn only_line(site: &Site) -> String {
     lines[0].clone()
 }
 
-/// Runs `cmd`, ending it if it has not finished within `limit`: a hang fails the test instead of
-/// holding it.
+/// Runs `cmd` in a process group of its own, ending the group if it has not finished within
+/// `limit`: a hang fails the test instead of holding it.
 fn run_within(mut cmd: Command, limit: Duration) -> Output {
+    use std::os::unix::process::CommandExt;
     let child = cmd
+        .process_group(0)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -36,8 +38,10 @@ fn run_within(mut cmd: Command, limit: Duration) -> Output {
     let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let done = finished.clone();
     let killer = thread::spawn(move || {
-        if !wait_until_quietly(limit, || done.load(std::sync::atomic::Ordering::SeqCst)) {
-            common::signal(pid, rustix::process::Signal::KILL);
+        if !wait_until_quietly(limit, || done.load(std::sync::atomic::Ordering::SeqCst))
+            && let Some(group) = rustix::process::Pid::from_raw(pid.cast_signed())
+        {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
         }
     });
     let out = child.wait_with_output().unwrap();

@@ -110,6 +110,31 @@ impl Drop for SystemFpm {
 }
 
 #[test]
+fn impostors_of_the_system_master_are_never_run_and_the_stopped_service_is_started() {
+    let mut fpm = SystemFpm::take(false);
+    let url = fpm.start_nginx();
+    // A program of nobody's calling itself php8.2-fpm's master, and one calling itself another
+    // version's: neither picks the service, is taken for its master, or is run by root.
+    let mut impostor = common::Impostor::build();
+    impostor.start("php-fpm: master process (/etc/php/8.2/fpm/php-fpm.conf)");
+    impostor.start("php-fpm: master process (/etc/php/9.9/fpm/php-fpm.conf)");
+    let impostors = impostor.pids();
+
+    let out = fpm.run(&[&url, "5"]);
+
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let line = fpm.log_line();
+    assert_eq!(field(&line, "action"), Some("start"), "{line}");
+    assert_eq!(field(&line, "old_pid"), Some("-"), "{line}");
+    assert!(SystemFpm::master().is_some());
+    assert!(!impostor.ran_as_root(), "root ran the impostor's program");
+    assert!(
+        impostors.iter().all(|&pid| alive(pid)),
+        "an impostor was signalled"
+    );
+}
+
+#[test]
 fn stopped_service_is_started_and_detected_without_being_named() {
     let mut fpm = SystemFpm::take(false);
     let url = fpm.start_nginx();
