@@ -63,14 +63,13 @@ fn run(config: &Config) -> Result<Outcome> {
         Some(Journal::open(&config.log)?)
     };
     let copy = journal.as_ref().map(Journal::try_clone).transpose()?;
-    let watchdog = Watchdog::start(expiry(config, copy));
+    let watchdog = Watchdog::new(expiry(config, copy));
     // Only --every needs the wall clock's minute (and the time zone file that Local reads).
     let minute_over = config.every.map(|_| Instant::now() + until_next_minute());
     let mut worst = Outcome::Healthy;
     loop {
         let started = Instant::now();
-        watchdog.arm(started + config.run_timeout);
-        let outcome = check(config, journal.as_mut());
+        let outcome = check(config, journal.as_mut(), &watchdog);
         watchdog.disarm();
         worst = worst.max(outcome);
         let (Some(every), Some(minute_over)) = (config.every, minute_over) else {
@@ -298,7 +297,8 @@ fn until_next_minute() -> Duration {
 }
 
 /// One check: probe once, and act on what came back, remembering between runs what policy needs.
-fn check(config: &Config, journal: Option<&mut Journal>) -> Outcome {
+fn check(config: &Config, journal: Option<&mut Journal>, watchdog: &Watchdog) -> Outcome {
+    let started = Instant::now();
     let time = SystemTime::now();
     let now = unix_seconds(time);
     let (mut state, before) = health::load_state(&config.probe.state);
@@ -325,6 +325,8 @@ fn check(config: &Config, journal: Option<&mut Journal>) -> Outcome {
         }
         return Outcome::Healthy;
     }
+    // Past the hot path, whatever comes may hang: the run's deadline counts from the check's start.
+    watchdog.arm(started + config.run_timeout);
     let mut entry = Entry {
         time: DateTime::<Local>::from(time).fixed_offset(),
         url: state.target.clone(),

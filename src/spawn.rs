@@ -97,7 +97,11 @@ pub fn run(
     };
     RUNNING.store(0, Ordering::SeqCst);
     // What the helper wrote before it exited; a daemon that kept the pipe may write on, unread.
-    while read_ready(&mut reader, &mut output, Duration::ZERO) {}
+    for _ in 0..64 {
+        if !read_ready(&mut reader, &mut output, Duration::ZERO) {
+            break;
+        }
+    }
     Ok(Finished {
         status,
         output: tail(&String::from_utf8_lossy(&output)),

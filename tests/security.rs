@@ -128,7 +128,7 @@ fn fake_status_server(page: String) -> (u16, thread::JoinHandle<()>) {
     let port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();
     let handle = thread::spawn(move || {
-        let until = std::time::Instant::now() + Duration::from_secs(60);
+        let until = std::time::Instant::now() + Duration::from_mins(1);
         while std::time::Instant::now() < until {
             match listener.accept() {
                 Ok((mut stream, _)) => {
@@ -242,7 +242,7 @@ fn item_3_fifos_and_dev_zero_as_pid_file_or_slowlog_neither_hang_nor_bloat_a_run
         let _ = fs::remove_file(&site.state);
         let cmd = site.command(&site.heartbeat(), "5", &[]);
 
-        let out = run_within(with_peak_rss(&cmd, &rss), Duration::from_secs(60));
+        let out = run_within(with_peak_rss(&cmd, &rss), Duration::from_mins(1));
 
         assert_eq!(
             out.status.code(),

@@ -639,17 +639,21 @@ fn is_php_cgi(exe: &Path) -> bool {
 pub fn relaunch_cgi(service: Option<&str>, deadline: Duration, done: &mut Relaunch) {
     let killed = snapshot().and_then(|procs| {
         let mut killed = 0;
+        let mut failed = None;
         for p in procs.iter().filter(|p| {
             !p.gone
                 && p.exe.as_deref().is_some_and(|exe| {
                     is_php_cgi(exe) && trust::binary(exe).is_ok_and(|trusted| trusted == exe)
                 })
         }) {
-            if procs::signal(p, Signal::KILL)? == Sent::Delivered {
-                killed += 1;
+            // One that cannot be signalled does not spare the others.
+            match procs::signal(p, Signal::KILL) {
+                Ok(Sent::Delivered) => killed += 1,
+                Ok(Sent::Gone | Sent::Changed) => {}
+                Err(err) => failed = Some(err),
             }
         }
-        Ok(killed)
+        failed.map_or(Ok(killed), Err)
     });
     if !matches!(killed, Ok(0)) {
         done.step("cgi-kill", killed.map(drop));
