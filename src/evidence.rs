@@ -157,16 +157,7 @@ mod tests {
     #[test]
     fn tails_of_fifos_links_and_devices_are_nothing_and_controls_are_escaped() {
         let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("slow.log");
-        assert!(
-            std::process::Command::new("mkfifo")
-                .arg(&fifo)
-                .status()
-                .unwrap()
-                .success()
-        );
-        let zero = dir.path().join("zero.log");
-        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let (fifo, zero) = crate::secure_file::tests::traps(dir.path());
         assert_eq!(tail(&fifo), None);
         assert_eq!(tail(&zero), None);
         let log = dir.path().join("error.log");

@@ -131,7 +131,7 @@ fn is_symlink_refusal(err: &io::Error, path: &Path) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
 
     #[test]
@@ -163,10 +163,9 @@ mod tests {
         assert_eq!(perms(&lock) & !0o600, 0);
     }
 
-    #[test]
-    fn fifos_devices_and_links_are_refused_without_waiting() {
-        let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("fifo");
+    /// What others may put where a file is expected: a FIFO, and a link to /dev/zero, in `dir`.
+    pub fn traps(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+        let fifo = dir.join("fifo");
         assert!(
             std::process::Command::new("mkfifo")
                 .arg(&fifo)
@@ -174,8 +173,15 @@ mod tests {
                 .unwrap()
                 .success()
         );
-        let zero = dir.path().join("zero");
+        let zero = dir.join("zero");
         std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        (fifo, zero)
+    }
+
+    #[test]
+    fn fifos_devices_and_links_are_refused_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fifo, zero) = traps(dir.path());
         // Each returns at once: a blocking open of the FIFO would hang this test.
         assert!(read_bounded(&fifo, Links::Follow, 64).is_err());
         assert!(read_bounded(&zero, Links::Refuse, 64).is_err());

@@ -202,20 +202,20 @@ fn mkfifo(path: &Path) {
 /// Peak resident memory of a command in KiB, as GNU time measures it.
 fn with_peak_rss(cmd: &Command, out_file: &Path) -> Command {
     let mut timed = Command::new("/usr/bin/time");
-    timed
-        .arg("-f")
-        .arg("%M")
-        .arg("-o")
-        .arg(out_file)
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
+    timed.arg("-f").arg("%M").arg("-o").arg(out_file);
+    run_by(timed, cmd)
+}
+
+/// `wrapper` with `cmd`'s program, arguments and environment changes appended: `cmd` run by it.
+fn run_by(mut wrapper: Command, cmd: &Command) -> Command {
+    wrapper.arg(cmd.get_program()).args(cmd.get_args());
     for (key, value) in cmd.get_envs() {
         match value {
-            Some(value) => timed.env(key, value),
-            None => timed.env_remove(key),
+            Some(value) => wrapper.env(key, value),
+            None => wrapper.env_remove(key),
         };
     }
-    timed
+    wrapper
 }
 
 #[test]
@@ -313,16 +313,8 @@ fn with_full_filesystem(cmd: &Command, dir: &Path) -> Command {
              (dd if=/dev/zero of=\"$1/fill\" bs=4k 2>/dev/null; true) && shift && exec \"$@\"",
         )
         .arg("sh")
-        .arg(dir)
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
-    for (key, value) in cmd.get_envs() {
-        match value {
-            Some(value) => wrapped.env(key, value),
-            None => wrapped.env_remove(key),
-        };
-    }
-    wrapped
+        .arg(dir);
+    run_by(wrapped, cmd)
 }
 
 #[test]
