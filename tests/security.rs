@@ -24,6 +24,20 @@ fn only_line(site: &Site) -> String {
     lines[0].clone()
 }
 
+/// A run finds the SIGSTOPped master `hung` (and no other), kills its family and starts afresh.
+fn assert_hung_master_is_killed_and_replaced(site: &Site, hung: u32) {
+    let out = site.run(&site.heartbeat(), "2", &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let line = only_line(site);
+    assert_eq!(
+        field(&line, "old_pid"),
+        Some(hung.to_string().as_str()),
+        "{line}"
+    );
+    assert_eq!(field(&line, "action"), Some("kill+start"), "{line}");
+    assert!(!alive(hung));
+}
+
 /// Runs `cmd` in a process group of its own, ending the group if it has not finished within
 /// `limit`: a hang fails the test instead of holding it.
 fn run_within(mut cmd: Command, limit: Duration) -> Output {
@@ -103,17 +117,7 @@ fn item_1_a_hung_real_master_among_ten_impostors_is_the_one_killed() {
     let impostors = impostor.pids();
     site.fpm.freeze();
 
-    let out = site.run(&site.heartbeat(), "2", &[]);
-
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    let line = only_line(&site);
-    assert_eq!(
-        field(&line, "old_pid"),
-        Some(real.to_string().as_str()),
-        "{line}"
-    );
-    assert_eq!(field(&line, "action"), Some("kill+start"), "{line}");
-    assert!(!alive(real));
+    assert_hung_master_is_killed_and_replaced(&site, real);
     assert!(!impostor.ran_as_root());
     assert!(
         impostors.iter().all(|&pid| alive(pid)),
@@ -369,17 +373,7 @@ fn item_7_a_master_started_through_a_linked_config_is_found_and_killed_when_hung
     let hung = site.fpm.master().unwrap();
     site.fpm.freeze();
 
-    let out = site.run(&site.heartbeat(), "2", &[]);
-
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    let line = only_line(&site);
-    assert_eq!(
-        field(&line, "old_pid"),
-        Some(hung.to_string().as_str()),
-        "{line}"
-    );
-    assert_eq!(field(&line, "action"), Some("kill+start"), "{line}");
-    assert!(!alive(hung));
+    assert_hung_master_is_killed_and_replaced(&site, hung);
 }
 
 #[test]

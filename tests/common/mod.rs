@@ -211,12 +211,14 @@ impl Fpm {
     }
 
     /// Freezes master and workers with SIGSTOP: a hung php-fpm.
+    /// A worker the master forked just before its own STOP is caught by the next round.
     pub fn freeze(&self) {
-        for pid in self.pids() {
-            signal(pid, Signal::STOP);
-        }
         wait_until("php-fpm to stop", Duration::from_secs(5), || {
-            self.pids().iter().all(|&p| state(p) == Some('T'))
+            let pids = self.pids();
+            for &pid in &pids {
+                signal(pid, Signal::STOP);
+            }
+            pids.iter().all(|&p| state(p) == Some('T'))
         });
     }
 
