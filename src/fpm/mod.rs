@@ -37,10 +37,6 @@ pub fn master_config(cmd: &str) -> Option<&str> {
         .strip_suffix(')')
 }
 
-fn is_worker(cmd: &str) -> bool {
-    cmd.starts_with("php-fpm: pool ")
-}
-
 /// The service that runs a master with this config: Debian's `/etc/php/X.Y/fpm/php-fpm.conf` is
 /// `phpX.Y-fpm`; elsewhere (FreeBSD, RHEL) the service is `php-fpm`.
 pub fn service_of_config(config: &str) -> String {
@@ -324,7 +320,6 @@ impl Instance {
     fn is_orphan(&self, p: &Proc, procs: &[Proc]) -> bool {
         let ours = |q: &Proc| !q.gone && self.binary.is_some() && q.exe == self.binary;
         ours(p)
-            && is_worker(&p.cmd)
             && self
                 .pools
                 .iter()
