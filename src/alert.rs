@@ -9,13 +9,26 @@ use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
 use lettre::{Address, Message, SmtpTransport, Transport as _};
 
-use crate::config::Transport;
 use crate::fpm::Proc;
 use crate::journal::Entry;
 use crate::spawn;
 
 /// How long sending may take, so a dead mail server never holds the lock for long.
 const SEND_DEADLINE: Duration = Duration::from_secs(15);
+
+/// How alert mail is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// The local `sendmail` program.
+    Sendmail,
+    /// Plain SMTP (no TLS) to this server.
+    Smtp {
+        /// Host name or address.
+        host: String,
+        /// TCP port.
+        port: u16,
+    },
+}
 
 /// A composed alert.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -206,6 +206,7 @@ fn pools_list(all: &[pools::Pool], json: bool) -> Result<ExitCode> {
             .map(|p| {
                 serde_json::json!({
                     "pool": p.name,
+                    "balancer": p.balancer.name(),
                     "replicas": p.replicas.iter().map(|r| serde_json::json!({
                         "replica": r.name, "fpm_bin": r.fpm_bin, "fpm_config": r.fpm_config,
                         "ping": r.ping.to_string(),
@@ -217,7 +218,12 @@ fn pools_list(all: &[pools::Pool], json: bool) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&list)?);
     } else {
         for p in all {
-            println!("{}: {} replicas, balancer nginx", p.name, p.replicas.len());
+            println!(
+                "{}: {} replicas, balancer {}",
+                p.name,
+                p.replicas.len(),
+                p.balancer.name()
+            );
             for r in &p.replicas {
                 println!(
                     "  {}: {} {} ping {}",

@@ -13,6 +13,7 @@ mod load;
 mod lock;
 mod outcome;
 mod policy;
+mod poll;
 mod pools;
 mod probe;
 mod secure_file;

@@ -23,7 +23,6 @@ pub use conf::setting_of as config_setting;
 pub use procs::{Proc, Sent, snapshot};
 pub use trust::binary as trusted_binary;
 
-use crate::config::Control;
 use crate::secure_file::{self, Links};
 use crate::spawn;
 
@@ -563,6 +562,20 @@ pub fn service_command(name: &str, action: &str, deadline: Duration) -> Result<(
     } else {
         bail!("neither service nor systemctl found")
     }
+}
+
+/// How php-fpm is stopped and started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Through the init system's `service` command; `None` means detect the service when needed.
+    Service(Option<String>),
+    /// Directly: start `bin --daemonize --fpm-config config`, signal the master by pid.
+    Direct {
+        /// The php-fpm binary.
+        bin: PathBuf,
+        /// Its configuration, as an absolute path (the master shows it in its command line).
+        config: PathBuf,
+    },
 }
 
 /// What a relaunch did.

@@ -4,54 +4,15 @@
 pub mod fastcgi;
 mod http;
 pub mod status;
+mod target;
+
+pub use target::{Script, Target, split_host_port, valid_host};
 
 use std::fmt;
 use std::io::BufReader;
 use std::time::{Duration, Instant};
 
 use fastcgi::Address;
-
-/// What to probe.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// The heartbeat page through the web server: `http://HOST[:PORT]/PATH`.
-    Http(String),
-    /// php-fpm itself: `fcgi://HOST:PORT[/PATH[?QUERY]]` or `unix:///SOCKET[;/PATH[?QUERY]]`.
-    FastCgi {
-        /// The target as written, for messages and the log.
-        text: String,
-        /// Where php-fpm listens.
-        address: Address,
-        /// The script to request; `None` for a GET_VALUES management record.
-        script: Option<Script>,
-    },
-}
-
-/// A script path and query for a FastCGI request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Script {
-    /// SCRIPT_NAME and SCRIPT_FILENAME: `ping.path`, `pm.status_path` or an absolute file.
-    pub path: String,
-    /// QUERY_STRING, without the `?`.
-    pub query: String,
-}
-
-impl Target {
-    /// Whether this target speaks FastCGI straight to php-fpm (so a refused connection means
-    /// php-fpm is down, not the web server).
-    pub fn is_fastcgi(&self) -> bool {
-        matches!(self, Target::FastCgi { .. })
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Target::Http(url) => f.write_str(url),
-            Target::FastCgi { text, .. } => f.write_str(text),
-        }
-    }
-}
 
 /// What the heartbeat answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
