@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
+use crate::poll::poll_until;
+
 /// The PATH helpers run with.
 const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -77,25 +79,31 @@ pub fn run(
         let bytes = bytes.to_vec();
         thread::spawn(move || stdin.write_all(&bytes));
     }
-    let started = Instant::now();
     let mut output = Vec::new();
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
+    // Waiting for the helper's output is the pause between asks, so what it says is read as it
+    // comes and a chatty helper never fills the pipe.
+    let exited = poll_until(Instant::now() + deadline, Duration::ZERO, || {
+        match child.try_wait() {
+            Ok(Some(status)) => Ok(Ok(status)),
+            Err(err) => Ok(Err(err)),
+            Ok(None) => {
+                read_ready(&mut reader, &mut output, TICK);
+                Err(())
+            }
         }
-        if started.elapsed() >= deadline {
-            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
-            let _ = child.kill();
-            let _ = child.wait();
-            RUNNING.store(0, Ordering::SeqCst);
-            bail!(
-                "`{shown}` did not finish within {}s and was killed",
-                deadline.as_secs_f64()
-            );
-        }
-        read_ready(&mut reader, &mut output, TICK);
+    });
+    let Ok(status) = exited else {
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        let _ = child.kill();
+        let _ = child.wait();
+        RUNNING.store(0, Ordering::SeqCst);
+        bail!(
+            "`{shown}` did not finish within {}s and was killed",
+            deadline.as_secs_f64()
+        );
     };
     RUNNING.store(0, Ordering::SeqCst);
+    let status = status?;
     // What the helper wrote before it exited; a daemon that kept the pipe may write on, unread.
     for _ in 0..64 {
         if !read_ready(&mut reader, &mut output, Duration::ZERO) {

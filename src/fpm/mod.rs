@@ -13,21 +13,24 @@ use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use rustix::process::Signal;
 
 pub use conf::setting_of as config_setting;
 pub use procs::{Proc, Sent, snapshot};
 pub use trust::binary as trusted_binary;
 
+use crate::poll::poll_until;
 use crate::secure_file::{self, Links};
 use crate::spawn;
 
 /// A pid file holds a number and a newline; anything longer is not a pid file.
 const MAX_PID_FILE: usize = 32;
+
+/// How often a wait for processes to go reads the process table again.
+const EVERY: Duration = Duration::from_millis(50);
 
 /// The config path in a master's title `php-fpm: master process (CONF)`.
 pub fn master_config(cmd: &str) -> Option<&str> {
@@ -472,45 +475,35 @@ impl Instance {
 
     /// Polls until no process of the family is left.
     fn wait_gone(&self, deadline: Duration) -> Result<()> {
-        let until = Instant::now() + deadline;
-        loop {
+        poll_until(Instant::now() + deadline, EVERY, || {
             let procs = snapshot()?;
             let left: Vec<u32> = self.family(&procs).iter().map(|p| p.pid).collect();
-            if left.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() >= until {
-                bail!(
-                    "php-fpm processes {left:?} still run after {}s",
-                    deadline.as_secs_f64()
-                );
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
+            ensure!(
+                left.is_empty(),
+                "php-fpm processes {left:?} still run after {}s",
+                deadline.as_secs_f64()
+            );
+            Ok(())
+        })
     }
 
     /// SIGKILLs the master and every worker of the family until none is left.
     fn kill_family(&self, deadline: Duration) -> Result<()> {
-        let until = Instant::now() + deadline;
-        loop {
+        poll_until(Instant::now() + deadline, EVERY, || {
             let procs = snapshot()?;
             let family = self.family(&procs);
-            if family.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() >= until {
-                let left: Vec<u32> = family.iter().map(|p| p.pid).collect();
-                bail!(
-                    "php-fpm processes {left:?} survived SIGKILL for {}s",
-                    deadline.as_secs_f64()
-                );
-            }
-            for p in family {
+            for p in &family {
                 // One that exited or changed since the snapshot is skipped; the next round tells.
                 let _ = procs::signal(p, Signal::KILL);
             }
-            thread::sleep(Duration::from_millis(50));
-        }
+            let left: Vec<u32> = family.iter().map(|p| p.pid).collect();
+            ensure!(
+                left.is_empty(),
+                "php-fpm processes {left:?} survived SIGKILL for {}s",
+                deadline.as_secs_f64()
+            );
+            Ok(())
+        })
     }
 }
 

@@ -8,10 +8,11 @@ use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
+
+use crate::poll::poll_until;
 
 /// The protocol version, the first byte of every record.
 const VERSION: u8 = 1;
@@ -448,31 +449,36 @@ fn connect_tcp(host: &str, port: u16, deadline: Instant) -> Result<TcpStream, Er
 /// std's UnixStream has no connect timeout, and a unix socket whose backlog is full makes a blocking
 /// connect wait; a non-blocking connect says EAGAIN instead, and is tried again until the deadline.
 fn connect_unix(path: &Path, deadline: Instant) -> Result<UnixStream, Error> {
+    use rustix::io::Errno;
     use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    use std::os::fd::OwnedFd;
     let addr = SocketAddrUnix::new(path)
         .map_err(|err| Error::Io(format!("bad socket path '{}': {err}", path.display())))?;
-    loop {
+    let connect = || -> Result<OwnedFd, Errno> {
         let fd = rustix::net::socket_with(
             AddressFamily::UNIX,
             SocketType::STREAM,
             SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
             None,
-        )
-        .map_err(|err| Error::Io(format!("socket: {err}")))?;
-        match rustix::net::connect(&fd, &addr) {
-            Ok(()) => {
-                let stream = UnixStream::from(fd);
-                stream
-                    .set_nonblocking(false)
-                    .map_err(|err| io_error(&err))?;
-                return Ok(stream);
-            }
-            Err(rustix::io::Errno::AGAIN) if Instant::now() < deadline => {
-                thread::sleep(Duration::from_millis(5));
-            }
-            Err(rustix::io::Errno::AGAIN) => return Err(Error::Timeout),
-            Err(err) => return Err(io_error(&err.into())),
+        )?;
+        rustix::net::connect(&fd, &addr)?;
+        Ok(fd)
+    };
+    // Only a full backlog is asked again; anything else ends the wait at once.
+    let connected = poll_until(deadline, Duration::from_millis(5), || match connect() {
+        Err(Errno::AGAIN) => Err(()),
+        done => Ok(done),
+    });
+    match connected {
+        Ok(Ok(fd)) => {
+            let stream = UnixStream::from(fd);
+            stream
+                .set_nonblocking(false)
+                .map_err(|err| io_error(&err))?;
+            Ok(stream)
         }
+        Ok(Err(err)) => Err(io_error(&err.into())),
+        Err(()) => Err(Error::Timeout),
     }
 }
 
