@@ -1,6 +1,5 @@
 //! One run: lock, probe, decide, act, log, alert. Builds the real pieces and reports what happened.
 
-use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -8,16 +7,16 @@ use anyhow::Result;
 use chrono::{DateTime, Local, Timelike};
 
 use crate::alert;
-use crate::cli::{Parsed, PoolsCli, PoolsCommand};
+use crate::cli::{Invocation, Stop};
 use crate::config::{Config, ProbeConfig};
 use crate::deadline::Watchdog;
 use crate::evidence;
+use crate::exit::Exit;
 use crate::fpm::{self, Instance, Plan, Proc};
 use crate::health;
 use crate::journal::{Entry, Journal};
 use crate::load::{self, Load};
 use crate::lock;
-use crate::outcome::Outcome;
 use crate::policy::{self, Decision, Step};
 use crate::pools;
 use crate::probe::{self, Answer};
@@ -27,34 +26,59 @@ use crate::state::State;
 /// How often the heartbeat is asked again while waiting for a relaunched php-fpm.
 const VERIFY_INTERVAL: Duration = Duration::from_millis(200);
 
-/// Does what the command line asked for and says how it went, as the process's exit code. Errors are
-/// printed here, on one line, and are exit 2 (a health `check` never exits 2: Docker reserves it).
-pub fn dispatch(parsed: Parsed) -> ExitCode {
-    let result = match parsed {
-        Parsed::Run(config) => run(&config).map(Outcome::exit_code),
-        Parsed::Check(config) => Ok(check_command(&config)),
-        Parsed::CheckUsage(reason) => {
-            println!("unhealthy: bad arguments: {reason}");
-            Ok(ExitCode::FAILURE)
+/// Does what the command line asked for and says how it went. Errors are printed here, on one
+/// line, and are exit 2 (a health `check` says "unhealthy" and exits 1: Docker reserves 2).
+pub fn run(invocation: Invocation) -> Exit {
+    let check = matches!(invocation, Invocation::Check(_));
+    let result = match invocation {
+        Invocation::Run(args) => Config::from_run(*args).and_then(|config| watch(&config)),
+        Invocation::Check(args) => ProbeConfig::new(args.target, args.timeout, args.probe)
+            .map(|config| check_command(&config)),
+        Invocation::Reset(args) => {
+            let path = args
+                .state
+                .unwrap_or_else(|| crate::state::default_path(&args.url));
+            reset(&path).map(|message| {
+                println!("{message}");
+                Exit::Healthy
+            })
         }
-        Parsed::Reset(state) => reset(&state).map(|message| {
-            println!("{message}");
-            ExitCode::SUCCESS
-        }),
-        Parsed::Pools(cli) => pools(&cli),
-        Parsed::Exit(code) => Ok(code),
+        Invocation::Pools(args) => pools::command(&args),
     };
     result.unwrap_or_else(|err| {
-        eprintln!("php-relaunch: {err:#}");
-        crate::outcome::usage_error()
+        stop(Stop::Mistake {
+            check,
+            message: format!("{err:#}"),
+        })
     })
+}
+
+/// Ends a command that could not start: help was printed, or a mistake is told in one line.
+pub fn stop(stop: Stop) -> Exit {
+    match stop {
+        Stop::Printed => Exit::Healthy,
+        Stop::Mistake {
+            check: true,
+            message,
+        } => {
+            println!("unhealthy: bad arguments: {message}");
+            Exit::Failing
+        }
+        Stop::Mistake {
+            check: false,
+            message,
+        } => {
+            eprintln!("php-relaunch: {message}");
+            Exit::Usage
+        }
+    }
 }
 
 /// Runs the checks the configuration asks for; with `--every`, repeats them until the minute is over
 /// and reports the most serious outcome.
-fn run(config: &Config) -> Result<Outcome> {
+fn watch(config: &Config) -> Result<Exit> {
     let Some(_lock) = lock::try_acquire(&config.lock)? else {
-        return Ok(Outcome::Busy);
+        return Ok(Exit::Busy);
     };
     // Opened up front so a bad log path is refused before anything is done; a dry run writes nothing.
     let mut journal = if config.dry_run {
@@ -66,7 +90,7 @@ fn run(config: &Config) -> Result<Outcome> {
     let watchdog = Watchdog::new(expiry(config, copy));
     // Only --every needs the wall clock's minute (and the time zone file that Local reads).
     let minute_over = config.every.map(|_| Instant::now() + until_next_minute());
-    let mut worst = Outcome::Healthy;
+    let mut worst = Exit::Healthy;
     loop {
         let started = Instant::now();
         let outcome = check(config, journal.as_mut(), &watchdog);
@@ -120,12 +144,12 @@ fn expiry(config: &Config, journal: Option<Journal>) -> impl FnOnce() + Send + '
             None => print!("{}", entry.line()),
         }
         eprintln!("php-relaunch: {error}");
-        std::process::exit(i32::from(Outcome::StillDown.code()));
+        std::process::exit(i32::from(Exit::Failing.code()));
     }
 }
 
 /// `php-relaunch check`: probe once, say why on stdout; exit 0 healthy, 1 not.
-fn check_command(config: &ProbeConfig) -> ExitCode {
+fn check_command(config: &ProbeConfig) -> Exit {
     // The state file is read only when a counter's growth is judged: the hot path stays I/O-free.
     let verdict = if config.thresholds.cumulative() {
         let (mut state, before) = health::load_state(&config.state);
@@ -139,140 +163,10 @@ fn check_command(config: &ProbeConfig) -> ExitCode {
     let (line, healthy) = health::report(config, &verdict);
     println!("{line}");
     if healthy {
-        ExitCode::SUCCESS
+        Exit::Healthy
     } else {
-        ExitCode::FAILURE
+        Exit::Failing
     }
-}
-
-/// `php-relaunch pools …`: exit 0 when all went well, 1 when a replica failed or a stop was refused,
-/// 5 when another run holds the lock; errors (a bad pools file) are exit 2.
-fn pools(cli: &PoolsCli) -> Result<ExitCode> {
-    let all = pools::load(&cli.config)?;
-    let (pool, replica) = match &cli.command {
-        PoolsCommand::List => return pools_list(&all, cli.json),
-        PoolsCommand::Status { pool, replica } => {
-            return pools_status(&all, pool.as_deref(), *replica, cli.json);
-        }
-        PoolsCommand::Start { pool, replica }
-        | PoolsCommand::Stop { pool, replica }
-        | PoolsCommand::Restart { pool, replica } => (pool.clone(), *replica),
-        PoolsCommand::Deploy { pool, .. } => (Some(pool.clone()), None),
-    };
-    let Some(_lock) = lock::try_acquire(&cli.lock)? else {
-        eprintln!(
-            "php-relaunch: another php-relaunch run holds the lock '{}'",
-            cli.lock.display()
-        );
-        return Ok(ExitCode::from(Outcome::Busy.code()));
-    };
-    let mut journal = Journal::open(&cli.log)?;
-    let mut say = |line: String| {
-        println!("{line}");
-        if let Err(err) = journal.append_step(&line) {
-            eprintln!("php-relaunch: {err:#}");
-        }
-    };
-    let mut failed = 0;
-    for (pool, replicas) in pools::select(&all, pool.as_deref(), replica)? {
-        failed += match &cli.command {
-            PoolsCommand::Restart { .. } => pools::rolling_restart(pool, &replicas, &mut say),
-            PoolsCommand::Deploy { dir, .. } => pools::deploy(pool, dir, &mut say)?,
-            command => replicas
-                .iter()
-                .filter(|r| {
-                    let done = match command {
-                        PoolsCommand::Start { .. } => pools::start(pool, r, &mut say),
-                        _ => pools::stop(pool, r, &mut say),
-                    };
-                    done.map_err(|err| say(format!("{}: {err:#}", r.name)))
-                        .is_err()
-                })
-                .count(),
-        };
-    }
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
-}
-
-/// `pools list`.
-fn pools_list(all: &[pools::Pool], json: bool) -> Result<ExitCode> {
-    if json {
-        let list: Vec<_> = all
-            .iter()
-            .map(|p| {
-                serde_json::json!({
-                    "pool": p.name,
-                    "balancer": p.balancer.name(),
-                    "replicas": p.replicas.iter().map(|r| serde_json::json!({
-                        "replica": r.name, "fpm_bin": r.fpm_bin, "fpm_config": r.fpm_config,
-                        "ping": r.ping.to_string(),
-                    })).collect::<Vec<_>>(),
-                    "release_link": p.release_link,
-                })
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&list)?);
-    } else {
-        for p in all {
-            println!(
-                "{}: {} replicas, balancer {}",
-                p.name,
-                p.replicas.len(),
-                p.balancer.name()
-            );
-            for r in &p.replicas {
-                println!(
-                    "  {}: {} {} ping {}",
-                    r.name,
-                    r.fpm_bin.display(),
-                    r.fpm_config.display(),
-                    r.ping
-                );
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `pools status [POOL [REPLICA]]`: exit 1 when a replica does not answer its ping.
-fn pools_status(
-    all: &[pools::Pool],
-    pool: Option<&str>,
-    replica: Option<usize>,
-    json: bool,
-) -> Result<ExitCode> {
-    let mut rows = Vec::new();
-    for (pool, replicas) in pools::select(all, pool, replica)? {
-        rows.extend(pools::status(pool, &replicas)?);
-    }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
-        for row in &rows {
-            println!(
-                "{}: {}, ping {}, balancer {}{}",
-                row.replica,
-                row.master_pid
-                    .map_or_else(|| "not running".to_owned(), |p| format!("master {p}")),
-                row.ping,
-                row.balancer,
-                row.release
-                    .as_deref()
-                    .map(|r| format!(", release {r}"))
-                    .unwrap_or_default()
-            );
-        }
-    }
-    let all_ok = rows.iter().all(|r| r.ping_ok);
-    Ok(if all_ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
 
 /// `php-relaunch reset`: forget the relaunches that spent the budget, so relaunching resumes.
@@ -303,7 +197,7 @@ fn until_next_minute() -> Duration {
 }
 
 /// One check: probe once, and act on what came back, remembering between runs what policy needs.
-fn check(config: &Config, journal: Option<&mut Journal>, watchdog: &Watchdog) -> Outcome {
+fn check(config: &Config, journal: Option<&mut Journal>, watchdog: &Watchdog) -> Exit {
     let started = Instant::now();
     let time = SystemTime::now();
     let now = unix_seconds(time);
@@ -329,7 +223,7 @@ fn check(config: &Config, journal: Option<&mut Journal>, watchdog: &Watchdog) ->
         if !config.dry_run {
             health::save_state(&config.probe.state, &state, &before);
         }
-        return Outcome::Healthy;
+        return Exit::Healthy;
     }
     // Past the hot path, whatever comes may hang: the run's deadline counts from the check's start.
     watchdog.arm(started + config.run_timeout);
@@ -361,7 +255,7 @@ fn check(config: &Config, journal: Option<&mut Journal>, watchdog: &Watchdog) ->
                 entry.action = "budget-restored".to_owned();
                 entry.state = "healthy";
             }
-            Outcome::Healthy
+            Exit::Healthy
         }
         None => act(config, decision, now, &mut state, &mut entry, &mut report),
     };
@@ -408,7 +302,7 @@ fn act(
     state: &mut State,
     entry: &mut Entry,
     report: &mut Report,
-) -> Outcome {
+) -> Exit {
     let alert_only = match decision {
         Decision::WebServerDown => Some("web-server-down"),
         Decision::UnexpectedStatus => Some("unexpected-status"),
@@ -418,7 +312,7 @@ fn act(
     if let Some(alert) = alert_only {
         entry.state = alert;
         report.mail = policy::record_failure(state, &entry.verdict, now);
-        return Outcome::Alerted;
+        return Exit::Alerted;
     }
     state.failures += 1;
     state.successes = 0;
@@ -428,13 +322,13 @@ fn act(
             "pause file '{}' exists: changing nothing",
             config.pause_file.display()
         ));
-        return Outcome::StillDown;
+        return Exit::Failing;
     }
     match policy::relaunch_step(state, &config.limits, now) {
         Step::Wait { failures, needed } => {
             entry.state = "failing";
             entry.error = Some(format!("failure {failures} of {needed} before a relaunch"));
-            return Outcome::StillDown;
+            return Exit::Failing;
         }
         Step::GiveUp { first } => {
             let limits = &config.limits;
@@ -451,7 +345,7 @@ fn act(
                 entry.action = "gave-up".to_owned();
                 report.mail = true;
             }
-            return Outcome::StillDown;
+            return Exit::Failing;
         }
         Step::Cooldown { left } => {
             entry.state = "cooldown";
@@ -459,7 +353,7 @@ fn act(
                 "the previous relaunch's recovery window is open for {}s more",
                 left.as_secs()
             ));
-            return Outcome::StillDown;
+            return Exit::Failing;
         }
         Step::Relaunch => {}
     }
@@ -470,7 +364,7 @@ fn act(
     {
         policy::record_relaunch(state, &config.limits, now, started.elapsed());
     }
-    if outcome == Outcome::Recovered {
+    if outcome == Exit::Recovered {
         // Its alert says it is healthy again: the incident ends here, no "recovered" mail follows.
         state.failures = 0;
         state.incident = None;
@@ -480,7 +374,7 @@ fn act(
 
 /// Relaunches php-fpm, filling in the entry and the report. Before touching a running master it
 /// tells saturated from dead, kills stuck workers, and tests the config.
-fn relaunch(config: &Config, entry: &mut Entry, report: &mut Report) -> Outcome {
+fn relaunch(config: &Config, entry: &mut Entry, report: &mut Report) -> Exit {
     if let Some(pool) = &config.pool {
         return relaunch_pool(config, pool, entry, report);
     }
@@ -493,7 +387,7 @@ fn relaunch(config: &Config, entry: &mut Entry, report: &mut Report) -> Outcome 
         Ok(found) => found,
         Err(err) => {
             entry.error = Some(format!("{err:#}"));
-            return Outcome::StillDown;
+            return Exit::Failing;
         }
     };
     entry.old_pid = instance.master(&procs).map(|p| p.pid);
@@ -501,7 +395,7 @@ fn relaunch(config: &Config, entry: &mut Entry, report: &mut Report) -> Outcome 
     let plan = instance.plan(&procs);
     if config.dry_run {
         entry.action = format!("would-{}", plan.steps());
-        return Outcome::StillDown;
+        return Exit::Failing;
     }
     // What the answer said gives way to what relieving and relaunching report, if they report anything.
     let detail = entry.error.take();
@@ -522,7 +416,7 @@ fn relaunch(config: &Config, entry: &mut Entry, report: &mut Report) -> Outcome 
         if let Err(err) = instance.test_config(config.restart_timeout) {
             entry.state = "config-error";
             entry.note(format!("config test failed, php-fpm left running: {err:#}"));
-            return Outcome::StillDown;
+            return Exit::Failing;
         }
     }
     let found = evidence::gather(
@@ -572,9 +466,9 @@ fn relaunch(config: &Config, entry: &mut Entry, report: &mut Report) -> Outcome 
         entry.error = detail;
     }
     if done.healthy {
-        Outcome::Recovered
+        Exit::Recovered
     } else {
-        Outcome::StillDown
+        Exit::Failing
     }
 }
 
@@ -585,7 +479,7 @@ fn relaunch_pool(
     pool: &pools::Pool,
     entry: &mut Entry,
     report: &mut Report,
-) -> Outcome {
+) -> Exit {
     let started = Instant::now();
     let failing: Vec<&pools::Replica> = pool
         .replicas
@@ -595,7 +489,7 @@ fn relaunch_pool(
     if config.dry_run {
         let names: Vec<&str> = failing.iter().map(|r| r.name.as_str()).collect();
         entry.action = format!("would-relaunch:{}", names.join(","));
-        return Outcome::StillDown;
+        return Exit::Failing;
     }
     let mut logs = Vec::new();
     for replica in &failing {
@@ -641,9 +535,9 @@ fn relaunch_pool(
         entry.error = Some(errors.join("; "));
     }
     if healthy {
-        Outcome::Recovered
+        Exit::Recovered
     } else {
-        Outcome::StillDown
+        Exit::Failing
     }
 }
 
@@ -654,7 +548,7 @@ fn relieve(
     instance: &Instance,
     load: Option<&Load>,
     entry: &mut Entry,
-) -> Option<Outcome> {
+) -> Option<Exit> {
     let load = load?;
     if !load.stuck.is_empty() {
         let pids: Vec<u32> = load.stuck.iter().map(|(pid, _)| *pid).collect();
@@ -698,7 +592,7 @@ fn relieve(
                     .master(&fpm::snapshot().unwrap_or_default())
                     .map(|p| p.pid);
                 entry.new_pid = entry.old_pid;
-                return Some(Outcome::Recovered);
+                return Some(Exit::Recovered);
             }
             entry.action = "none".to_owned();
         }
@@ -709,7 +603,7 @@ fn relieve(
             "{}: not relaunched, which would drop their requests (--relaunch-saturated to allow)",
             load.describe()
         ));
-        return Some(Outcome::Alerted);
+        return Some(Exit::Alerted);
     }
     None
 }

@@ -6,12 +6,12 @@ mod cli;
 mod config;
 mod deadline;
 mod evidence;
+mod exit;
 mod fpm;
 mod health;
 mod journal;
 mod load;
 mod lock;
-mod outcome;
 mod policy;
 mod poll;
 mod pools;
@@ -20,14 +20,14 @@ mod secure_file;
 mod spawn;
 mod state;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    match cli::parse(std::env::args_os()) {
-        Ok(parsed) => app::dispatch(parsed),
-        Err(err) => {
-            eprintln!("php-relaunch: {err:#}");
-            outcome::usage_error()
-        }
+    let args: Vec<OsString> = std::env::args_os().collect();
+    match cli::parse(&args) {
+        Ok(invocation) => app::run(invocation),
+        Err(stop) => app::stop(stop),
     }
+    .into()
 }

@@ -5,6 +5,7 @@
 //! pools-manager does.
 
 mod apache;
+mod command;
 mod file;
 mod nginx;
 
@@ -20,6 +21,7 @@ use crate::fpm::{self, Control, Instance};
 use crate::poll::poll_until;
 use crate::probe::{self, Target};
 
+pub use command::command;
 pub use file::load;
 
 /// How long a replica may take to answer its ping after a start.

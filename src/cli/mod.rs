@@ -1,16 +1,24 @@
-//! The command line: clap definitions and turning argv into a validated `Config`.
+//! The command line: one clap command tree. Without a subcommand it is the classic script's
+//! `php-relaunch URL TIMEOUT [EMAILS] [PHP_CGI] [OPTIONS]`; `check`, `reset` and `pools` are
+//! subcommands. Parsing is pure: values are typed here (see `values`), and the checks that need the
+//! file system come after, in `config`.
+
+pub mod values;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::ExitCode;
+use std::time::Duration;
 
-use anyhow::{Result, anyhow};
 use clap::error::ErrorKind;
-use clap::{Args, Parser};
+use clap::{Args, Parser, Subcommand};
+use lettre::Address;
 
-use crate::config::{Config, ProbeConfig};
+use crate::alert::Transport;
+use crate::exit::Exit;
+use crate::probe::Target;
+use values::{Named, Recipients, StatusCodes};
 
-const AFTER_HELP: &str = "\
+const TARGETS: &str = "\
 Targets (URL):
   http://HOST[:PORT]/PATH            the heartbeat page through the web server
   fcgi://HOST:PORT[/PATH[?QUERY]]    php-fpm itself over TCP
@@ -20,10 +28,6 @@ Targets (URL):
   ping.path (`;/ping` expects `pong`), its pm.status_path (`;/status?json`, for thresholds) or an
   absolute script file. Over FastCGI a refused connection or missing socket means php-fpm is down.
 
-Health check for containers: php-relaunch check TARGET [TIMEOUT]  (see `php-relaunch check --help`)
-Restore a spent restart budget: php-relaunch reset URL [--state PATH]
-Redundant pool replicas: php-relaunch pools list|status|start|stop|restart|deploy (see `pools --help`)
-
 Classification of the heartbeat answer:
   200-399                      healthy: exit 0, print nothing, change nothing
   --relaunch-on codes, timeout php-fpm is dead or hung: relaunch it
@@ -31,18 +35,16 @@ Classification of the heartbeat answer:
                                fcgi, unix: php-fpm is down: relaunch it
   any other status             log and alert, no relaunch
   --expect or a threshold fails  log and alert, no relaunch
+";
 
-Exit codes:
-  0  healthy
-  1  failing and not brought back: still down after the relaunch, or the relaunch was held back
-     (--failures, pause file, restart budget, cooldown, config test), or --dry-run would relaunch
-  2  usage or configuration error; nothing was probed or restarted
-  3  relaunched, and the heartbeat is healthy again
-  4  web server unreachable, unexpected status, unhealthy reply or saturated pool: alerted only
-  5  another run holds the lock
-
+const LOG_LINE: &str = "\
 Log line (one per run that found a problem or did something):
   TIMESTAMP url=URL verdict=V latency=S action=A old_pid=P new_pid=P took=S state=S mail=M [error=\"...\"]";
+
+/// The long help's epilogue: targets, classification, the exit-code table, the log line.
+fn after_help() -> String {
+    format!("{TARGETS}\nExit codes:\n{}\n{LOG_LINE}", Exit::table())
+}
 
 /// Watchdog for php-fpm: request a heartbeat page once and relaunch php-fpm when it answers 502/504 or times out.
 ///
@@ -51,28 +53,62 @@ Log line (one per run that found a problem or did something):
 /// (escalating to SIGKILL of exactly that master and its workers when the restart does not help), appends
 /// one line to the log, and mails the addresses given.
 #[derive(Parser, Debug)]
-#[command(name = "php-relaunch", version, after_long_help = AFTER_HELP, allow_negative_numbers = true)]
+#[command(
+    name = "php-relaunch",
+    version,
+    after_long_help = after_help(),
+    allow_negative_numbers = true,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// The commands beside the classic run.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Health check for Docker HEALTHCHECK and Kubernetes exec probes: probe once, no lock, no
+    /// restart, no log; exit 0 healthy, 1 unhealthy (also for bad arguments: Docker reserves 2)
+    Check(CheckArgs),
+    /// Restore a spent restart budget, so relaunching resumes
+    Reset(ResetArgs),
+    /// Redundant pool replicas: status, start, stop, rolling restarts and deploys
+    Pools(PoolsArgs),
+}
+
+/// The classic run: `URL TIMEOUT [EMAILS] [PHP_CGI] [OPTIONS]`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
     /// The heartbeat page, e.g. http://127.0.0.1:8889/php-heartbeat.php, or php-fpm itself:
     /// fcgi://HOST:PORT[/PATH[?QUERY]] or unix:///SOCKET[;/PATH[?QUERY]]
-    #[arg(value_name = "URL")]
-    pub url: String,
+    #[arg(value_name = "URL", required = true, value_parser = Named(values::target))]
+    pub url: Option<Target>,
 
     /// Hard deadline in seconds for the whole request (connect, headers and body); fractions allowed
-    #[arg(value_name = "TIMEOUT")]
-    pub timeout: String,
+    #[arg(value_name = "TIMEOUT", required = true, value_parser = Named(values::seconds))]
+    pub timeout: Option<Duration>,
 
     #[command(flatten)]
     pub probe: ProbeArgs,
 
     /// Comma-separated addresses to alert; '' for none
-    #[arg(value_name = "EMAILS", default_value = "")]
-    pub emails: String,
+    #[arg(value_name = "EMAILS", default_value = "", value_parser = Named(values::recipients))]
+    pub emails: Recipients,
 
     /// 1 when php-cgi runs as a fallback beside php-fpm: a relaunch also kills the php-cgi processes and starts
     /// their service
-    #[arg(value_name = "PHP_CGI", default_value = "0")]
-    pub php_cgi: String,
+    #[arg(
+        value_name = "PHP_CGI",
+        default_value = "0",
+        action = clap::ArgAction::Set,
+        value_parser = Named(values::flag)
+    )]
+    pub php_cgi: bool,
 
     /// The log file, appended to; created 0640, never followed through a symlink
     #[arg(
@@ -92,7 +128,7 @@ pub struct Cli {
 
     /// The php-fpm service to relaunch through `service` [default: detected from the running master and the
     /// init scripts present, e.g. php8.2-fpm]
-    #[arg(long = "service", value_name = "NAME")]
+    #[arg(long = "service", value_name = "NAME", value_parser = Named(values::service_name))]
     pub service: Option<String>,
 
     /// Control php-fpm directly instead of through the init system: the php-fpm binary
@@ -114,44 +150,59 @@ pub struct Cli {
     pub pid_file: Option<PathBuf>,
 
     /// Send mail through this SMTP server, e.g. smtp://127.0.0.1:25 [default: /usr/sbin/sendmail]
-    #[arg(long = "smtp", value_name = "URL")]
-    pub smtp: Option<String>,
+    #[arg(long = "smtp", value_name = "URL", value_parser = Named(values::smtp))]
+    pub smtp: Option<Transport>,
 
     /// The sender address of alerts [default: php-relaunch@HOSTNAME]
-    #[arg(long = "from", value_name = "ADDRESS")]
-    pub from: Option<String>,
+    #[arg(long = "from", value_name = "ADDRESS", value_parser = Named(values::address))]
+    pub from: Option<Address>,
 
     /// Probe, decide and print the log line of what would be done; change nothing, send nothing
     #[arg(long = "dry-run")]
     pub dry_run: bool,
 
     /// The HTTP statuses that mean php-fpm is broken (the old script used 500,502,503,504)
-    #[arg(long = "relaunch-on", value_name = "CODES", default_value = "502,504")]
-    pub relaunch_on: String,
+    #[arg(
+        long = "relaunch-on",
+        value_name = "CODES",
+        default_value = "502,504",
+        value_parser = Named(values::status_codes)
+    )]
+    pub relaunch_on: StatusCodes,
 
     /// Repeat the check every SECONDS while the next check can end within the current minute [default:
     /// check once]
-    #[arg(long = "every", value_name = "SECONDS")]
-    pub every: Option<String>,
+    #[arg(long = "every", value_name = "SECONDS", value_parser = Named(values::every))]
+    pub every: Option<Duration>,
 
     /// Deadline in seconds for each step of a relaunch: the service command, and the wait for a healthy
     /// heartbeat after it
-    #[arg(long = "restart-timeout", value_name = "SECONDS", default_value = "10")]
-    pub restart_timeout: String,
+    #[arg(
+        long = "restart-timeout",
+        value_name = "SECONDS",
+        default_value = "10",
+        value_parser = Named(values::seconds)
+    )]
+    pub restart_timeout: Duration,
 
     /// Overall deadline in seconds of one check, relaunch and alert included: if anything hangs past
     /// it, the run logs that and ends, so the lock is free for the next run [default: 2 × TIMEOUT
     /// + 10 × --restart-timeout + 30]
-    #[arg(long = "run-timeout", value_name = "SECONDS")]
-    pub run_timeout: Option<String>,
+    #[arg(long = "run-timeout", value_name = "SECONDS", value_parser = Named(values::seconds))]
+    pub run_timeout: Option<Duration>,
 
     /// With PHP_CGI=1: the php-cgi service to start after its processes were killed [default: the first of
     /// php-cgi, php-fastcgi, spawn-fcgi that exists]
-    #[arg(long = "cgi-service", value_name = "NAME")]
+    #[arg(long = "cgi-service", value_name = "NAME", value_parser = Named(values::service_name))]
     pub cgi_service: Option<String>,
 
     /// Relaunch only after N consecutive failed runs; failures before that are logged
-    #[arg(long = "failures", value_name = "N", default_value_t = 1)]
+    #[arg(
+        long = "failures",
+        value_name = "N",
+        default_value = "1",
+        value_parser = Named(values::at_least_one)
+    )]
     pub failures: u32,
 
     /// Restart budget: at most N relaunches within --within; then stop relaunching, alert once, keep
@@ -160,8 +211,13 @@ pub struct Cli {
     pub max_restarts: u32,
 
     /// The restart budget's window, e.g. 90s, 10m, 1h
-    #[arg(long = "within", value_name = "DURATION", default_value = "1h")]
-    pub within: String,
+    #[arg(
+        long = "within",
+        value_name = "DURATION",
+        default_value = "1h",
+        value_parser = Named(values::duration)
+    )]
+    pub within: Duration,
 
     /// Consecutive healthy runs that restore a spent budget (or run `php-relaunch reset URL`)
     #[arg(long = "recover-after", value_name = "K", default_value_t = 3)]
@@ -177,16 +233,20 @@ pub struct Cli {
 
     /// php-fpm's status page, served apart from the pool (pm.status_listen), to tell a saturated pool
     /// from a dead one, e.g. 'unix:///run/php/php8.2-fpm-status.sock;/status' [default: what /proc shows]
-    #[arg(long = "status", value_name = "TARGET")]
-    pub status: Option<String>,
+    #[arg(long = "status", value_name = "TARGET", value_parser = Named(values::status_page))]
+    pub status: Option<Target>,
 
     /// Relaunch a pool whose workers are all busy (this drops their requests) [default: alert only]
     #[arg(long = "relaunch-saturated")]
     pub relaunch_saturated: bool,
 
     /// Kill just the workers stuck this long in one request (needs --status), before any relaunch, e.g. 5m
-    #[arg(long = "stuck-after", value_name = "DURATION")]
-    pub stuck_after: Option<String>,
+    #[arg(
+        long = "stuck-after",
+        value_name = "DURATION",
+        value_parser = Named(values::duration)
+    )]
+    pub stuck_after: Option<Duration>,
 
     /// Where the evidence of each relaunch is kept, newest 50 [default: evidence/ beside the state file]
     #[arg(long = "evidence-dir", value_name = "DIR")]
@@ -235,18 +295,16 @@ pub struct ProbeArgs {
     pub state: Option<PathBuf>,
 }
 
-/// Health check for Docker HEALTHCHECK and Kubernetes exec probes: probe once, no lock, no restart, no
-/// log; exit 0 healthy, 1 unhealthy (also for bad arguments: Docker reserves 2), one line on stdout.
-#[derive(Parser, Debug)]
-#[command(name = "php-relaunch check", version)]
-pub struct CheckCli {
+/// `check TARGET [TIMEOUT]`.
+#[derive(Args, Debug)]
+pub struct CheckArgs {
     /// http://HOST[:PORT]/PATH, fcgi://HOST:PORT[/PATH[?QUERY]] or unix:///SOCKET[;/PATH[?QUERY]]
-    #[arg(value_name = "TARGET")]
-    pub target: String,
+    #[arg(value_name = "TARGET", value_parser = Named(values::target))]
+    pub target: Target,
 
     /// Hard deadline in seconds over connect, write and read; fractions allowed
-    #[arg(value_name = "TIMEOUT", default_value = CHECK_TIMEOUT)]
-    pub timeout: String,
+    #[arg(value_name = "TIMEOUT", default_value = CHECK_TIMEOUT, value_parser = Named(values::seconds))]
+    pub timeout: Duration,
 
     #[command(flatten)]
     pub probe: ProbeArgs,
@@ -255,10 +313,9 @@ pub struct CheckCli {
 /// `check`'s default deadline in seconds.
 const CHECK_TIMEOUT: &str = "5";
 
-/// Restores a spent restart budget: `php-relaunch reset URL`.
-#[derive(Parser, Debug)]
-#[command(name = "php-relaunch reset", version)]
-pub struct ResetCli {
+/// `reset URL [--state PATH]`.
+#[derive(Args, Debug)]
+pub struct ResetArgs {
     /// The URL (or FastCGI target) whose state to reset, as given to the watching runs
     #[arg(value_name = "URL")]
     pub url: String,
@@ -268,10 +325,9 @@ pub struct ResetCli {
     pub state: Option<PathBuf>,
 }
 
-/// Redundant pool replicas: status, start, stop, rolling restarts and deploys (`php-relaunch pools`).
-#[derive(Parser, Debug)]
-#[command(name = "php-relaunch pools", version)]
-pub struct PoolsCli {
+/// `pools [--config PATH] [--json] COMMAND`.
+#[derive(Args, Debug)]
+pub struct PoolsArgs {
     /// The pools file
     #[arg(
         long = "config",
@@ -308,38 +364,18 @@ pub struct PoolsCli {
 }
 
 /// What to do with the pools.
-#[derive(clap::Subcommand, Debug)]
+#[derive(Subcommand, Debug)]
 pub enum PoolsCommand {
     /// The pools and their replicas
     List,
     /// Per replica: master pid, ping answer and latency, balancer state, current release
-    Status {
-        /// A pool name
-        pool: Option<String>,
-        /// A replica number, from 1
-        replica: Option<usize>,
-    },
+    Status(Chosen),
     /// Start replicas that are not running
-    Start {
-        /// A pool name
-        pool: Option<String>,
-        /// A replica number, from 1
-        replica: Option<usize>,
-    },
+    Start(Chosen),
     /// Drain and stop replicas gracefully; never the last one serving
-    Stop {
-        /// A pool name
-        pool: Option<String>,
-        /// A replica number, from 1
-        replica: Option<usize>,
-    },
+    Stop(Chosen),
     /// Rolling restart, replica by replica: config test, drain, graceful stop, start, ping
-    Restart {
-        /// A pool name
-        pool: Option<String>,
-        /// A replica number, from 1
-        replica: Option<usize>,
-    },
+    Restart(Chosen),
     /// Point the pool's release link at DIR atomically, then restart it replica by replica
     Deploy {
         /// The pool
@@ -349,74 +385,58 @@ pub enum PoolsCommand {
     },
 }
 
-/// What the command line asks for.
-#[derive(Debug)]
-pub enum Parsed {
-    /// A `pools` command.
-    Pools(Box<PoolsCli>),
-    /// Restore the restart budget kept in this state file.
-    Reset(PathBuf),
-    /// Run with this configuration.
-    Run(Box<Config>),
-    /// `check` this target.
-    Check(Box<ProbeConfig>),
-    /// `check` with arguments that do not parse: report unhealthy with this reason.
-    CheckUsage(String),
-    /// Help or version was printed; exit with this code.
-    Exit(ExitCode),
+/// `[POOL [REPLICA]]`: all pools, one pool, or one replica of it.
+#[derive(Args, Debug, Clone)]
+pub struct Chosen {
+    /// A pool name
+    pub pool: Option<String>,
+    /// A replica number, from 1
+    pub replica: Option<usize>,
 }
 
-/// Parses argv. Errors are one line naming the problem; `main` prints them and exits 2.
-pub fn parse<I, T>(args: I) -> Result<Parsed>
-where
-    I: IntoIterator<Item = T>,
-    T: Into<OsString> + Clone,
-{
-    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    if args.get(1).is_some_and(|a| a == "check") {
-        return Ok(parse_check(&args[1..]));
-    }
-    if args.get(1).is_some_and(|a| a == "pools") {
-        return match PoolsCli::try_parse_from(&args[1..]) {
-            Ok(cli) => Ok(Parsed::Pools(Box::new(cli))),
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-                ) =>
-            {
-                let _ = err.print();
-                Ok(Parsed::Exit(ExitCode::SUCCESS))
-            }
-            Err(err) => Err(anyhow!(
-                "{} (see --help)",
-                first_paragraph(&err.to_string())
-            )),
-        };
-    }
-    if args.get(1).is_some_and(|a| a == "reset") {
-        return match ResetCli::try_parse_from(&args[1..]) {
-            Ok(cli) => Ok(Parsed::Reset(
-                cli.state
-                    .unwrap_or_else(|| crate::state::default_path(&cli.url)),
-            )),
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-                ) =>
-            {
-                let _ = err.print();
-                Ok(Parsed::Exit(ExitCode::SUCCESS))
-            }
-            Err(err) => Err(anyhow!(
-                "{} (see --help)",
-                first_paragraph(&err.to_string())
-            )),
-        };
+/// What the command line asks for, parsed.
+#[derive(Debug)]
+pub enum Invocation {
+    /// The classic run.
+    Run(Box<RunArgs>),
+    /// `check`.
+    Check(CheckArgs),
+    /// `reset`.
+    Reset(ResetArgs),
+    /// `pools …`.
+    Pools(PoolsArgs),
+}
+
+/// Why parsing ended the process instead.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Help or version was printed.
+    Printed,
+    /// A mistake, in one line; `check` reports it as unhealthy rather than as a usage error.
+    Mistake {
+        /// Whether it was `check`'s arguments.
+        check: bool,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Parses argv into a typed invocation. Touches nothing but the arguments.
+pub fn parse(args: &[OsString]) -> Result<Invocation, Stop> {
+    let check = args.get(1).is_some_and(|a| a == "check");
+    if check && let Some(fast) = parse_check_fast(&args[2..]) {
+        return fast;
     }
     match Cli::try_parse_from(args) {
-        Ok(cli) => Ok(Parsed::Run(Box::new(Config::from_cli(cli)?))),
+        Ok(Cli {
+            command: Some(command),
+            ..
+        }) => Ok(match command {
+            Command::Check(args) => Invocation::Check(args),
+            Command::Reset(args) => Invocation::Reset(args),
+            Command::Pools(args) => Invocation::Pools(args),
+        }),
+        Ok(Cli { command: None, run }) => Ok(Invocation::Run(Box::new(run))),
         Err(err)
             if matches!(
                 err.kind(),
@@ -425,51 +445,41 @@ where
         {
             // Printing help only fails when stdout is closed; there is nothing left to tell then.
             let _ = err.print();
-            Ok(Parsed::Exit(ExitCode::SUCCESS))
+            Err(Stop::Printed)
         }
-        Err(err) => Err(anyhow!(
-            "{} (see --help)",
-            first_paragraph(&err.to_string())
-        )),
+        Err(err) => Err(Stop::Mistake {
+            check,
+            message: format!("{} (see --help)", first_paragraph(&err.to_string())),
+        }),
     }
 }
 
-fn parse_check(args: &[OsString]) -> Parsed {
-    // The common health-check line, `check TARGET [TIMEOUT]` without options, skips building clap's
-    // parser: a check is mostly process start, and clap was a fifth of what remained (README, Speed).
-    // Anything else, options and mistakes included, goes through clap.
-    let positional: Option<Vec<&str>> = args[1..]
+/// The common health-check line, `check TARGET [TIMEOUT]` without options, skips building clap's
+/// parser: a check is mostly process start, and clap was a fifth of what remained (README, Speed).
+/// `None` for anything else, options and mistakes of form included, which clap then reads.
+fn parse_check_fast(args: &[OsString]) -> Option<Result<Invocation, Stop>> {
+    let positional: Vec<&str> = args
         .iter()
         .map(|a| a.to_str().filter(|a| !a.starts_with('-')))
-        .collect();
-    if let Some([target, rest @ ..]) = positional.as_deref()
-        && rest.len() <= 1
-    {
-        let timeout = rest.first().copied().unwrap_or(CHECK_TIMEOUT);
-        return match ProbeConfig::new(target, timeout, ProbeArgs::default()) {
-            Ok(config) => Parsed::Check(Box::new(config)),
-            Err(err) => Parsed::CheckUsage(format!("{err:#}")),
-        };
+        .collect::<Option<_>>()?;
+    let [target, rest @ ..] = positional.as_slice() else {
+        return None;
+    };
+    if rest.len() > 1 {
+        return None;
     }
-    match CheckCli::try_parse_from(args) {
-        Ok(cli) => match ProbeConfig::new(&cli.target, &cli.timeout, cli.probe) {
-            Ok(config) => Parsed::Check(Box::new(config)),
-            Err(err) => Parsed::CheckUsage(format!("{err:#}")),
-        },
-        Err(err)
-            if matches!(
-                err.kind(),
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-            ) =>
-        {
-            let _ = err.print();
-            Parsed::Exit(ExitCode::SUCCESS)
-        }
-        Err(err) => Parsed::CheckUsage(format!(
-            "{} (see --help)",
-            first_paragraph(&err.to_string())
-        )),
-    }
+    let timeout = rest.first().copied().unwrap_or(CHECK_TIMEOUT);
+    let parsed = values::target("TARGET", target).and_then(|target| {
+        Ok(CheckArgs {
+            target,
+            timeout: values::seconds("TIMEOUT", timeout)?,
+            probe: ProbeArgs::default(),
+        })
+    });
+    Some(parsed.map(Invocation::Check).map_err(|err| Stop::Mistake {
+        check: true,
+        message: format!("{err:#} (see --help)"),
+    }))
 }
 
 /// clap explains an error over several lines; cron mail and logs want one.
@@ -488,24 +498,24 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
 
+    fn argv(args: &[&str]) -> Vec<OsString> {
+        std::iter::once("php-relaunch")
+            .chain(args.iter().copied())
+            .map(OsString::from)
+            .collect()
+    }
+
     #[test]
     fn cli_is_valid() {
         Cli::command().debug_assert();
-        CheckCli::command().debug_assert();
-        ResetCli::command().debug_assert();
-        PoolsCli::command().debug_assert();
     }
 
-    /// What clap alone makes of `check` arguments, to hold the fast path to.
-    fn check_through_clap(args: &[&str]) -> String {
-        let parsed = match CheckCli::try_parse_from(args) {
-            Ok(cli) => match ProbeConfig::new(&cli.target, &cli.timeout, cli.probe) {
-                Ok(config) => Parsed::Check(Box::new(config)),
-                Err(err) => Parsed::CheckUsage(format!("{err:#}")),
-            },
-            Err(err) => Parsed::CheckUsage(err.to_string()),
-        };
-        format!("{parsed:?}")
+    #[test]
+    fn help_lists_the_commands_and_the_exit_codes() {
+        let help = Cli::command().render_long_help().to_string();
+        for needle in ["check", "reset", "pools", "5  another run holds the lock"] {
+            assert!(help.contains(needle), "{needle}: {help}");
+        }
     }
 
     #[test]
@@ -518,70 +528,100 @@ mod tests {
             &["check", "unix:///x.sock", "0"],
             &["check", "ftp://x"],
         ] {
-            let argv: Vec<OsString> = std::iter::once("php-relaunch")
-                .chain(args.iter().copied())
-                .map(OsString::from)
-                .collect();
-            assert_eq!(
-                format!("{:?}", parse_check(&argv[1..])),
-                check_through_clap(args),
-                "{args:?}"
-            );
+            let argv = argv(args);
+            let fast = parse_check_fast(&argv[2..]).expect("the fast path takes it");
+            let through_clap = match Cli::try_parse_from(&argv) {
+                Ok(Cli {
+                    command: Some(Command::Check(args)),
+                    ..
+                }) => Ok(Invocation::Check(args)),
+                Ok(other) => panic!("{other:?}"),
+                Err(err) => Err(Stop::Mistake {
+                    check: true,
+                    message: format!("{} (see --help)", first_paragraph(&err.to_string())),
+                }),
+            };
+            assert_eq!(format!("{fast:?}"), format!("{through_clap:?}"), "{args:?}");
+        }
+    }
+
+    fn mistake(args: &[&str]) -> (bool, String) {
+        match parse(&argv(args)) {
+            Err(Stop::Mistake { check, message }) => (check, message),
+            other => panic!("expected a mistake for {args:?}, got {other:?}"),
         }
     }
 
     #[test]
-    fn check_errors_are_usage_reports_not_errors() {
-        let parsed = parse(["php-relaunch", "check", "unix:///x.sock", "0"]).unwrap();
-        let Parsed::CheckUsage(reason) = parsed else {
-            panic!("{parsed:?}")
-        };
-        assert_eq!(reason, "TIMEOUT must be greater than 0 seconds, got '0'");
-        let parsed = parse(["php-relaunch", "check"]).unwrap();
-        let Parsed::CheckUsage(reason) = parsed else {
-            panic!("{parsed:?}")
-        };
-        assert!(reason.contains("<TARGET>"), "{reason}");
-    }
-
-    fn error_of(args: &[&str]) -> String {
-        let argv = std::iter::once("php-relaunch").chain(args.iter().copied());
-        match parse(argv) {
-            Err(err) => format!("{err:#}"),
-            Ok(parsed) => panic!("expected an error for {args:?}, got {parsed:?}"),
-        }
+    fn check_mistakes_are_check_mistakes() {
+        assert_eq!(
+            mistake(&["check", "unix:///x.sock", "0"]),
+            (
+                true,
+                "TIMEOUT must be greater than 0 seconds, got '0' (see --help)".to_owned()
+            )
+        );
+        let (check, message) = mistake(&["check"]);
+        assert!(check && message.contains("<TARGET>"), "{message}");
     }
 
     #[test]
-    fn clap_errors_are_one_line_naming_the_problem() {
-        let missing = error_of(&["http://127.0.0.1/"]);
+    fn mistakes_are_one_line_naming_the_problem() {
+        let (check, missing) = mistake(&["http://127.0.0.1/"]);
+        assert!(!check);
         assert!(!missing.contains('\n'), "{missing}");
         assert!(missing.contains("<TIMEOUT>"), "{missing}");
 
-        let unknown = error_of(&["http://127.0.0.1/", "5", "--bogus"]);
-        assert!(!unknown.contains('\n'), "{unknown}");
+        let (_, unknown) = mistake(&["http://127.0.0.1/", "5", "--bogus"]);
         assert!(unknown.contains("--bogus"), "{unknown}");
+
+        let (_, within) = mistake(&["http://127.0.0.1/", "5", "--within", "1x"]);
+        assert_eq!(
+            within,
+            "--within takes a duration such as 90s, 10m or 1h, got '1x' (see --help)"
+        );
+        let (_, timeout) = mistake(&["http://127.0.0.1/", "-1"]);
+        assert!(
+            timeout.starts_with("TIMEOUT must be greater than 0"),
+            "{timeout}"
+        );
     }
 
     #[test]
-    fn negative_timeout_reaches_validation() {
-        let err = error_of(&["http://127.0.0.1/", "-1"]);
-        assert!(err.contains("TIMEOUT"), "{err}");
-    }
-
-    #[test]
-    fn old_script_arguments_parse() {
-        let argv = [
-            "php-relaunch",
+    fn the_classic_crontab_line_parses() {
+        let Ok(Invocation::Run(run)) = parse(&argv(&[
             "http://127.0.0.1:8889/php-heartbeat.php",
             "5",
             "ops@example.com,me@example.com",
             "1",
-        ];
-        let Ok(Parsed::Run(config)) = parse(argv) else {
+        ])) else {
             panic!("the classic crontab line must parse");
         };
-        assert_eq!(config.recipients.len(), 2);
-        assert!(config.php_cgi);
+        assert_eq!(run.emails.0.len(), 2);
+        assert!(run.php_cgi);
+        assert_eq!(run.timeout, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn subcommands_are_commands_of_one_tree() {
+        assert!(matches!(
+            parse(&argv(&["pools", "status", "www", "2", "--json"])),
+            Ok(Invocation::Pools(PoolsArgs {
+                json: true,
+                command: PoolsCommand::Status(Chosen {
+                    replica: Some(2),
+                    ..
+                }),
+                ..
+            }))
+        ));
+        assert!(matches!(
+            parse(&argv(&["reset", "http://127.0.0.1/hb.php"])),
+            Ok(Invocation::Reset(_))
+        ));
+        assert!(matches!(
+            parse(&argv(&["check", "unix:///x.sock", "--expect", "ok"])),
+            Ok(Invocation::Check(_))
+        ));
     }
 }
