@@ -9,8 +9,8 @@ use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
 use lettre::{Address, Message, SmtpTransport, Transport as _};
 
-use crate::fpm::Proc;
-use crate::journal::Entry;
+use crate::journal;
+use crate::report::{Action, Report, RunState};
 use crate::spawn;
 
 /// How long sending may take, so a dead mail server never holds the lock for long.
@@ -39,62 +39,64 @@ pub struct Alert {
     pub body: String,
 }
 
-/// The subject names the host and what happened; the body carries the log line's facts and the
-/// php-fpm processes as they were before the relaunch.
-pub fn compose(host: &str, entry: &Entry, processes: &[Proc], evidence: Option<&str>) -> Alert {
-    let verdict = &entry.verdict;
-    let what = match entry.state {
-        _ if entry.action == "gave-up" => format!("giving up: restart budget spent ({verdict})"),
-        "healthy" if entry.action == "kill-stuck" => {
+/// The subject names the host and what happened; the body carries the log line's facts, the php-fpm
+/// processes as they were before the relaunch, and the evidence.
+pub fn compose(host: &str, report: &Report) -> Alert {
+    let verdict = report.verdict();
+    let what = match (report.state, &report.action) {
+        (_, Action::GaveUp) => format!("giving up: restart budget spent ({verdict})"),
+        (RunState::Relaunched, Action::KillStuck) => {
             format!("stuck php-fpm workers killed ({verdict})")
         }
-        "healthy" if entry.action == "budget-restored" => "restart budget restored".to_owned(),
-        "healthy" => format!("php-fpm relaunched after {verdict}"),
-        "recovered" => "heartbeat healthy again".to_owned(),
-        "saturated" => format!("php-fpm saturated, not relaunched ({verdict})"),
-        "config-error" => format!("php-fpm config test failed, not relaunched ({verdict})"),
-        "down" if entry.action.starts_with("would-") => {
+        (RunState::Healthy, _) => "restart budget restored".to_owned(),
+        (RunState::Relaunched, _) => format!("php-fpm relaunched after {verdict}"),
+        (RunState::Recovered, _) => "heartbeat healthy again".to_owned(),
+        (RunState::Saturated, _) => format!("php-fpm saturated, not relaunched ({verdict})"),
+        (RunState::ConfigError, _) => {
+            format!("php-fpm config test failed, not relaunched ({verdict})")
+        }
+        (RunState::Down, Action::Would(_) | Action::WouldReplicas(_)) => {
             format!("php-fpm needs a relaunch ({verdict})")
         }
-        "down" => format!("php-fpm still down after relaunch ({verdict})"),
-        "web-server-down" => format!("web server unreachable ({verdict})"),
+        (RunState::Down, _) => format!("php-fpm still down after relaunch ({verdict})"),
+        (RunState::WebServerDown, _) => format!("web server unreachable ({verdict})"),
         _ => format!("heartbeat answered {verdict}"),
     };
     let mut body = String::new();
     let pid = |p: Option<u32>| p.map_or_else(|| "-".to_owned(), |p| p.to_string());
     let _ = writeln!(body, "Host:           {host}");
-    let _ = writeln!(body, "Time:           {}", entry.time.to_rfc3339());
-    let _ = writeln!(body, "URL:            {}", entry.url);
+    let _ = writeln!(body, "Time:           {}", report.time.to_rfc3339());
+    let _ = writeln!(body, "URL:            {}", report.target);
     let _ = writeln!(
         body,
         "Verdict:        {verdict} after {:.3}s",
-        entry.latency.as_secs_f64()
+        report.latency.as_secs_f64()
     );
-    let _ = writeln!(body, "Action:         {}", entry.action);
-    let _ = writeln!(body, "Old master pid: {}", pid(entry.old_pid));
-    let _ = writeln!(body, "New master pid: {}", pid(entry.new_pid));
-    if let Some(took) = entry.took {
+    let _ = writeln!(body, "Action:         {}", report.action);
+    let _ = writeln!(body, "Old master pid: {}", pid(report.old_pid));
+    let _ = writeln!(body, "New master pid: {}", pid(report.new_pid));
+    if let Some(took) = report.took {
         let _ = writeln!(body, "Relaunch took:  {:.3}s", took.as_secs_f64());
     }
-    let _ = writeln!(body, "Final state:    {}", entry.state);
-    if let Some(error) = &entry.error {
+    let _ = writeln!(body, "Final state:    {}", report.state);
+    if let Some(error) = &report.error {
         let _ = writeln!(body, "Error:          {error}");
     }
-    if !processes.is_empty() {
+    if !report.processes.is_empty() {
         let _ = writeln!(body, "\nphp-fpm processes before the relaunch:");
         let _ = writeln!(
             body,
             "{:>7} {:>7} {:<10} {:>10} {:>11}  COMMAND",
             "PID", "PPID", "STATE", "CPU", "RSS"
         );
-        for p in processes {
+        for p in &report.processes {
             let _ = writeln!(body, "{p}");
         }
     }
-    if let Some(evidence) = evidence {
+    if let Some(evidence) = &report.evidence {
         let _ = writeln!(body, "\n{}", evidence.trim_end());
     }
-    let _ = writeln!(body, "\nLog line:\n{}", entry.line().trim_end());
+    let _ = writeln!(body, "\nLog line:\n{}", journal::line(report).trim_end());
     Alert {
         subject: format!("php-relaunch on {host}: {what}"),
         body,
@@ -150,58 +152,72 @@ pub fn default_sender(host: &str) -> Result<Address> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fpm::{Plan, Proc, Step};
+    use crate::probe::Answer;
     use chrono::DateTime;
 
-    fn entry(state: &'static str, action: &str) -> Entry {
-        Entry {
-            time: DateTime::parse_from_rfc3339("2026-11-23T03:04:05+00:00").unwrap(),
-            url: "http://127.0.0.1:8889/php-heartbeat.php".into(),
-            verdict: "timeout".into(),
-            latency: Duration::from_secs(2),
-            action: action.into(),
-            old_pid: Some(100),
-            new_pid: Some(200),
-            took: Some(Duration::from_millis(1500)),
-            state,
-            mail: "none",
-            error: None,
-        }
+    fn report(state: RunState, action: Action) -> Report {
+        let mut report = Report::new(
+            DateTime::parse_from_rfc3339("2026-11-23T03:04:05+00:00").unwrap(),
+            "http://127.0.0.1:8889/php-heartbeat.php".into(),
+            Answer::Timeout,
+            Duration::from_secs(2),
+        );
+        report.state = state;
+        report.action = action;
+        report.old_pid = Some(100);
+        report.new_pid = Some(200);
+        report.took = Some(Duration::from_millis(1500));
+        report
     }
 
     #[test]
     fn subjects_name_host_and_verdict() {
+        use Step::{Kill, Restart, Start};
         let cases = [
             (
-                "healthy",
-                "kill+start",
+                RunState::Relaunched,
+                Action::Relaunch(vec![Kill, Start]),
                 "php-relaunch on web1: php-fpm relaunched after timeout",
             ),
             (
-                "down",
-                "restart+kill+start",
+                RunState::Down,
+                Action::Relaunch(vec![Restart, Kill, Start]),
                 "php-relaunch on web1: php-fpm still down after relaunch (timeout)",
             ),
             (
-                "down",
-                "would-restart",
+                RunState::Down,
+                Action::Would(Plan::Restart),
                 "php-relaunch on web1: php-fpm needs a relaunch (timeout)",
             ),
             (
-                "web-server-down",
-                "none",
+                RunState::Down,
+                Action::GaveUp,
+                "php-relaunch on web1: giving up: restart budget spent (timeout)",
+            ),
+            (
+                RunState::Relaunched,
+                Action::KillStuck,
+                "php-relaunch on web1: stuck php-fpm workers killed (timeout)",
+            ),
+            (
+                RunState::Recovered,
+                Action::None,
+                "php-relaunch on web1: heartbeat healthy again",
+            ),
+            (
+                RunState::WebServerDown,
+                Action::None,
                 "php-relaunch on web1: web server unreachable (timeout)",
             ),
             (
-                "unexpected-status",
-                "none",
+                RunState::UnexpectedStatus,
+                Action::None,
                 "php-relaunch on web1: heartbeat answered timeout",
             ),
         ];
         for (state, action, subject) in cases {
-            assert_eq!(
-                compose("web1", &entry(state, action), &[], None).subject,
-                subject
-            );
+            assert_eq!(compose("web1", &report(state, action)).subject, subject);
         }
     }
 
@@ -219,13 +235,13 @@ mod tests {
             cmd: "php-fpm: master process (/etc/php/8.2/fpm/php-fpm.conf)".into(),
             exe: None,
         };
-        let body = compose(
-            "web1",
-            &entry("healthy", "kill+start"),
-            &[proc],
-            Some("Evidence file: /x"),
-        )
-        .body;
+        let mut report = report(
+            RunState::Relaunched,
+            Action::Relaunch(vec![Step::Kill, Step::Start]),
+        );
+        report.processes = vec![proc];
+        report.evidence = Some("Evidence file: /x".into());
+        let body = compose("web1", &report).body;
         for fact in [
             "Action:         kill+start",
             "Old master pid: 100",

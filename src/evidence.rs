@@ -12,8 +12,8 @@ use std::time::SystemTime;
 use anyhow::{Context, Result};
 use rustix::fs::OFlags;
 
-use crate::fpm::Proc;
-use crate::journal::{Entry, printable};
+use crate::journal::{self, printable};
+use crate::report::Report;
 use crate::secure_file::{self, Links};
 
 /// How many evidence files are kept.
@@ -53,17 +53,17 @@ fn tail(path: &Path) -> Option<String> {
     Some(printable(text, &['\n', '\t']))
 }
 
-/// Keeps the evidence of the event `entry` describes: its log line (as it stands before the
+/// Keeps the evidence of the run `report` describes: its log line (as it stands before the
 /// relaunch), the processes, and what `gather` found. Returns the text for the alert, which says
 /// where the file is (or why it could not be written).
-pub fn record(dir: &Path, entry: &Entry, processes: &[Proc], found: &str) -> String {
-    let mut text = entry.line();
-    for p in processes {
+pub fn record(dir: &Path, report: &Report, found: &str) -> String {
+    let mut text = journal::line(report);
+    for p in &report.processes {
         let _ = writeln!(text, "{p}");
     }
     let _ = write!(text, "\n{found}");
-    let stamp = entry.time.format("%Y%m%dT%H%M%S").to_string();
-    match save(dir, &stamp, &entry.verdict, &text) {
+    let stamp = report.time.format("%Y%m%dT%H%M%S").to_string();
+    match save(dir, &stamp, &report.verdict(), &text) {
         Ok(path) => format!("Evidence file: {}\n\n{found}", path.display()),
         Err(err) => format!("Evidence file not written: {err:#}\n\n{found}"),
     }

@@ -7,74 +7,38 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Write as _;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use chrono::{DateTime, FixedOffset, SecondsFormat};
+use chrono::SecondsFormat;
 
+use crate::report::Report;
 use crate::secure_file::{self, Mode};
 
 /// Longest `error=` text kept, so a line stays a line.
 const MAX_ERROR: usize = 1000;
 
-/// The facts of one run, as they go into the log and the mail.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// When the check started.
-    pub time: DateTime<FixedOffset>,
-    /// The heartbeat URL.
-    pub url: String,
-    /// The first answer: status code, `timeout`, `refused`, `dns` or `error`.
-    pub verdict: String,
-    /// How long the first answer took.
-    pub latency: Duration,
-    /// What was done: `none`, or the steps joined by `+` (`restart`, `kill+start` …); `would-…` in a dry run.
-    pub action: String,
-    /// The master before the relaunch.
-    pub old_pid: Option<u32>,
-    /// The master after the relaunch.
-    pub new_pid: Option<u32>,
-    /// How long the relaunch took, verification included.
-    pub took: Option<Duration>,
-    /// `healthy`, `down`, `web-server-down` or `unexpected-status`.
-    pub state: &'static str,
-    /// `sent`, `failed` or `none`.
-    pub mail: &'static str,
-    /// What went wrong on the way, if anything.
-    pub error: Option<String>,
-}
-
-impl Entry {
-    /// Adds `text` to what the line says went wrong, after what it says already.
-    pub fn note(&mut self, text: String) {
-        self.error = Some(match self.error.take() {
-            Some(earlier) => format!("{earlier}; {text}"),
-            None => text,
-        });
+/// The log line of `report`, newline included.
+pub fn line(report: &Report) -> String {
+    let mut line = format!(
+        "{} url={} verdict={} latency={:.3}s action={} old_pid={} new_pid={} took={} state={} mail={}",
+        report.time.to_rfc3339_opts(SecondsFormat::Secs, false),
+        report.target,
+        report.verdict(),
+        report.latency.as_secs_f64(),
+        report.action,
+        pid(report.old_pid),
+        pid(report.new_pid),
+        report
+            .took
+            .map_or_else(|| "-".to_owned(), |t| format!("{:.3}s", t.as_secs_f64())),
+        report.state,
+        report.mail,
+    );
+    if let Some(error) = &report.error {
+        let _ = write!(line, " error=\"{}\"", one_line(error));
     }
-
-    /// The log line, newline included.
-    pub fn line(&self) -> String {
-        let mut line = format!(
-            "{} url={} verdict={} latency={:.3}s action={} old_pid={} new_pid={} took={} state={} mail={}",
-            self.time.to_rfc3339_opts(SecondsFormat::Secs, false),
-            self.url,
-            self.verdict,
-            self.latency.as_secs_f64(),
-            self.action,
-            pid(self.old_pid),
-            pid(self.new_pid),
-            self.took
-                .map_or_else(|| "-".to_owned(), |t| format!("{:.3}s", t.as_secs_f64())),
-            self.state,
-            self.mail,
-        );
-        if let Some(error) = &self.error {
-            let _ = write!(line, " error=\"{}\"", one_line(error));
-        }
-        line.push('\n');
-        line
-    }
+    line.push('\n');
+    line
 }
 
 fn pid(pid: Option<u32>) -> String {
@@ -136,9 +100,10 @@ impl Journal {
         })
     }
 
-    /// Appends `entry` with one write(2) on the O_APPEND file, so concurrent writers never interleave.
-    pub fn append(&mut self, entry: &Entry) -> Result<()> {
-        self.write_line(&entry.line())
+    /// Appends the line of `report` with one write(2) on the O_APPEND file, so concurrent writers
+    /// never interleave.
+    pub fn append(&mut self, report: &Report) -> Result<()> {
+        self.write_line(&line(report))
     }
 
     /// Appends a step of a `pools` command: `TIMESTAMP pools: TEXT`, in one write.
@@ -164,27 +129,32 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fpm::Step;
+    use crate::probe::Answer;
+    use crate::report::{Action, Mail, RunState};
+    use chrono::DateTime;
+    use std::time::Duration;
 
-    fn entry() -> Entry {
-        Entry {
-            time: DateTime::parse_from_rfc3339("2026-11-23T03:04:05+01:00").unwrap(),
-            url: "http://127.0.0.1:8889/php-heartbeat.php".into(),
-            verdict: "502".into(),
-            latency: Duration::from_millis(4),
-            action: "restart".into(),
-            old_pid: Some(100),
-            new_pid: Some(200),
-            took: Some(Duration::from_millis(1850)),
-            state: "healthy",
-            mail: "sent",
-            error: None,
-        }
+    fn report() -> Report {
+        let mut report = Report::new(
+            DateTime::parse_from_rfc3339("2026-11-23T03:04:05+01:00").unwrap(),
+            "http://127.0.0.1:8889/php-heartbeat.php".into(),
+            Answer::Status(502),
+            Duration::from_millis(4),
+        );
+        report.action = Action::Relaunch(vec![Step::Restart]);
+        report.old_pid = Some(100);
+        report.new_pid = Some(200);
+        report.took = Some(Duration::from_millis(1850));
+        report.state = RunState::Relaunched;
+        report.mail = Mail::Sent;
+        report
     }
 
     #[test]
     fn line_shape_is_stable() {
         assert_eq!(
-            entry().line(),
+            line(&report()),
             "2026-11-23T03:04:05+01:00 url=http://127.0.0.1:8889/php-heartbeat.php verdict=502 \
              latency=0.004s action=restart old_pid=100 new_pid=200 took=1.850s state=healthy mail=sent\n"
         );
@@ -192,12 +162,12 @@ mod tests {
 
     #[test]
     fn missing_facts_are_dashes_and_errors_stay_on_one_line() {
-        let mut e = entry();
+        let mut e = report();
         e.old_pid = None;
         e.new_pid = None;
         e.took = None;
         e.error = Some("smtp said \"no\"\nand hung up".into());
-        let line = e.line();
+        let line = line(&e);
         assert!(line.contains(" old_pid=- new_pid=- took=- "), "{line}");
         assert!(
             line.ends_with(" error=\"smtp said 'no' and hung up\"\n"),
@@ -214,9 +184,9 @@ mod tests {
 
     #[test]
     fn long_errors_are_cut() {
-        let mut e = entry();
+        let mut e = report();
         e.error = Some("x".repeat(5000));
-        assert!(e.line().len() < 1500);
+        assert!(line(&e).len() < 1500);
     }
 
     #[test]
@@ -225,8 +195,8 @@ mod tests {
         let path = dir.path().join("log");
         std::fs::write(&path, "older line\n").unwrap();
         let mut journal = Journal::open(&path).unwrap();
-        journal.append(&entry()).unwrap();
-        journal.append(&entry()).unwrap();
+        journal.append(&report()).unwrap();
+        journal.append(&report()).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("older line\n"));
         assert_eq!(text.lines().count(), 3);

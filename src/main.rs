@@ -16,6 +16,8 @@ mod policy;
 mod poll;
 mod pools;
 mod probe;
+mod report;
+mod run;
 mod secure_file;
 mod spawn;
 mod state;

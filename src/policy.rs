@@ -173,6 +173,138 @@ pub fn record_failure(state: &mut State, verdict: &str, now: i64) -> bool {
     !incident.alerted
 }
 
+/// What a run is to do about its answer, once policy has booked it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Course {
+    /// Healthy, and nothing to tell: no log line.
+    Quiet,
+    /// Healthy again: the incident is over. Its end is alerted when its start was.
+    Recovered(Incident),
+    /// Healthy for long enough: the spent budget is restored.
+    BudgetRestored,
+    /// Alert only, php-fpm left alone: the web server is down, or a relaunch would hide the problem.
+    AlertOnly {
+        /// Which problem.
+        decision: Decision,
+        /// Whether this incident's alert is still due.
+        alert: bool,
+    },
+    /// A relaunch is called for, and the pause file exists.
+    Paused,
+    /// A relaunch is called for, and `failures` of the `needed` consecutive failures are counted.
+    Wait {
+        /// Consecutive failures, this one included.
+        failures: u32,
+        /// How many make a relaunch.
+        needed: u32,
+    },
+    /// The restart budget is spent. `first` when this run found it so: its alert goes out.
+    GiveUp {
+        /// Whether this run gave up.
+        first: bool,
+    },
+    /// The previous relaunch's recovery window is open for `left`.
+    Cooldown {
+        /// Time left in the window.
+        left: Duration,
+    },
+    /// Relaunch now.
+    Relaunch {
+        /// Whether this incident's alert is still due.
+        alert: bool,
+    },
+}
+
+/// Books a run's answer in `state` and says what the run is to do: the one place where a run's
+/// decisions are made and the memory between runs changes (with [`book`] and [`alert_sent`] after
+/// the control acted). `paused` is asked only when a relaunch is called for.
+pub fn assess(
+    state: &mut State,
+    limits: &Limits,
+    decision: Decision,
+    verdict: &str,
+    paused: impl FnOnce() -> bool,
+    now: i64,
+) -> Course {
+    match decision {
+        Decision::Healthy => {
+            let recovery = record_healthy(state, limits);
+            match recovery.ended {
+                Some(incident) => Course::Recovered(incident),
+                None if recovery.budget_restored => Course::BudgetRestored,
+                None => Course::Quiet,
+            }
+        }
+        Decision::WebServerDown | Decision::UnexpectedStatus | Decision::Unhealthy => {
+            Course::AlertOnly {
+                decision,
+                alert: record_failure(state, verdict, now),
+            }
+        }
+        Decision::Relaunch => {
+            state.failures = state.failures.saturating_add(1);
+            state.successes = 0;
+            if paused() {
+                return Course::Paused;
+            }
+            match relaunch_step(state, limits, now) {
+                Step::Wait { failures, needed } => Course::Wait { failures, needed },
+                Step::Cooldown { left } => Course::Cooldown { left },
+                Step::GiveUp { first } => {
+                    record_failure(state, verdict, now);
+                    state.gave_up = true;
+                    Course::GiveUp { first }
+                }
+                Step::Relaunch => Course::Relaunch {
+                    alert: record_failure(state, verdict, now),
+                },
+            }
+        }
+    }
+}
+
+/// What the control did about a relaunch, as policy books it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Done {
+    /// Nothing that counts against the budget (a dry run, a saturated pool, a failed config test,
+    /// a php-fpm that could not even be found).
+    Nothing,
+    /// The heartbeat is healthy again without a relaunch (stuck workers were killed, or no replica
+    /// of the pool needed one).
+    Healthy,
+    /// A relaunch that took `took`; `healthy` when the heartbeat came back.
+    Relaunched {
+        /// How long it took, verification included.
+        took: Duration,
+        /// Whether the heartbeat came back.
+        healthy: bool,
+    },
+}
+
+/// Books what the control did at `now`. A run that brought the heartbeat back ends its incident
+/// there: its alert says it is healthy again, so no "recovered" alert follows.
+pub fn book(state: &mut State, limits: &Limits, now: i64, done: Done) {
+    let healthy = match done {
+        Done::Nothing => false,
+        Done::Healthy => true,
+        Done::Relaunched { took, healthy } => {
+            record_relaunch(state, limits, now, took);
+            healthy
+        }
+    };
+    if healthy {
+        state.failures = 0;
+        state.incident = None;
+    }
+}
+
+/// Books that the open incident's alert went out (or was due with nobody to send it to).
+pub fn alert_sent(state: &mut State) {
+    if let Some(incident) = state.incident.as_mut() {
+        incident.alerted = true;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

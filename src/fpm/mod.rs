@@ -7,9 +7,10 @@
 
 mod conf;
 mod procs;
+mod relaunch;
+mod service;
 mod trust;
 
-use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,11 @@ use rustix::process::Signal;
 
 pub use conf::setting_of as config_setting;
 pub use procs::{Proc, Sent, snapshot};
+pub use relaunch::{Levers, Plan, Relaunch, Step, relaunch, relaunch_cgi};
+pub use service::{detect_service, service_command, service_exists};
 pub use trust::binary as trusted_binary;
+
+use service::{conventional_config, master_config, service_binary};
 
 use crate::poll::poll_until;
 use crate::secure_file::{self, Links};
@@ -31,108 +36,6 @@ const MAX_PID_FILE: usize = 32;
 
 /// How often a wait for processes to go reads the process table again.
 const EVERY: Duration = Duration::from_millis(50);
-
-/// The config path in a master's title `php-fpm: master process (CONF)`.
-pub fn master_config(cmd: &str) -> Option<&str> {
-    cmd.trim()
-        .strip_prefix("php-fpm: master process (")?
-        .strip_suffix(')')
-}
-
-/// The service that runs a master with this config: Debian's `/etc/php/X.Y/fpm/php-fpm.conf` is
-/// `phpX.Y-fpm`; elsewhere (FreeBSD, RHEL) the service is `php-fpm`.
-pub fn service_of_config(config: &str) -> String {
-    config
-        .strip_prefix("/etc/php/")
-        .and_then(|rest| rest.strip_suffix("/fpm/php-fpm.conf"))
-        .filter(|version| is_version(version))
-        .map_or_else(
-            || "php-fpm".to_owned(),
-            |version| format!("php{version}-fpm"),
-        )
-}
-
-fn is_version(text: &str) -> bool {
-    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-}
-
-/// `phpX.Y-fpm` → `X.Y`.
-fn debian_version(service: &str) -> Option<&str> {
-    service
-        .strip_prefix("php")?
-        .strip_suffix("-fpm")
-        .filter(|v| is_version(v))
-}
-
-/// Where init scripts and units live.
-const INIT_DIRS: [&str; 3] = ["/etc/init.d", "/usr/local/etc/rc.d", "/etc/rc.d"];
-const UNIT_DIRS: [&str; 3] = [
-    "/etc/systemd/system",
-    "/lib/systemd/system",
-    "/usr/lib/systemd/system",
-];
-
-/// Whether an init script or systemd unit of this name exists.
-pub fn service_exists(name: &str) -> bool {
-    INIT_DIRS
-        .iter()
-        .any(|dir| Path::new(dir).join(name).is_file())
-        || UNIT_DIRS
-            .iter()
-            .any(|dir| Path::new(dir).join(format!("{name}.service")).is_file())
-}
-
-/// The php-fpm services installed on this host.
-fn installed_services() -> BTreeSet<String> {
-    let looks_like_fpm =
-        |name: &str| (name.starts_with("php") && name.ends_with("-fpm")) || name == "php_fpm";
-    let mut found = BTreeSet::new();
-    for dir in INIT_DIRS.iter().chain(&UNIT_DIRS) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let name = name.strip_suffix(".service").unwrap_or(&name);
-            if looks_like_fpm(name) {
-                found.insert(name.to_owned());
-            }
-        }
-    }
-    found
-}
-
-/// Picks the php-fpm service: the one whose verified master runs, else the only one installed. A
-/// process that merely calls itself a master (any user can set a title) counts for nothing.
-pub fn detect_service(procs: &[Proc]) -> Result<String> {
-    let running: BTreeSet<String> = procs
-        .iter()
-        .filter(|p| !p.gone && p.uid == Some(trust::me()))
-        .filter_map(|p| Some((p, service_of_config(master_config(&p.cmd)?))))
-        .filter(|(p, name)| {
-            service_exists(name)
-                && service_binary(name).is_some_and(|bin| p.exe.as_deref() == Some(&bin))
-        })
-        .map(|(_, name)| name)
-        .collect();
-    let candidates = if running.is_empty() {
-        installed_services()
-    } else {
-        running
-    };
-    let mut names = candidates.into_iter();
-    match (names.next(), names.next()) {
-        (Some(only), None) => Ok(only),
-        (None, _) => bail!(
-            "no php-fpm service found: name it with --service, or use --fpm-bin and --fpm-config"
-        ),
-        (Some(first), Some(second)) => {
-            let rest: Vec<String> = names.collect();
-            let all = [vec![first, second], rest].concat().join(", ");
-            bail!("several php-fpm services ({all}): choose one with --service")
-        }
-    }
-}
 
 /// The pid in a pid file: a regular file, not followed through a link, opened without blocking and
 /// read up to a few bytes (the pool user owns /run/php on Debian and may put anything there).
@@ -194,29 +97,6 @@ pub struct Instance {
     owner: u32,
     /// Its pools, to recognise workers orphaned by a dead master.
     pools: Vec<PoolId>,
-}
-
-/// What a relaunch will do first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Plan {
-    /// No master runs: start one.
-    Start,
-    /// A master runs: restart it through the service (or TERM and start it directly).
-    Restart,
-    /// A master or worker is stopped, so it would ignore QUIT and TERM and the init script would
-    /// wait out its whole schedule: SIGKILL the family and start afresh.
-    KillStart,
-}
-
-impl Plan {
-    /// The log's name for the steps.
-    pub fn steps(self) -> &'static str {
-        match self {
-            Plan::Start => "start",
-            Plan::Restart => "restart",
-            Plan::KillStart => "kill+start",
-        }
-    }
 }
 
 /// What became of the stuck workers a status page named.
@@ -473,6 +353,16 @@ impl Instance {
         }
     }
 
+    /// Takes one step of a relaunch on this php-fpm, each bounded by `deadline`.
+    pub fn take(&self, step: Step, deadline: Duration) -> Result<()> {
+        match step {
+            Step::Start => self.start(deadline),
+            Step::Restart => self.restart(deadline),
+            Step::Kill => self.kill_family(deadline),
+            Step::CgiKill | Step::CgiStart => bail!("{} is not a step of php-fpm", step.as_str()),
+        }
+    }
+
     /// Polls until no process of the family is left.
     fn wait_gone(&self, deadline: Duration) -> Result<()> {
         poll_until(Instant::now() + deadline, EVERY, || {
@@ -507,25 +397,6 @@ impl Instance {
     }
 }
 
-fn conventional_config(service: &str) -> Option<PathBuf> {
-    match debian_version(service) {
-        Some(version) => Some(PathBuf::from(format!(
-            "/etc/php/{version}/fpm/php-fpm.conf"
-        ))),
-        None => spawn::first_existing(&["/usr/local/etc/php-fpm.conf", "/etc/php-fpm.conf"]),
-    }
-}
-
-/// The service's php-fpm binary by its convention (Debian `phpX.Y-fpm` → `/usr/sbin/php-fpmX.Y`), if
-/// it is trusted to run as root.
-fn service_binary(service: &str) -> Option<PathBuf> {
-    let conventional = match debian_version(service) {
-        Some(version) => PathBuf::from(format!("/usr/sbin/php-fpm{version}")),
-        None => spawn::first_existing(&["/usr/local/sbin/php-fpm", "/usr/sbin/php-fpm"])?,
-    };
-    trust::binary(&conventional).ok()
-}
-
 /// Whether a process is blocked in accept(2)/accept4(2), from /proc/PID/syscall's first field.
 fn in_accept(pid: u32) -> Option<bool> {
     #[cfg(target_arch = "x86_64")]
@@ -542,21 +413,6 @@ fn in_accept(pid: u32) -> Option<bool> {
     Some(ACCEPT.contains(&number))
 }
 
-/// `service NAME ACTION`, or `systemctl ACTION NAME` where there is no `service`.
-pub fn service_command(name: &str, action: &str, deadline: Duration) -> Result<()> {
-    let (name, action) = (OsStr::new(name), OsStr::new(action));
-    if let Some(service) =
-        spawn::first_existing(&["/usr/sbin/service", "/sbin/service", "/usr/bin/service"])
-    {
-        spawn::run_ok(&service, &[name, action], None, deadline).map(drop)
-    } else if let Some(systemctl) = spawn::first_existing(&["/usr/bin/systemctl", "/bin/systemctl"])
-    {
-        spawn::run_ok(&systemctl, &[action, name], None, deadline).map(drop)
-    } else {
-        bail!("neither service nor systemctl found")
-    }
-}
-
 /// How php-fpm is stopped and started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
@@ -569,105 +425,6 @@ pub enum Control {
         /// Its configuration, as an absolute path (the master shows it in its command line).
         config: PathBuf,
     },
-}
-
-/// What a relaunch did.
-#[derive(Debug, Clone, Default)]
-pub struct Relaunch {
-    /// The steps taken, in order: `start`, `restart`, `kill`, `cgi-kill`, `cgi-start`.
-    pub steps: Vec<&'static str>,
-    /// Whether the heartbeat was healthy at the end.
-    pub healthy: bool,
-    /// What failed on the way.
-    pub errors: Vec<String>,
-}
-
-impl Relaunch {
-    fn step(&mut self, name: &'static str, result: Result<()>) -> bool {
-        self.steps.push(name);
-        match result {
-            Ok(()) => true,
-            Err(err) => {
-                let error = format!("{name}: {err:#}");
-                // A second start that fails like the first says so briefly; the line stays readable.
-                if self.errors.contains(&error) {
-                    self.errors
-                        .push(format!("{name}: failed the same way again"));
-                } else {
-                    self.errors.push(error);
-                }
-                false
-            }
-        }
-    }
-}
-
-/// Relaunches `instance` and checks the result with `verify`; when that does not bring the heartbeat
-/// back, escalates once: SIGKILL the whole family, start, verify again. `deadline` bounds each step.
-pub fn relaunch(
-    instance: &Instance,
-    procs: &[Proc],
-    deadline: Duration,
-    verify: &mut dyn FnMut() -> bool,
-) -> Relaunch {
-    let mut done = Relaunch::default();
-    let first = match instance.plan(procs) {
-        Plan::Start => done.step("start", instance.start(deadline)),
-        Plan::Restart => done.step("restart", instance.restart(deadline)),
-        Plan::KillStart => {
-            done.step("kill", instance.kill_family(deadline));
-            done.step("start", instance.start(deadline))
-        }
-    };
-    done.healthy = first && verify();
-    if !done.healthy {
-        done.step("kill", instance.kill_family(deadline));
-        done.healthy = done.step("start", instance.start(deadline)) && verify();
-    }
-    done
-}
-
-/// Whether an executable is a php-cgi binary (`php-cgi`, `php-cgi8.2`, `php5-cgi`).
-fn is_php_cgi(exe: &Path) -> bool {
-    exe.file_name()
-        .and_then(OsStr::to_str)
-        .is_some_and(|name| name.starts_with("php") && name.contains("-cgi"))
-}
-
-/// PHP_CGI=1: SIGKILL every process whose executable is a php-cgi binary that only root could have
-/// installed (a user's own copy elsewhere is not the system's php-cgi), then start the php-cgi
-/// service (`service` given, else the first of php-cgi, php-fastcgi, spawn-fcgi that exists).
-pub fn relaunch_cgi(service: Option<&str>, deadline: Duration, done: &mut Relaunch) {
-    let killed = snapshot().and_then(|procs| {
-        let mut killed = 0;
-        let mut failed = None;
-        for p in procs.iter().filter(|p| {
-            !p.gone
-                && p.exe.as_deref().is_some_and(|exe| {
-                    is_php_cgi(exe) && trust::binary(exe).is_ok_and(|trusted| trusted == exe)
-                })
-        }) {
-            // One that cannot be signalled does not spare the others.
-            match procs::signal(p, Signal::KILL) {
-                Ok(Sent::Delivered) => killed += 1,
-                Ok(Sent::Gone | Sent::Changed) => {}
-                Err(err) => failed = Some(err),
-            }
-        }
-        failed.map_or(Ok(killed), Err)
-    });
-    if !matches!(killed, Ok(0)) {
-        done.step("cgi-kill", killed.map(drop));
-    }
-    let service = service.map(str::to_owned).or_else(|| {
-        ["php-cgi", "php-fastcgi", "spawn-fcgi"]
-            .into_iter()
-            .find(|name| service_exists(name))
-            .map(str::to_owned)
-    });
-    if let Some(service) = service {
-        done.step("cgi-start", service_command(&service, "start", deadline));
-    }
 }
 
 #[cfg(test)]
@@ -715,32 +472,6 @@ mod tests {
                 uid: Some(WWW),
             }],
         }
-    }
-
-    #[test]
-    fn master_titles() {
-        assert_eq!(
-            master_config("php-fpm: master process (/etc/php/8.2/fpm/php-fpm.conf)"),
-            Some("/etc/php/8.2/fpm/php-fpm.conf")
-        );
-        assert_eq!(master_config("php-fpm: pool www"), None);
-        assert_eq!(master_config("/usr/sbin/php-fpm8.2 --daemonize"), None);
-    }
-
-    #[test]
-    fn services_from_configs() {
-        assert_eq!(
-            service_of_config("/etc/php/8.2/fpm/php-fpm.conf"),
-            "php8.2-fpm"
-        );
-        assert_eq!(
-            service_of_config("/etc/php/7.4/fpm/php-fpm.conf"),
-            "php7.4-fpm"
-        );
-        assert_eq!(service_of_config("/usr/local/etc/php-fpm.conf"), "php-fpm");
-        assert_eq!(service_of_config("/etc/php/x/fpm/php-fpm.conf"), "php-fpm");
-        assert_eq!(debian_version("php8.2-fpm"), Some("8.2"));
-        assert_eq!(debian_version("php-fpm"), None);
     }
 
     #[test]
@@ -822,19 +553,5 @@ mod tests {
         let other_pool = proc(22, 1, "php-fpm: pool api", ours);
         let procs = [other_master, its_worker, other_pool];
         assert!(instance.family(&procs).is_empty());
-    }
-
-    #[test]
-    fn php_cgi_binaries() {
-        for yes in [
-            "/usr/bin/php-cgi",
-            "/usr/bin/php-cgi8.2",
-            "/usr/bin/php5-cgi",
-        ] {
-            assert!(is_php_cgi(Path::new(yes)), "{yes}");
-        }
-        for no in ["/usr/sbin/php-fpm8.2", "/usr/bin/php", "/usr/bin/cgi-fcgi"] {
-            assert!(!is_php_cgi(Path::new(no)), "{no}");
-        }
     }
 }

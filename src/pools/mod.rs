@@ -201,8 +201,30 @@ pub fn answers(replica: &Replica) -> bool {
 pub fn relaunch_replica(replica: &Replica, deadline: Duration) -> Result<fpm::Relaunch> {
     let procs = fpm::snapshot()?;
     let instance = replica.instance(&procs)?;
-    let mut answered = || replica.ping_within(deadline).0;
-    Ok(fpm::relaunch(&instance, &procs, deadline, &mut answered))
+    let plan = instance.plan(&procs);
+    let mut levers = ReplicaLevers {
+        replica,
+        instance,
+        deadline,
+    };
+    Ok(fpm::relaunch(plan, &mut levers))
+}
+
+/// A replica's php-fpm, and its own ping as the heartbeat.
+struct ReplicaLevers<'a> {
+    replica: &'a Replica,
+    instance: Instance,
+    deadline: Duration,
+}
+
+impl fpm::Levers for ReplicaLevers<'_> {
+    fn take(&mut self, step: fpm::Step) -> Result<()> {
+        self.instance.take(step, self.deadline)
+    }
+
+    fn healthy(&mut self) -> bool {
+        self.replica.ping_within(self.deadline).0
+    }
 }
 
 /// Starts a replica that is not running, waits for its ping, and puts it back into the balancer.

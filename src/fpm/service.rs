@@ -1,0 +1,180 @@
+//! The init system's side of php-fpm: which services exist, which one runs the verified master, the
+//! binary and config each one uses by convention, and `service NAME ACTION`.
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+
+use super::{Proc, trust};
+use crate::spawn;
+
+/// The config path in a master's title `php-fpm: master process (CONF)`.
+pub fn master_config(cmd: &str) -> Option<&str> {
+    cmd.trim()
+        .strip_prefix("php-fpm: master process (")?
+        .strip_suffix(')')
+}
+
+/// The service that runs a master with this config: Debian's `/etc/php/X.Y/fpm/php-fpm.conf` is
+/// `phpX.Y-fpm`; elsewhere (FreeBSD, RHEL) the service is `php-fpm`.
+pub fn service_of_config(config: &str) -> String {
+    config
+        .strip_prefix("/etc/php/")
+        .and_then(|rest| rest.strip_suffix("/fpm/php-fpm.conf"))
+        .filter(|version| is_version(version))
+        .map_or_else(
+            || "php-fpm".to_owned(),
+            |version| format!("php{version}-fpm"),
+        )
+}
+
+fn is_version(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+}
+
+/// `phpX.Y-fpm` → `X.Y`.
+fn debian_version(service: &str) -> Option<&str> {
+    service
+        .strip_prefix("php")?
+        .strip_suffix("-fpm")
+        .filter(|v| is_version(v))
+}
+
+/// Where init scripts and units live.
+const INIT_DIRS: [&str; 3] = ["/etc/init.d", "/usr/local/etc/rc.d", "/etc/rc.d"];
+const UNIT_DIRS: [&str; 3] = [
+    "/etc/systemd/system",
+    "/lib/systemd/system",
+    "/usr/lib/systemd/system",
+];
+
+/// Whether an init script or systemd unit of this name exists.
+pub fn service_exists(name: &str) -> bool {
+    INIT_DIRS
+        .iter()
+        .any(|dir| Path::new(dir).join(name).is_file())
+        || UNIT_DIRS
+            .iter()
+            .any(|dir| Path::new(dir).join(format!("{name}.service")).is_file())
+}
+
+/// The php-fpm services installed on this host.
+fn installed_services() -> BTreeSet<String> {
+    let looks_like_fpm =
+        |name: &str| (name.starts_with("php") && name.ends_with("-fpm")) || name == "php_fpm";
+    let mut found = BTreeSet::new();
+    for dir in INIT_DIRS.iter().chain(&UNIT_DIRS) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let name = name.strip_suffix(".service").unwrap_or(&name);
+            if looks_like_fpm(name) {
+                found.insert(name.to_owned());
+            }
+        }
+    }
+    found
+}
+
+/// Picks the php-fpm service: the one whose verified master runs, else the only one installed. A
+/// process that merely calls itself a master (any user can set a title) counts for nothing.
+pub fn detect_service(procs: &[Proc]) -> Result<String> {
+    let running: BTreeSet<String> = procs
+        .iter()
+        .filter(|p| !p.gone && p.uid == Some(trust::me()))
+        .filter_map(|p| Some((p, service_of_config(master_config(&p.cmd)?))))
+        .filter(|(p, name)| {
+            service_exists(name)
+                && service_binary(name).is_some_and(|bin| p.exe.as_deref() == Some(&bin))
+        })
+        .map(|(_, name)| name)
+        .collect();
+    let candidates = if running.is_empty() {
+        installed_services()
+    } else {
+        running
+    };
+    let mut names = candidates.into_iter();
+    match (names.next(), names.next()) {
+        (Some(only), None) => Ok(only),
+        (None, _) => bail!(
+            "no php-fpm service found: name it with --service, or use --fpm-bin and --fpm-config"
+        ),
+        (Some(first), Some(second)) => {
+            let rest: Vec<String> = names.collect();
+            let all = [vec![first, second], rest].concat().join(", ");
+            bail!("several php-fpm services ({all}): choose one with --service")
+        }
+    }
+}
+
+/// The config a service's master runs by its convention (Debian: `/etc/php/X.Y/fpm/php-fpm.conf`).
+pub(super) fn conventional_config(service: &str) -> Option<PathBuf> {
+    match debian_version(service) {
+        Some(version) => Some(PathBuf::from(format!(
+            "/etc/php/{version}/fpm/php-fpm.conf"
+        ))),
+        None => spawn::first_existing(&["/usr/local/etc/php-fpm.conf", "/etc/php-fpm.conf"]),
+    }
+}
+
+/// The service's php-fpm binary by its convention (Debian `phpX.Y-fpm` → `/usr/sbin/php-fpmX.Y`), if
+/// it is trusted to run as root.
+pub(super) fn service_binary(service: &str) -> Option<PathBuf> {
+    let conventional = match debian_version(service) {
+        Some(version) => PathBuf::from(format!("/usr/sbin/php-fpm{version}")),
+        None => spawn::first_existing(&["/usr/local/sbin/php-fpm", "/usr/sbin/php-fpm"])?,
+    };
+    trust::binary(&conventional).ok()
+}
+
+/// `service NAME ACTION`, or `systemctl ACTION NAME` where there is no `service`.
+pub fn service_command(name: &str, action: &str, deadline: Duration) -> Result<()> {
+    let (name, action) = (OsStr::new(name), OsStr::new(action));
+    if let Some(service) =
+        spawn::first_existing(&["/usr/sbin/service", "/sbin/service", "/usr/bin/service"])
+    {
+        spawn::run_ok(&service, &[name, action], None, deadline).map(drop)
+    } else if let Some(systemctl) = spawn::first_existing(&["/usr/bin/systemctl", "/bin/systemctl"])
+    {
+        spawn::run_ok(&systemctl, &[action, name], None, deadline).map(drop)
+    } else {
+        bail!("neither service nor systemctl found")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn master_titles() {
+        assert_eq!(
+            master_config("php-fpm: master process (/etc/php/8.2/fpm/php-fpm.conf)"),
+            Some("/etc/php/8.2/fpm/php-fpm.conf")
+        );
+        assert_eq!(master_config("php-fpm: pool www"), None);
+        assert_eq!(master_config("/usr/sbin/php-fpm8.2 --daemonize"), None);
+    }
+
+    #[test]
+    fn services_from_configs() {
+        assert_eq!(
+            service_of_config("/etc/php/8.2/fpm/php-fpm.conf"),
+            "php8.2-fpm"
+        );
+        assert_eq!(
+            service_of_config("/etc/php/7.4/fpm/php-fpm.conf"),
+            "php7.4-fpm"
+        );
+        assert_eq!(service_of_config("/usr/local/etc/php-fpm.conf"), "php-fpm");
+        assert_eq!(service_of_config("/etc/php/x/fpm/php-fpm.conf"), "php-fpm");
+        assert_eq!(debian_version("php8.2-fpm"), Some("8.2"));
+        assert_eq!(debian_version("php-fpm"), None);
+    }
+}

@@ -1,0 +1,248 @@
+//! What one run did, as data: the pipeline's last stage fills it in, and the log line (`journal`),
+//! the alert mail (`alert`), the dry run's output and the exit code are all rendered from it.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset};
+
+use crate::exit::Exit;
+use crate::fpm::{Plan, Proc, Step};
+use crate::probe::Answer;
+
+/// One run, start to end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// When the check started.
+    pub time: DateTime<FixedOffset>,
+    /// The heartbeat target, as written.
+    pub target: String,
+    /// The first answer; `None` when the run ended before judging one (`--run-timeout`).
+    pub answer: Option<Answer>,
+    /// How long the first answer took.
+    pub latency: Duration,
+    /// Where the run ended.
+    pub state: RunState,
+    /// What was done.
+    pub action: Action,
+    /// The master before the relaunch.
+    pub old_pid: Option<u32>,
+    /// The master after it.
+    pub new_pid: Option<u32>,
+    /// How long the relaunch took, verification included.
+    pub took: Option<Duration>,
+    /// What became of the alert.
+    pub mail: Mail,
+    /// What went wrong on the way, or what explains the state; one line in the log.
+    pub error: Option<String>,
+    /// Whether this run's alert is due (one per incident, plus its giving-up and its end).
+    pub alert: bool,
+    /// The php-fpm processes as they were before anything was done, for the alert.
+    pub processes: Vec<Proc>,
+    /// The evidence text, for the alert.
+    pub evidence: Option<String>,
+}
+
+impl Report {
+    /// A report of a run that has judged `answer` and done nothing yet: its error is the answer's
+    /// own detail, until something more telling replaces it.
+    pub fn new(
+        time: DateTime<FixedOffset>,
+        target: String,
+        answer: Answer,
+        latency: Duration,
+    ) -> Report {
+        Report {
+            time,
+            target,
+            error: answer.detail().map(str::to_owned),
+            answer: Some(answer),
+            latency,
+            state: RunState::Down,
+            action: Action::None,
+            old_pid: None,
+            new_pid: None,
+            took: None,
+            mail: Mail::None,
+            alert: false,
+            processes: Vec::new(),
+            evidence: None,
+        }
+    }
+
+    /// A report of a run that was ended by its deadline (`--run-timeout`) after `took`, before it could
+    /// say more.
+    pub fn ended(
+        time: DateTime<FixedOffset>,
+        target: String,
+        took: Duration,
+        error: String,
+    ) -> Report {
+        Report {
+            answer: None,
+            latency: Duration::ZERO,
+            took: Some(took),
+            error: Some(error),
+            ..Report::new(time, target, Answer::Timeout, Duration::ZERO)
+        }
+    }
+
+    /// Adds `text` to what the line says went wrong, after what it says already.
+    pub fn note(&mut self, text: impl Into<String>) {
+        let text = text.into();
+        self.error = Some(match self.error.take() {
+            Some(earlier) => format!("{earlier}; {text}"),
+            None => text,
+        });
+    }
+
+    /// The `verdict=` token: the answer, or `-`.
+    pub fn verdict(&self) -> String {
+        self.answer
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), ToString::to_string)
+    }
+
+    /// The process's exit code for this run.
+    pub fn exit(&self) -> Exit {
+        self.state.exit()
+    }
+}
+
+/// Where a run ended: the log's `state=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// Healthy, and the spent budget was restored.
+    Healthy,
+    /// Relaunched (or its stuck workers killed), and the heartbeat is healthy again.
+    Relaunched,
+    /// Healthy again after an incident.
+    Recovered,
+    /// Failing and not brought back.
+    Down,
+    /// The web server does not answer: php-fpm left alone.
+    WebServerDown,
+    /// A status no relaunch is for.
+    UnexpectedStatus,
+    /// php-fpm answered wrongly (`--expect`, a status threshold).
+    Unhealthy,
+    /// Below `--failures`.
+    Failing,
+    /// The pause file exists.
+    Paused,
+    /// The previous relaunch's recovery window is open.
+    Cooldown,
+    /// Every worker busy; not relaunched without `--relaunch-saturated`.
+    Saturated,
+    /// php-fpm's config test failed; the running master left alone.
+    ConfigError,
+}
+
+impl RunState {
+    /// The exit code a run ending here has.
+    pub fn exit(self) -> Exit {
+        match self {
+            RunState::Healthy | RunState::Recovered => Exit::Healthy,
+            RunState::Relaunched => Exit::Recovered,
+            RunState::WebServerDown
+            | RunState::UnexpectedStatus
+            | RunState::Unhealthy
+            | RunState::Saturated => Exit::Alerted,
+            RunState::Down
+            | RunState::Failing
+            | RunState::Paused
+            | RunState::Cooldown
+            | RunState::ConfigError => Exit::Failing,
+        }
+    }
+}
+
+impl fmt::Display for RunState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RunState::Healthy | RunState::Relaunched => "healthy",
+            RunState::Recovered => "recovered",
+            RunState::Down => "down",
+            RunState::WebServerDown => "web-server-down",
+            RunState::UnexpectedStatus => "unexpected-status",
+            RunState::Unhealthy => "unhealthy",
+            RunState::Failing => "failing",
+            RunState::Paused => "paused",
+            RunState::Cooldown => "cooldown",
+            RunState::Saturated => "saturated",
+            RunState::ConfigError => "config-error",
+        })
+    }
+}
+
+/// What a run did: the log's `action=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing.
+    None,
+    /// Healthy runs restored the spent budget.
+    BudgetRestored,
+    /// The budget is spent: this run gave up relaunching.
+    GaveUp,
+    /// Workers stuck in one request were killed.
+    KillStuck,
+    /// php-fpm was relaunched in these steps (`restart`, `kill+start`, … `+cgi-kill+cgi-start`).
+    Relaunch(Vec<Step>),
+    /// These replicas of a pool were relaunched, each in its steps.
+    Replicas(Vec<(String, Vec<Step>)>),
+    /// Dry run: the relaunch that would be done.
+    Would(Plan),
+    /// Dry run, pool: the replicas that would be relaunched.
+    WouldReplicas(Vec<String>),
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let joined = |steps: &[Step]| {
+            steps
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("+")
+        };
+        match self {
+            Action::None => f.write_str("none"),
+            Action::BudgetRestored => f.write_str("budget-restored"),
+            Action::GaveUp => f.write_str("gave-up"),
+            Action::KillStuck => f.write_str("kill-stuck"),
+            Action::Relaunch(steps) if steps.is_empty() => f.write_str("none"),
+            Action::Relaunch(steps) => f.write_str(&joined(steps)),
+            Action::Replicas(replicas) if replicas.is_empty() => f.write_str("none"),
+            Action::Replicas(replicas) => {
+                let each: Vec<String> = replicas
+                    .iter()
+                    .map(|(name, steps)| format!("{name}:{}", joined(steps)))
+                    .collect();
+                f.write_str(&each.join(","))
+            }
+            Action::Would(plan) => write!(f, "would-{plan}"),
+            Action::WouldReplicas(names) => write!(f, "would-relaunch:{}", names.join(",")),
+        }
+    }
+}
+
+/// What became of a run's alert: the log's `mail=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mail {
+    /// None was due, or nobody is to get it.
+    None,
+    /// Sent.
+    Sent,
+    /// Sending failed (the error says why).
+    Failed,
+}
+
+impl fmt::Display for Mail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mail::None => "none",
+            Mail::Sent => "sent",
+            Mail::Failed => "failed",
+        })
+    }
+}

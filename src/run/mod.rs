@@ -1,0 +1,135 @@
+//! A watching run (the classic command line): the lock, the log, the run's deadline, and `--every`
+//! around the pipeline of one check; then the report rendered as the log line (or, in a dry run,
+//! printed), the memory between runs saved, and the exit code.
+
+mod host;
+mod pipeline;
+mod system;
+
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Result;
+use chrono::{Local, Timelike};
+
+use crate::config::Config;
+use crate::deadline::Watchdog;
+use crate::exit::Exit;
+use crate::health;
+use crate::journal::{self, Journal};
+use crate::lock;
+use crate::policy;
+use crate::report::Report;
+use crate::spawn;
+use system::System;
+
+/// Runs the checks the configuration asks for; with `--every`, repeats them until the minute is over
+/// and reports the most serious outcome.
+pub fn watch(config: &Config) -> Result<Exit> {
+    let Some(_lock) = lock::try_acquire(&config.lock)? else {
+        return Ok(Exit::Busy);
+    };
+    // Opened up front so a bad log path is refused before anything is done; a dry run writes nothing.
+    let mut journal = if config.dry_run {
+        None
+    } else {
+        Some(Journal::open(&config.log)?)
+    };
+    let copy = journal.as_ref().map(Journal::try_clone).transpose()?;
+    let watchdog = Watchdog::new(expiry(config, copy));
+    // Only --every needs the wall clock's minute (and the time zone file that Local reads).
+    let minute_over = config.every.map(|_| Instant::now() + until_next_minute());
+    let mut worst = Exit::Healthy;
+    loop {
+        let started = Instant::now();
+        let exit = check(config, journal.as_mut(), &watchdog);
+        watchdog.disarm();
+        worst = worst.max(exit);
+        let (Some(every), Some(minute_over)) = (config.every, minute_over) else {
+            break;
+        };
+        let next = started + every;
+        // The last check must end within the minute, so the next cron run finds the lock free.
+        if next + config.probe.timeout >= minute_over {
+            break;
+        }
+        thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    Ok(worst)
+}
+
+/// One check: the pipeline over the real machine, with the state file read before and saved after.
+fn check(config: &Config, journal: Option<&mut Journal>, watchdog: &Watchdog) -> Exit {
+    let started = Instant::now();
+    let (mut state, before) = health::load_state(&config.probe.state);
+    state.target = config.probe.target.to_string();
+    if policy::discard_future(&mut state, unix_now()) {
+        // Saved without them, so this is said once.
+        eprintln!(
+            "php-relaunch: state file '{}' held times after now (the clock was set back?): discarded them",
+            config.probe.state.display()
+        );
+    }
+    let mut system = System::new(config);
+    // Past the hot path, whatever comes may hang: the run's deadline counts from the check's start.
+    let arm = || watchdog.arm(started + config.run_timeout);
+    let report = pipeline::check(config, &mut state, &mut system, arm);
+    let Some(report) = report else {
+        if !config.dry_run {
+            health::save_state(&config.probe.state, &state, &before);
+        }
+        return Exit::Healthy;
+    };
+    if config.dry_run {
+        print!("{}", journal::line(&report));
+        return report.exit();
+    }
+    // The state is saved whatever becomes of the log line: a full log disk must not reset the limits
+    // (the next run would relaunch and mail anew).
+    if let Some(journal) = journal
+        && let Err(err) = journal.append(&report)
+    {
+        eprintln!("php-relaunch: {err:#}");
+    }
+    health::save_state(&config.probe.state, &state, &before);
+    report.exit()
+}
+
+/// What happens when a check outlives `--run-timeout`: the helper running now is killed with its
+/// process group, one log line says so, and the process ends with exit 1. Ending the process is the
+/// point: the kernel frees the lock, whatever the hung thread holds. This is the one exit below
+/// `main`, on purpose: the thread that would unwind normally is the one that hangs.
+fn expiry(config: &Config, journal: Option<Journal>) -> impl FnOnce() + Send + 'static {
+    let target = config.probe.target.to_string();
+    let limit = config.run_timeout;
+    move || {
+        spawn::kill_running_helper();
+        let error = format!(
+            "run-timeout: the check did not finish within {}s (--run-timeout) and was ended",
+            limit.as_secs_f64()
+        );
+        let report = Report::ended(Local::now().fixed_offset(), target, limit, error.clone());
+        match journal {
+            Some(mut journal) => {
+                if let Err(err) = journal.append(&report) {
+                    eprintln!("php-relaunch: {err:#}");
+                }
+            }
+            None => print!("{}", journal::line(&report)),
+        }
+        eprintln!("php-relaunch: {error}");
+        std::process::exit(i32::from(report.exit().code()));
+    }
+}
+
+fn until_next_minute() -> Duration {
+    let now = Local::now();
+    let into_minute = Duration::new(u64::from(now.second()), now.nanosecond() % 1_000_000_000);
+    Duration::from_mins(1).saturating_sub(into_minute)
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

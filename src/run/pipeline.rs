@@ -1,0 +1,346 @@
+//! One check as a pipeline: probe → verdict → decision (`policy`) → the steps to take → the control
+//! that takes them (through [`Host`]) → a typed [`Report`]. Nothing here touches the machine but
+//! through the host, so every path is tested with a scripted one.
+
+use std::time::{Instant, SystemTime};
+
+use chrono::{DateTime, Local};
+
+use super::host::Host;
+use crate::alert;
+use crate::config::Config;
+use crate::fpm::{self, Levers, Plan, Step};
+use crate::load::Load;
+use crate::policy::{self, Course, Decision, Done};
+use crate::report::{Action, Mail, Report, RunState};
+use crate::state::State;
+
+/// Runs one check, booking it in `state`. `None` when the heartbeat is healthy and there is nothing
+/// to tell (the hot path: no log line, no time zone read). `past_hot_path` is called once a check
+/// turns out to need more than that, before anything that may hang.
+pub fn check(
+    config: &Config,
+    state: &mut State,
+    host: &mut impl Host,
+    past_hot_path: impl FnOnce(),
+) -> Option<Report> {
+    let time = host.now();
+    let now = unix_seconds(time);
+    let verdict = host.probe(state);
+    let decision = policy::decide(
+        &verdict.answer,
+        &config.relaunch_on,
+        config.probe.target.is_fastcgi(),
+    );
+    let said = verdict.answer.to_string();
+    let course = policy::assess(
+        state,
+        &config.limits,
+        decision,
+        &said,
+        || host.paused(),
+        now,
+    );
+    if course == Course::Quiet {
+        return None;
+    }
+    past_hot_path();
+    let mut report = Report::new(
+        DateTime::<Local>::from(time).fixed_offset(),
+        config.probe.target.to_string(),
+        verdict.answer,
+        verdict.latency,
+    );
+    match course {
+        Course::Quiet => unreachable!("returned above"),
+        Course::Recovered(incident) => {
+            report.state = RunState::Recovered;
+            report.error = Some(format!(
+                "failing since {} ({})",
+                local(incident.since),
+                incident.verdict
+            ));
+            report.alert = incident.alerted;
+        }
+        Course::BudgetRestored => {
+            report.state = RunState::Healthy;
+            report.action = Action::BudgetRestored;
+        }
+        Course::AlertOnly { decision, alert } => {
+            report.state = match decision {
+                Decision::WebServerDown => RunState::WebServerDown,
+                Decision::UnexpectedStatus => RunState::UnexpectedStatus,
+                _ => RunState::Unhealthy,
+            };
+            report.alert = alert;
+        }
+        Course::Paused => {
+            report.state = RunState::Paused;
+            report.error = Some(format!(
+                "pause file '{}' exists: changing nothing",
+                config.pause_file.display()
+            ));
+        }
+        Course::Wait { failures, needed } => {
+            report.state = RunState::Failing;
+            report.error = Some(format!("failure {failures} of {needed} before a relaunch"));
+        }
+        Course::GiveUp { first } => {
+            let limits = &config.limits;
+            report.error = Some(format!(
+                "restart budget spent ({} relaunches within {}s): not relaunching until {} healthy runs or `php-relaunch reset`",
+                limits.max_restarts,
+                limits.within.as_secs(),
+                limits.recover_after
+            ));
+            if first {
+                report.action = Action::GaveUp;
+                report.alert = true;
+            }
+        }
+        Course::Cooldown { left } => {
+            report.state = RunState::Cooldown;
+            report.error = Some(format!(
+                "the previous relaunch's recovery window is open for {}s more",
+                left.as_secs()
+            ));
+        }
+        Course::Relaunch { alert } => {
+            report.alert = alert;
+            let done = if config.pool.is_some() {
+                relaunch_pool(config, host, &mut report)
+            } else {
+                relaunch(config, host, &mut report)
+            };
+            policy::book(state, &config.limits, now, done);
+        }
+    }
+    if report.alert && !config.dry_run {
+        if !config.recipients.is_empty() {
+            mail(host, &mut report);
+        }
+        policy::alert_sent(state);
+    }
+    Some(report)
+}
+
+/// Relaunches php-fpm. Before touching a running master it tells saturated from dead, kills stuck
+/// workers, and tests the config.
+fn relaunch(config: &Config, host: &mut impl Host, report: &mut Report) -> Done {
+    let started = Instant::now();
+    let found = match host.inspect() {
+        Ok(found) => found,
+        Err(err) => {
+            report.error = Some(format!("{err:#}"));
+            return Done::Nothing;
+        }
+    };
+    report.old_pid = found.master;
+    report.processes = found.processes;
+    if config.dry_run {
+        report.action = Action::Would(found.plan);
+        return Done::Nothing;
+    }
+    // What the answer said gives way to what relieving and relaunching report, if they report anything.
+    let detail = report.error.take();
+    if found.plan == Plan::Restart {
+        if let Some(load) = &found.load
+            && let Some(done) = relieve(config, host, load, report)
+        {
+            report.took = Some(started.elapsed());
+            return done;
+        }
+        if let Err(err) = host.test_config() {
+            report.state = RunState::ConfigError;
+            report.note(format!("config test failed, php-fpm left running: {err:#}"));
+            return Done::Nothing;
+        }
+    }
+    let status_page = found.load.as_ref().and_then(|l| l.raw.as_deref());
+    report.evidence = Some(host.evidence(report, status_page));
+
+    let mut levers = HostLevers { host, last: None };
+    let mut done = fpm::relaunch(found.plan, &mut levers);
+    let last = levers.last;
+    if config.php_cgi {
+        host.relaunch_cgi(&mut done);
+    }
+    if let (false, Some(answer)) = (done.healthy, last) {
+        done.errors
+            .push(format!("heartbeat still answers {answer}"));
+    }
+    let took = started.elapsed();
+    report.took = Some(took);
+    report.new_pid = host.master_pid();
+    report.state = if done.healthy {
+        RunState::Relaunched
+    } else {
+        RunState::Down
+    };
+    if !done.errors.is_empty() {
+        report.note(done.errors.join("; "));
+    }
+    if report.error.is_none() {
+        report.error = detail;
+    }
+    report.action = Action::Relaunch(done.steps);
+    Done::Relaunched {
+        took,
+        healthy: done.healthy,
+    }
+}
+
+/// The host's control of php-fpm, with the heartbeat as the check, remembering its last answer.
+struct HostLevers<'a, H> {
+    host: &'a mut H,
+    last: Option<crate::probe::Answer>,
+}
+
+impl<H: Host> Levers for HostLevers<'_, H> {
+    fn take(&mut self, step: Step) -> anyhow::Result<()> {
+        self.host.take(step)
+    }
+
+    fn healthy(&mut self) -> bool {
+        let (healthy, answer) = self.host.verify();
+        self.last = Some(answer);
+        healthy
+    }
+}
+
+/// A running pool that is busy rather than dead: kill just its stuck workers, or leave a saturated
+/// pool alone unless `--relaunch-saturated`. `Some` when that settles the run.
+fn relieve(
+    config: &Config,
+    host: &mut impl Host,
+    load: &Load,
+    report: &mut Report,
+) -> Option<Done> {
+    if !load.stuck.is_empty() {
+        let pids: Vec<u32> = load.stuck.iter().map(|(pid, _)| *pid).collect();
+        let took = |pid: u32| {
+            load.stuck
+                .iter()
+                .find(|(p, _)| *p == pid)
+                .map_or(0, |(_, took)| took.as_secs())
+        };
+        let mut said = Vec::new();
+        let mut killed_any = false;
+        match host.kill_stuck(&pids) {
+            Ok(done) => {
+                if !done.killed.is_empty() {
+                    killed_any = true;
+                    let killed: Vec<String> = done
+                        .killed
+                        .iter()
+                        .map(|&pid| format!("{pid} ({}s)", took(pid)))
+                        .collect();
+                    said.push(format!(
+                        "killed workers stuck in one request: {}",
+                        killed.join(", ")
+                    ));
+                }
+                if !done.refused.is_empty() {
+                    let refused: Vec<String> = done.refused.iter().map(u32::to_string).collect();
+                    said.push(format!(
+                        "not killed, not workers of the verified master: {}",
+                        refused.join(", ")
+                    ));
+                }
+            }
+            Err(err) => said.push(format!("killing stuck workers: {err:#}")),
+        }
+        // Every kill, and every pid refused, stays in the log line whatever the run does next.
+        if !said.is_empty() {
+            report.note(said.join("; "));
+        }
+        if killed_any && host.verify().0 {
+            report.action = Action::KillStuck;
+            report.state = RunState::Relaunched;
+            report.old_pid = host.master_pid();
+            report.new_pid = report.old_pid;
+            return Some(Done::Healthy);
+        }
+    }
+    if load.saturated() && !config.relaunch_saturated {
+        report.state = RunState::Saturated;
+        report.note(format!(
+            "{}: not relaunched, which would drop their requests (--relaunch-saturated to allow)",
+            load.describe()
+        ));
+        return Some(Done::Nothing);
+    }
+    None
+}
+
+/// The heartbeat belongs to a pool of replicas: relaunch, one at a time, just the replicas that fail
+/// their own ping; the others keep serving throughout.
+fn relaunch_pool(config: &Config, host: &mut impl Host, report: &mut Report) -> Done {
+    let started = Instant::now();
+    let found = host.failing_replicas();
+    if config.dry_run {
+        report.action = Action::WouldReplicas(found.failing);
+        return Done::Nothing;
+    }
+    report.processes = found.processes;
+    report.evidence = Some(host.evidence(report, None));
+    let mut relaunched = Vec::new();
+    let mut errors = Vec::new();
+    for name in found.failing {
+        match host.relaunch_replica(&name) {
+            Ok(done) => {
+                errors.extend(done.errors.iter().map(|e| format!("{name}: {e}")));
+                relaunched.push((name, done.steps));
+            }
+            Err(err) => errors.push(format!("{name}: {err:#}")),
+        }
+    }
+    let (healthy, answer) = host.verify();
+    let took = started.elapsed();
+    report.took = Some(took);
+    report.state = if healthy {
+        RunState::Relaunched
+    } else {
+        errors.push(format!("heartbeat still answers {answer}"));
+        RunState::Down
+    };
+    if !errors.is_empty() {
+        report.error = Some(errors.join("; "));
+    }
+    let any = !relaunched.is_empty();
+    report.action = Action::Replicas(relaunched);
+    match (any, healthy) {
+        (true, _) => Done::Relaunched { took, healthy },
+        (false, true) => Done::Healthy,
+        (false, false) => Done::Nothing,
+    }
+}
+
+/// Sends the alert; a failure is told in the report and on stderr, never fatal.
+fn mail(host: &mut impl Host, report: &mut Report) {
+    let alert = alert::compose(&host.hostname(), report);
+    match host.send(&alert) {
+        Ok(()) => report.mail = Mail::Sent,
+        Err(err) => {
+            let err = format!("mail: {err:#}");
+            eprintln!("php-relaunch: {err}");
+            report.mail = Mail::Failed;
+            report.note(err);
+        }
+    }
+}
+
+fn unix_seconds(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn local(unix: i64) -> String {
+    DateTime::from_timestamp(unix, 0).map_or_else(
+        || unix.to_string(),
+        |t| {
+            t.with_timezone(&Local)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+        },
+    )
+}

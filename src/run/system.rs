@@ -1,0 +1,181 @@
+//! The real [`Host`]: php-fpm through `fpm` (verified processes, the service or the binary), pools
+//! through `pools`, the heartbeat through `probe`, mail through `alert`, evidence files, the clock.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, anyhow};
+
+use super::host::{Found, FoundReplicas, Host};
+use crate::alert::{self, Alert};
+use crate::config::Config;
+use crate::evidence;
+use crate::fpm::{self, Instance, Plan, Relaunch, Step, StuckKill};
+use crate::health;
+use crate::load;
+use crate::poll::poll_until;
+use crate::pools;
+use crate::probe::{self, Answer, Verdict};
+use crate::report::Report;
+use crate::state::State;
+
+/// How often the heartbeat is asked again while waiting for a relaunched php-fpm.
+const VERIFY_INTERVAL: Duration = Duration::from_millis(200);
+
+/// This machine, as one run of `config` sees it.
+pub struct System<'a> {
+    config: &'a Config,
+    /// The php-fpm `inspect` found.
+    instance: Option<Instance>,
+    /// The log files of the replicas `failing_replicas` found.
+    replica_logs: Vec<PathBuf>,
+}
+
+impl<'a> System<'a> {
+    pub fn new(config: &'a Config) -> System<'a> {
+        System {
+            config,
+            instance: None,
+            replica_logs: Vec::new(),
+        }
+    }
+
+    fn instance(&self) -> Result<&Instance> {
+        self.instance
+            .as_ref()
+            .ok_or_else(|| anyhow!("no php-fpm was found to act on"))
+    }
+}
+
+impl Host for System<'_> {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+
+    fn probe(&mut self, state: &mut State) -> Verdict {
+        health::check(&self.config.probe, state)
+    }
+
+    fn verify(&mut self) -> (bool, Answer) {
+        let probe = &self.config.probe;
+        let deadline = Instant::now() + self.config.restart_timeout;
+        let answered = poll_until(deadline, VERIFY_INTERVAL, || {
+            let answer = probe::probe(&probe.target, probe.timeout, probe.expect.as_deref()).answer;
+            if answer.is_healthy() {
+                Ok(answer)
+            } else {
+                Err(answer)
+            }
+        });
+        match answered {
+            Ok(answer) => (true, answer),
+            Err(answer) => (false, answer),
+        }
+    }
+
+    fn paused(&self) -> bool {
+        self.config.pause_file.exists()
+    }
+
+    fn inspect(&mut self) -> Result<Found> {
+        let config = self.config;
+        let procs = fpm::snapshot()?;
+        let instance = Instance::resolve(&config.control, config.pid_file.as_deref(), &procs)?;
+        let plan = instance.plan(&procs);
+        let load = if plan == Plan::Restart {
+            // A status page is a claim (its socket may be the pool user's); /proc is the fact.
+            let seen = load::from_proc(&instance, &procs);
+            match &config.status {
+                Some(status) => load::from_status(status, config.probe.timeout, config.stuck_after)
+                    .map(|page| load::believed(page, seen)),
+                None => seen,
+            }
+        } else {
+            None
+        };
+        let found = Found {
+            master: instance.master(&procs).map(|p| p.pid),
+            processes: instance.family(&procs).into_iter().cloned().collect(),
+            plan,
+            load,
+        };
+        self.instance = Some(instance);
+        Ok(found)
+    }
+
+    fn kill_stuck(&mut self, pids: &[u32]) -> Result<StuckKill> {
+        self.instance()?.kill_stuck(pids)
+    }
+
+    fn test_config(&mut self) -> Result<()> {
+        self.instance()?.test_config(self.config.restart_timeout)
+    }
+
+    fn take(&mut self, step: Step) -> Result<()> {
+        self.instance()?.take(step, self.config.restart_timeout)
+    }
+
+    fn relaunch_cgi(&mut self, done: &mut Relaunch) {
+        fpm::relaunch_cgi(
+            self.config.cgi_service.as_deref(),
+            self.config.restart_timeout,
+            done,
+        );
+    }
+
+    fn master_pid(&mut self) -> Option<u32> {
+        let procs = fpm::snapshot().ok()?;
+        self.instance.as_ref()?.master(&procs).map(|p| p.pid)
+    }
+
+    fn failing_replicas(&mut self) -> FoundReplicas {
+        let mut found = FoundReplicas::default();
+        let Some(pool) = &self.config.pool else {
+            return found;
+        };
+        for replica in pool.replicas.iter().filter(|r| !pools::answers(r)) {
+            if let Ok((processes, logs)) = pools::evidence_of(replica) {
+                found.processes.extend(processes);
+                self.replica_logs.extend(logs);
+            }
+            found.failing.push(replica.name.clone());
+        }
+        found
+    }
+
+    fn relaunch_replica(&mut self, name: &str) -> Result<Relaunch> {
+        let replica = self
+            .config
+            .pool
+            .iter()
+            .flat_map(|pool| &pool.replicas)
+            .find(|r| r.name == name)
+            .with_context(|| format!("no replica {name}"))?;
+        pools::relaunch_replica(replica, self.config.restart_timeout)
+    }
+
+    fn evidence(&mut self, report: &Report, status_page: Option<&str>) -> String {
+        let logs = match &self.instance {
+            Some(instance) => instance.log_files(),
+            None => self.replica_logs.clone(),
+        };
+        let found = evidence::gather(status_page, &logs);
+        evidence::record(&self.config.evidence_dir, report, &found)
+    }
+
+    fn hostname(&self) -> String {
+        rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn send(&mut self, alert: &Alert) -> Result<()> {
+        let config = self.config;
+        let from = match &config.from {
+            Some(from) => from.clone(),
+            None => alert::default_sender(&self.hostname())?,
+        };
+        alert::send(&config.transport, &from, &config.recipients, alert)
+    }
+}
