@@ -344,3 +344,6 @@ fn local(unix: i64) -> String {
         },
     )
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,665 @@
+//! Every decision path of a run, against a scripted host: no root, no servers, no sleeping.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Result, bail};
+
+use super::check;
+use crate::alert::Alert;
+use crate::cli::{self, Invocation};
+use crate::config::Config;
+use crate::exit::Exit;
+use crate::fpm::{Plan, Relaunch, Step, StuckKill};
+use crate::journal;
+use crate::load::Load;
+use crate::probe::{Answer, Verdict};
+use crate::report::Report;
+use crate::run::host::{Found, FoundReplicas, Host};
+use crate::state::{Incident, State};
+
+const NOW: i64 = 1_800_000_000;
+
+/// A machine that answers as the test says and writes down what was asked of it.
+struct Fake {
+    /// The first probe's answer.
+    answer: Answer,
+    /// What each verification finds, in turn (then: still failing).
+    verifications: VecDeque<bool>,
+    paused: bool,
+    /// What `inspect` finds; `None` for an error.
+    found: Option<Found>,
+    /// Steps that fail when taken.
+    failing_steps: Vec<Step>,
+    config_ok: bool,
+    stuck_killed: Vec<u32>,
+    mail_fails: bool,
+    /// Everything done, in order.
+    did: Vec<String>,
+    sent: Vec<Alert>,
+}
+
+impl Fake {
+    fn answering(answer: Answer) -> Fake {
+        Fake {
+            answer,
+            verifications: VecDeque::new(),
+            paused: false,
+            found: Some(found(Some(100), Plan::Restart, None)),
+            failing_steps: Vec::new(),
+            config_ok: true,
+            stuck_killed: Vec::new(),
+            mail_fails: false,
+            did: Vec::new(),
+            sent: Vec::new(),
+        }
+    }
+
+    fn verifying(mut self, answers: &[bool]) -> Fake {
+        self.verifications = answers.iter().copied().collect();
+        self
+    }
+
+    fn finding(mut self, found: Option<Found>) -> Fake {
+        self.found = found;
+        self
+    }
+
+    fn subjects(&self) -> Vec<&str> {
+        self.sent.iter().map(|a| a.subject.as_str()).collect()
+    }
+}
+
+fn found(master: Option<u32>, plan: Plan, load: Option<Load>) -> Found {
+    Found {
+        master,
+        processes: Vec::new(),
+        plan,
+        load,
+    }
+}
+
+fn load(busy: usize, total: usize, stuck: &[(u32, u64)]) -> Load {
+    Load {
+        busy,
+        total,
+        stuck: stuck
+            .iter()
+            .map(|&(pid, secs)| (pid, Duration::from_secs(secs)))
+            .collect(),
+        source: "status page",
+        raw: None,
+    }
+}
+
+impl Host for Fake {
+    fn now(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(NOW.unsigned_abs())
+    }
+
+    fn probe(&mut self, _state: &mut State) -> Verdict {
+        self.did.push("probe".into());
+        Verdict {
+            answer: self.answer.clone(),
+            latency: Duration::from_millis(3),
+            body: Vec::new(),
+        }
+    }
+
+    fn verify(&mut self) -> (bool, Answer) {
+        self.did.push("verify".into());
+        let healthy = self.verifications.pop_front().unwrap_or(false);
+        let answer = if healthy {
+            Answer::Status(200)
+        } else {
+            self.answer.clone()
+        };
+        (healthy, answer)
+    }
+
+    fn paused(&self) -> bool {
+        self.paused
+    }
+
+    fn inspect(&mut self) -> Result<Found> {
+        self.did.push("inspect".into());
+        match &self.found {
+            Some(found) => Ok(found.clone()),
+            None => bail!("no php-fpm service found: name it with --service"),
+        }
+    }
+
+    fn kill_stuck(&mut self, pids: &[u32]) -> Result<StuckKill> {
+        self.did.push(format!("kill-stuck {pids:?}"));
+        Ok(StuckKill {
+            killed: self.stuck_killed.clone(),
+            refused: pids
+                .iter()
+                .filter(|p| !self.stuck_killed.contains(p))
+                .copied()
+                .collect(),
+        })
+    }
+
+    fn test_config(&mut self) -> Result<()> {
+        self.did.push("test-config".into());
+        if self.config_ok {
+            Ok(())
+        } else {
+            bail!("ERROR: [pool www] unknown entry 'pm.max_chlidren'")
+        }
+    }
+
+    fn take(&mut self, step: Step) -> Result<()> {
+        self.did.push(step.as_str().into());
+        if self.failing_steps.contains(&step) {
+            bail!("`service php8.2-fpm {}` failed", step.as_str());
+        }
+        Ok(())
+    }
+
+    fn relaunch_cgi(&mut self, done: &mut Relaunch) {
+        self.did.push("cgi".into());
+        done.step(Step::CgiStart, Ok(()));
+    }
+
+    fn master_pid(&mut self) -> Option<u32> {
+        Some(200)
+    }
+
+    fn failing_replicas(&mut self) -> FoundReplicas {
+        unreachable!("no --pool in these tests")
+    }
+
+    fn relaunch_replica(&mut self, _name: &str) -> Result<Relaunch> {
+        unreachable!("no --pool in these tests")
+    }
+
+    fn evidence(&mut self, _report: &Report, _status_page: Option<&str>) -> String {
+        self.did.push("evidence".into());
+        "Evidence file: /var/lib/php-relaunch/evidence/x.txt".into()
+    }
+
+    fn hostname(&self) -> String {
+        "web1".into()
+    }
+
+    fn send(&mut self, alert: &Alert) -> Result<()> {
+        self.did.push("mail".into());
+        if self.mail_fails {
+            bail!("connection refused");
+        }
+        self.sent.push(alert.clone());
+        Ok(())
+    }
+}
+
+/// The configuration of `php-relaunch URL 2 ops@example.com EXTRA…`.
+fn config(extra: &[&str]) -> Config {
+    let args: Vec<OsString> = [
+        "php-relaunch",
+        "http://127.0.0.1:8889/php-heartbeat.php",
+        "2",
+        "ops@example.com",
+    ]
+    .iter()
+    .chain(extra)
+    .map(OsString::from)
+    .collect();
+    let Ok(Invocation::Run(run)) = cli::parse(&args) else {
+        panic!("{args:?} must parse");
+    };
+    Config::from_run(*run).unwrap()
+}
+
+/// One run: its report (`None` when quiet), booked in `state`.
+fn run(config: &Config, state: &mut State, host: &mut Fake) -> Option<Report> {
+    check(config, state, host, || {})
+}
+
+/// The log line's fields that a test compares: verdict, action, old and new pid, state, mail.
+fn fields(report: &Report) -> String {
+    let line = journal::line(report);
+    line.split_whitespace()
+        .filter(|f| {
+            [
+                "verdict=", "action=", "old_pid=", "new_pid=", "state=", "mail=",
+            ]
+            .iter()
+            .any(|k| f.starts_with(k))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn healthy_is_quiet_and_touches_nothing() {
+    let config = config(&[]);
+    let mut state = State::default();
+    let mut host = Fake::answering(Answer::Status(200));
+    assert_eq!(run(&config, &mut state, &mut host), None);
+    assert_eq!(host.did, ["probe"]);
+    assert_eq!(
+        state,
+        State {
+            successes: 1,
+            ..State::default()
+        }
+    );
+}
+
+/// A relaunch: what the host answers and finds, what was done, the log line's fields, the exit.
+struct Case {
+    what: &'static str,
+    answer: Answer,
+    found: Found,
+    failing: &'static [Step],
+    verifications: &'static [bool],
+    did: &'static [&'static str],
+    fields: &'static str,
+    exit: Exit,
+}
+
+fn relaunch_cases() -> [Case; 4] {
+    use Step::Restart;
+    [
+        Case {
+            what: "502 and no master: start",
+            answer: Answer::Status(502),
+            found: found(None, Plan::Start, None),
+            failing: &[],
+            verifications: &[true],
+            did: &["probe", "inspect", "evidence", "start", "verify", "mail"],
+            fields: "verdict=502 action=start old_pid=- new_pid=200 state=healthy mail=sent",
+            exit: Exit::Recovered,
+        },
+        Case {
+            what: "timeout: restart, which does not help, then kill and start",
+            answer: Answer::Timeout,
+            found: found(Some(100), Plan::Restart, None),
+            failing: &[],
+            verifications: &[false, true],
+            did: &[
+                "probe",
+                "inspect",
+                "test-config",
+                "evidence",
+                "restart",
+                "verify",
+                "kill",
+                "start",
+                "verify",
+                "mail",
+            ],
+            fields: "verdict=timeout action=restart+kill+start old_pid=100 new_pid=200 state=healthy mail=sent",
+            exit: Exit::Recovered,
+        },
+        Case {
+            what: "a stopped master: kill and start at once",
+            answer: Answer::Timeout,
+            found: found(Some(100), Plan::KillStart, None),
+            failing: &[],
+            verifications: &[true],
+            did: &[
+                "probe", "inspect", "evidence", "kill", "start", "verify", "mail",
+            ],
+            fields: "verdict=timeout action=kill+start old_pid=100 new_pid=200 state=healthy mail=sent",
+            exit: Exit::Recovered,
+        },
+        Case {
+            what: "nothing helps: still down",
+            answer: Answer::Status(502),
+            found: found(Some(100), Plan::Restart, None),
+            failing: &[Restart],
+            verifications: &[],
+            did: &[
+                "probe",
+                "inspect",
+                "test-config",
+                "evidence",
+                "restart",
+                "kill",
+                "start",
+                "verify",
+                "mail",
+            ],
+            fields: "verdict=502 action=restart+kill+start old_pid=100 new_pid=200 state=down mail=sent",
+            exit: Exit::Failing,
+        },
+    ]
+}
+
+#[test]
+fn relaunch_paths() {
+    for case in relaunch_cases() {
+        let config = config(&[]);
+        let mut state = State::default();
+        let mut host = Fake::answering(case.answer)
+            .finding(Some(case.found))
+            .verifying(case.verifications);
+        host.failing_steps = case.failing.to_vec();
+        let report = run(&config, &mut state, &mut host).expect(case.what);
+        assert_eq!(host.did, case.did, "{}", case.what);
+        assert_eq!(fields(&report), case.fields, "{}", case.what);
+        assert_eq!(report.exit(), case.exit, "{}", case.what);
+        assert_eq!(state.relaunches, [NOW], "{}: booked", case.what);
+        assert_eq!(host.sent.len(), 1, "{}: one alert", case.what);
+        if case.exit == Exit::Recovered {
+            assert_eq!(state.incident, None, "{}: the relaunch ended it", case.what);
+            assert_eq!(state.failures, 0);
+        } else {
+            let error = report.error.as_deref().unwrap_or_default();
+            assert!(
+                error.contains("restart: `service php8.2-fpm restart` failed")
+                    && error.ends_with("heartbeat still answers 502"),
+                "{error}"
+            );
+            assert!(state.incident.as_ref().is_some_and(|i| i.alerted));
+        }
+    }
+}
+
+#[test]
+fn an_answer_a_relaunch_cannot_fix_is_alerted_once_per_incident() {
+    let config = config(&[]);
+    let mut state = State::default();
+    let mut host = Fake::answering(Answer::Refused("connection refused".into()));
+    let first = run(&config, &mut state, &mut host).unwrap();
+    assert_eq!(
+        fields(&first),
+        "verdict=refused action=none old_pid=- new_pid=- state=web-server-down mail=sent"
+    );
+    assert_eq!(first.exit(), Exit::Alerted);
+    assert_eq!(first.error.as_deref(), Some("connection refused"));
+    let second = run(&config, &mut state, &mut host).unwrap();
+    assert_eq!(second.mail.to_string(), "none");
+    assert_eq!(host.did.iter().filter(|d| *d == "mail").count(), 1);
+    assert!(
+        !host.did.iter().any(|d| d == "inspect"),
+        "php-fpm left alone"
+    );
+    assert_eq!(
+        host.subjects(),
+        ["php-relaunch on web1: web server unreachable (refused)"]
+    );
+}
+
+#[test]
+fn below_the_failure_threshold_nothing_is_done() {
+    let config = config(&["--failures", "3"]);
+    let mut state = State::default();
+    let mut host = Fake::answering(Answer::Status(502)).verifying(&[true]);
+    for n in 1..=2 {
+        let report = run(&config, &mut state, &mut host).unwrap();
+        assert_eq!(report.state.to_string(), "failing");
+        assert_eq!(
+            report.error,
+            Some(format!("failure {n} of 3 before a relaunch"))
+        );
+        assert_eq!(report.exit(), Exit::Failing);
+    }
+    assert_eq!(host.did, ["probe", "probe"]);
+    let third = run(&config, &mut state, &mut host).unwrap();
+    assert_eq!(
+        third.exit(),
+        Exit::Recovered,
+        "the third failure relaunches"
+    );
+}
+
+#[test]
+fn a_pause_file_changes_nothing() {
+    let config = config(&[]);
+    let mut state = State::default();
+    let mut host = Fake::answering(Answer::Status(502));
+    host.paused = true;
+    let report = run(&config, &mut state, &mut host).unwrap();
+    assert_eq!(
+        fields(&report),
+        "verdict=502 action=none old_pid=- new_pid=- state=paused mail=none"
+    );
+    assert_eq!(
+        report.error.as_deref(),
+        Some("pause file '/etc/php-relaunch/pause' exists: changing nothing")
+    );
+    assert_eq!(report.exit(), Exit::Failing);
+    assert_eq!(host.did, ["probe"]);
+}
+
+#[test]
+fn a_spent_budget_gives_up_with_one_alert_and_healthy_runs_restore_it() {
+    let config = config(&["--max-restarts", "1", "--recover-after", "2"]);
+    let mut state = State {
+        relaunches: vec![NOW - 600],
+        ..State::default()
+    };
+    let mut host = Fake::answering(Answer::Status(502));
+    let first = run(&config, &mut state, &mut host).unwrap();
+    assert_eq!(
+        fields(&first),
+        "verdict=502 action=gave-up old_pid=- new_pid=- state=down mail=sent"
+    );
+    assert!(
+        first
+            .error
+            .unwrap()
+            .starts_with("restart budget spent (1 relaunches within 3600s)")
+    );
+    let second = run(&config, &mut state, &mut host).unwrap();
+    assert_eq!(
+        fields(&second),
+        "verdict=502 action=none old_pid=- new_pid=- state=down mail=none"
+    );
+    assert_eq!(
+        host.subjects(),
+        ["php-relaunch on web1: giving up: restart budget spent (502)"]
+    );
+    assert!(!host.did.iter().any(|d| d == "inspect"), "no relaunch");
+    assert!(state.gave_up);
+
+    host.answer = Answer::Status(200);
+    let recovered = run(&config, &mut state, &mut host).unwrap();
+    assert_eq!(recovered.state.to_string(), "recovered");
+    assert!(state.gave_up, "one healthy run is not enough");
+    let restored = run(&config, &mut state, &mut host).unwrap();
+    assert_eq!(
+        fields(&restored),
+        "verdict=200 action=budget-restored old_pid=- new_pid=- state=healthy mail=none"
+    );
+    assert_eq!(restored.exit(), Exit::Healthy);
+    assert!(!state.gave_up && state.relaunches.is_empty());
+}
+
+#[test]
+fn the_recovery_window_after_a_relaunch_holds_the_next_one_back() {
+    let config = config(&[]);
+    let mut state = State {
+        relaunches: vec![NOW - 5],
+        last_took_ms: Some(4000),
+        ..State::default()
+    };
+    let mut host = Fake::answering(Answer::Timeout);
+    let report = run(&config, &mut state, &mut host).unwrap();
+    assert_eq!(report.state.to_string(), "cooldown");
+    assert_eq!(
+        report.error.as_deref(),
+        Some("the previous relaunch's recovery window is open for 5s more")
+    );
+    assert_eq!(host.did, ["probe"]);
+}
+
+#[test]
+fn a_saturated_pool_is_alerted_unless_relaunching_it_is_allowed() {
+    let saturated = || Some(found(Some(100), Plan::Restart, Some(load(5, 5, &[]))));
+    let mut host = Fake::answering(Answer::Timeout).finding(saturated());
+    let report = run(&config(&[]), &mut State::default(), &mut host).unwrap();
+    assert_eq!(report.state.to_string(), "saturated");
+    assert_eq!(report.exit(), Exit::Alerted);
+    assert!(
+        report
+            .error
+            .unwrap()
+            .contains("not relaunched, which would drop their requests")
+    );
+    assert_eq!(host.did, ["probe", "inspect", "mail"]);
+
+    let mut host = Fake::answering(Answer::Timeout)
+        .finding(saturated())
+        .verifying(&[true]);
+    let report = run(
+        &config(&["--relaunch-saturated"]),
+        &mut State::default(),
+        &mut host,
+    )
+    .unwrap();
+    assert_eq!(report.action.to_string(), "restart");
+    assert_eq!(report.exit(), Exit::Recovered);
+}
+
+#[test]
+fn stuck_workers_are_killed_and_that_is_enough() {
+    let config = config(&[]);
+    let mut state = State::default();
+    let stuck = load(2, 5, &[(41, 400), (42, 300)]);
+    let mut host = Fake::answering(Answer::Timeout)
+        .finding(Some(found(Some(100), Plan::Restart, Some(stuck))))
+        .verifying(&[true]);
+    host.stuck_killed = vec![41];
+    let report = run(&config, &mut state, &mut host).unwrap();
+    assert_eq!(
+        fields(&report),
+        "verdict=timeout action=kill-stuck old_pid=200 new_pid=200 state=healthy mail=sent"
+    );
+    assert_eq!(
+        report.error.as_deref(),
+        Some(
+            "killed workers stuck in one request: 41 (400s); not killed, not workers of the verified master: 42"
+        )
+    );
+    assert_eq!(report.exit(), Exit::Recovered);
+    assert_eq!(
+        host.did,
+        ["probe", "inspect", "kill-stuck [41, 42]", "verify", "mail"]
+    );
+    assert!(state.relaunches.is_empty(), "not a relaunch");
+    assert_eq!((state.failures, state.incident.clone()), (0, None));
+    assert_eq!(
+        host.subjects(),
+        ["php-relaunch on web1: stuck php-fpm workers killed (timeout)"]
+    );
+}
+
+#[test]
+fn a_failing_config_test_leaves_the_master_running() {
+    let mut host = Fake::answering(Answer::Status(502));
+    host.config_ok = false;
+    let report = run(&config(&[]), &mut State::default(), &mut host).unwrap();
+    assert_eq!(report.state.to_string(), "config-error");
+    assert_eq!(report.exit(), Exit::Failing);
+    assert_eq!(
+        report.error.as_deref(),
+        Some(
+            "config test failed, php-fpm left running: ERROR: [pool www] unknown entry 'pm.max_chlidren'"
+        )
+    );
+    assert_eq!(host.did, ["probe", "inspect", "test-config", "mail"]);
+    assert_eq!(
+        host.subjects(),
+        ["php-relaunch on web1: php-fpm config test failed, not relaunched (502)"]
+    );
+}
+
+#[test]
+fn the_end_of_an_alerted_incident_is_mailed_once() {
+    let config = config(&[]);
+    let since = NOW - 120;
+    let mut state = State {
+        incident: Some(Incident {
+            since,
+            verdict: "unhealthy".into(),
+            alerted: true,
+        }),
+        ..State::default()
+    };
+    let mut host = Fake::answering(Answer::Status(200));
+    let report = run(&config, &mut state, &mut host).unwrap();
+    assert_eq!(report.state.to_string(), "recovered");
+    assert_eq!(report.exit(), Exit::Healthy);
+    assert!(report.error.unwrap().starts_with("failing since "));
+    assert_eq!(run(&config, &mut state, &mut host), None, "said once");
+    assert_eq!(
+        host.subjects(),
+        ["php-relaunch on web1: heartbeat healthy again"]
+    );
+
+    // An incident nobody was told of ends without a mail.
+    state.incident = Some(Incident {
+        since,
+        verdict: "502".into(),
+        alerted: false,
+    });
+    let report = run(&config, &mut state, &mut host).unwrap();
+    assert_eq!(report.mail.to_string(), "none");
+    assert_eq!(host.sent.len(), 1);
+}
+
+#[test]
+fn a_dry_run_decides_and_changes_nothing() {
+    let mut host = Fake::answering(Answer::Status(502));
+    let report = run(&config(&["--dry-run"]), &mut State::default(), &mut host).unwrap();
+    assert_eq!(
+        fields(&report),
+        "verdict=502 action=would-restart old_pid=100 new_pid=- state=down mail=none"
+    );
+    assert_eq!(report.exit(), Exit::Failing);
+    assert_eq!(host.did, ["probe", "inspect"]);
+}
+
+#[test]
+fn a_php_fpm_that_cannot_be_found_is_reported_not_guessed() {
+    let mut host = Fake::answering(Answer::Status(502)).finding(None);
+    let report = run(&config(&[]), &mut State::default(), &mut host).unwrap();
+    assert_eq!(report.state.to_string(), "down");
+    assert_eq!(
+        report.error.as_deref(),
+        Some("no php-fpm service found: name it with --service")
+    );
+    assert_eq!(host.did, ["probe", "inspect", "mail"]);
+}
+
+#[test]
+fn a_mail_that_cannot_be_sent_is_said_in_the_line() {
+    let mut host = Fake::answering(Answer::Status(502)).verifying(&[true]);
+    host.mail_fails = true;
+    let report = run(&config(&[]), &mut State::default(), &mut host).unwrap();
+    assert_eq!(report.mail.to_string(), "failed");
+    assert_eq!(report.error.as_deref(), Some("mail: connection refused"));
+}
+
+#[test]
+fn php_cgi_is_relaunched_after_php_fpm() {
+    let mut host = Fake::answering(Answer::Status(502)).verifying(&[true]);
+    let report = run(&config(&["1"]), &mut State::default(), &mut host).unwrap();
+    assert_eq!(report.action.to_string(), "restart+cgi-start");
+}
+
+#[test]
+fn no_recipients_no_mail_but_the_incident_counts_as_told() {
+    let args = [
+        "php-relaunch",
+        "http://127.0.0.1:8889/php-heartbeat.php",
+        "2",
+    ];
+    let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+    let Ok(Invocation::Run(run_args)) = cli::parse(&args) else {
+        panic!()
+    };
+    let config = Config::from_run(*run_args).unwrap();
+    let mut state = State::default();
+    let mut host = Fake::answering(Answer::Status(503));
+    let report = run(&config, &mut state, &mut host).unwrap();
+    assert_eq!(report.mail.to_string(), "none");
+    assert!(host.sent.is_empty());
+    assert!(state.incident.is_some_and(|i| i.alerted));
+}
