@@ -12,7 +12,8 @@ use std::time::SystemTime;
 use anyhow::{Context, Result};
 use rustix::fs::OFlags;
 
-use crate::journal::{self, printable};
+use crate::escape::printable;
+use crate::journal;
 use crate::report::Report;
 use crate::secure_file::{self, Links};
 

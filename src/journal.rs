@@ -62,20 +62,6 @@ fn one_line(text: &str) -> String {
     out
 }
 
-/// Text as it may be printed where others' words must not become lines or terminal commands (#13):
-/// control characters escaped (`\n`, `\t`, `\u{1b}` …), except those in `keep`.
-pub fn printable(text: &str, keep: &[char]) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() && !keep.contains(&c) {
-            out.extend(c.escape_debug());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// The open log.
 #[derive(Debug)]
 pub struct Journal {
@@ -174,12 +160,6 @@ mod tests {
             "{line}"
         );
         assert_eq!(line.matches('\n').count(), 1);
-    }
-
-    #[test]
-    fn printable_escapes_controls_but_those_kept() {
-        assert_eq!(printable("a\nb\u{1b}[1m\t", &[]), r"a\nb\u{1b}[1m\t");
-        assert_eq!(printable("a\nb\r", &['\n']), "a\nb\\r");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use anyhow::{Result, anyhow};
 use rustix::process::{Pid, Signal};
 use sysinfo::{ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System, UpdateKind};
 
-use crate::journal::printable;
+use crate::escape::printable;
 
 /// One process, as seen at a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
