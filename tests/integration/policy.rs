@@ -2,13 +2,11 @@
 //! private nginx: thresholds, cooldown, budget, reset, pause, config test, saturation, stuck workers,
 //! evidence, one alert per incident, and the state file's own troubles.
 
-mod common;
-
 use std::fs;
 use std::process::{Child, Command};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Site, Smtp, alive, curl_status, field, stderr, wait_until};
+use crate::common::{Site, Smtp, alive, curl_status, field, stderr, wait_until};
 
 fn now() -> u64 {
     SystemTime::now()
@@ -215,14 +213,14 @@ fn reset_restores_a_spent_budget() {
     assert_eq!(site.run(&site.heartbeat(), "2", &[]).status.code(), Some(1));
     assert!(site.fpm.pids().is_empty());
 
-    let out = Command::new(env!("CARGO_BIN_EXE_php-relaunch"))
+    let out = crate::common::php_relaunch()
         .args(["reset", &site.heartbeat(), "--state"])
         .arg(&site.state)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(
-        common::stdout(&out),
+        crate::common::stdout(&out),
         format!("restart budget restored ({})\n", site.state.display())
     );
 

@@ -1,13 +1,11 @@
 //! The FastCGI probe against a real php-fpm (no web server anywhere), on a unix socket and on TCP,
 //! through `php-relaunch check` and through a full relaunch.
 
-mod common;
-
 use std::fs;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Fpm, alive, field, shared_tempdir, stderr, stdout, wait_until};
+use crate::common::{Fpm, alive, field, shared_tempdir, stderr, stdout, wait_until};
 
 /// A private php-fpm with ping.path, pm.status_path and a few scripts, on a socket or on TCP.
 struct Pool {
@@ -28,7 +26,7 @@ impl Pool {
         let www = dir.path().join("www");
         fs::create_dir(&www).unwrap();
         fs::copy(
-            common::project().join("nginx/php-heartbeat.php"),
+            crate::common::project().join("nginx/php-heartbeat.php"),
             www.join("php-heartbeat.php"),
         )
         .unwrap();
@@ -78,8 +76,8 @@ impl Drop for Pool {
 }
 
 fn check_command(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_php-relaunch"));
-    cmd.arg("check").args(args).env_remove("RUST_BACKTRACE");
+    let mut cmd = crate::common::php_relaunch();
+    cmd.arg("check").args(args);
     cmd
 }
 
@@ -259,7 +257,7 @@ fn a_relaunch_driven_over_fastcgi_needs_no_web_server() {
             pool.fpm.stop();
         }
         let log = pool.dir.path().join("log");
-        let out = Command::new(env!("CARGO_BIN_EXE_php-relaunch"))
+        let out = crate::common::php_relaunch()
             .args([&pool.fpm.target("/ping"), "1"])
             .args(pool.fpm.direct_args())
             .arg("--log")
@@ -268,7 +266,6 @@ fn a_relaunch_driven_over_fastcgi_needs_no_web_server() {
             .arg(pool.dir.path().join("lock"))
             .arg("--state")
             .arg(pool.dir.path().join("state.json"))
-            .env_remove("RUST_BACKTRACE")
             .output()
             .unwrap();
 

@@ -3,12 +3,12 @@
 //! also holds across processes under cargo-nextest), and each leaves the service as it found it
 //! (running or not), even when it fails.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Nginx, alive, field, pids_of_exe, shared_tempdir, signal, state, stderr, wait_until};
+use crate::common::{
+    Nginx, alive, field, pids_of_exe, shared_tempdir, signal, state, stderr, wait_until,
+};
 use rustix::process::Signal;
 
 const SERVICE: &str = "php8.2-fpm";
@@ -68,11 +68,11 @@ impl SystemFpm {
     }
 
     fn master() -> Option<u32> {
-        common::live_pid_in(std::path::Path::new(PID_FILE))
+        crate::common::live_pid_in(std::path::Path::new(PID_FILE))
     }
 
     fn run(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_php-relaunch"))
+        crate::common::php_relaunch()
             .args(args)
             .arg("--log")
             .arg(self.dir.path().join("log"))
@@ -80,7 +80,6 @@ impl SystemFpm {
             .arg(self.dir.path().join("lock"))
             .arg("--state")
             .arg(self.dir.path().join("state.json"))
-            .env_remove("RUST_BACKTRACE")
             .output()
             .unwrap()
     }
@@ -115,7 +114,7 @@ fn impostors_of_the_system_master_are_never_run_and_the_stopped_service_is_start
     let url = fpm.start_nginx();
     // A program of nobody's calling itself php8.2-fpm's master, and one calling itself another
     // version's: neither picks the service, is taken for its master, or is run by root.
-    let mut impostor = common::Impostor::build();
+    let mut impostor = crate::common::Impostor::build();
     impostor.start("php-fpm: master process (/etc/php/8.2/fpm/php-fpm.conf)");
     impostor.start("php-fpm: master process (/etc/php/9.9/fpm/php-fpm.conf)");
     let impostors = impostor.pids();
@@ -213,7 +212,7 @@ fn a_saturated_service_is_restarted_only_when_allowed() {
         fpm.clients.push(client);
     }
     wait_until("the pool to fill", Duration::from_secs(10), || {
-        common::curl_status(&url) != "200"
+        crate::common::curl_status(&url) != "200"
     });
 
     // No --service: the running master's title names it. A saturated pool is alive: without the
@@ -247,5 +246,5 @@ fn a_saturated_service_is_restarted_only_when_allowed() {
     assert_eq!(field(&line, "state"), Some("healthy"), "{line}");
     let new_master = SystemFpm::master().expect("the service runs again");
     assert_ne!(new_master, old_master);
-    assert_eq!(common::curl_status(&url), "200");
+    assert_eq!(crate::common::curl_status(&url), "200");
 }

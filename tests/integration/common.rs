@@ -2,8 +2,6 @@
 //! serving the project's heartbeat vhost, an SMTP sink, all on loopback in a temporary directory.
 //! Everything started here is ended here, by pid, when the value is dropped, even if the test failed.
 
-#![allow(dead_code)] // Each test file uses its own part of this.
-
 use std::fs;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
@@ -13,6 +11,15 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal, kill_process};
+
+/// The binary under test, as users run it: no backtraces asked for, no proxy in the way.
+pub fn php_relaunch() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_php-relaunch"));
+    cmd.env_remove("RUST_BACKTRACE")
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy");
+    cmd
+}
 
 /// The project's root, where nginx/ lives.
 pub fn project() -> PathBuf {
@@ -107,12 +114,6 @@ pub fn pids_of_exe(exe: &Path) -> Vec<u32> {
     }
     pids.sort_unstable();
     pids
-}
-
-/// The parent of a process.
-pub fn ppid(pid: u32) -> Option<u32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 2..].split(' ').nth(1)?.parse().ok()
 }
 
 /// A private php-fpm instance, run from a copy of Debian's binary so that Debian's init script, which
@@ -530,7 +531,7 @@ impl Site {
 
     /// `php-relaunch URL TIMEOUT EXTRA…` controlling the private php-fpm, with this site's log and lock.
     pub fn command(&self, url: &str, timeout: &str, extra: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_php-relaunch"));
+        let mut cmd = php_relaunch();
         cmd.arg(url)
             .arg(timeout)
             .args(extra)
@@ -540,10 +541,7 @@ impl Site {
             .arg("--lock")
             .arg(&self.lock)
             .arg("--state")
-            .arg(&self.state)
-            .env_remove("RUST_BACKTRACE")
-            .env_remove("HTTP_PROXY")
-            .env_remove("http_proxy");
+            .arg(&self.state);
         cmd
     }
 

@@ -1,11 +1,9 @@
 //! The files beside the code: nginx accepts and serves the heartbeat vhost, mcron accepts the job.
 
-mod common;
-
 use std::fs;
 use std::process::Command;
 
-use common::{Site, project, shared_tempdir, stderr, stdout};
+use crate::common::{Site, project, shared_tempdir, stderr, stdout};
 
 #[test]
 fn nginx_accepts_the_heartbeat_files_unchanged() {
@@ -159,14 +157,13 @@ fn crontab_example_runs_the_binary_by_full_path_with_the_classic_arguments() {
             .map(|a| a.trim_matches('\'').to_owned())
             .collect();
         let dir = tempfile::tempdir().unwrap();
-        let port = common::free_port().to_string();
-        let out = Command::new(env!("CARGO_BIN_EXE_php-relaunch"))
+        let port = crate::common::free_port().to_string();
+        let out = crate::common::php_relaunch()
             .args(args.iter().map(|a| a.replace("8889", &port)))
             .args(["--dry-run", "--service", "php8.2-fpm", "--state"])
             .arg(dir.path().join("state.json"))
             .arg("--lock")
             .arg(dir.path().join("lock"))
-            .env_remove("RUST_BACKTRACE")
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(4), "{args:?}: {}", stderr(&out));

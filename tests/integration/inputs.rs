@@ -1,13 +1,11 @@
 //! Bad input and unsafe paths: one clear line on stderr, exit 2, nothing probed, restarted or logged.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Site, curl_status, field, stderr, stdout, wait_until};
+use crate::common::{Site, curl_status, field, stderr, stdout, wait_until};
 
 /// A site whose php-fpm is down, so any run that got past validation would relaunch it.
 fn broken_site() -> Site {
@@ -17,11 +15,7 @@ fn broken_site() -> Site {
 }
 
 fn assert_refused(site: &Site, args: &[&str], says: &str) {
-    let out = Command::new(env!("CARGO_BIN_EXE_php-relaunch"))
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .unwrap();
+    let out = crate::common::php_relaunch().args(args).output().unwrap();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
     assert_eq!(stdout(&out), "", "{args:?}");
@@ -130,7 +124,7 @@ fn a_symlinked_log_or_lock_is_refused_and_its_target_untouched() {
     symlink(&target, &link).unwrap();
 
     for (option, log, lock) in [("--log", &link, &site.lock), ("--lock", &site.log, &link)] {
-        let out = Command::new(env!("CARGO_BIN_EXE_php-relaunch"))
+        let out = crate::common::php_relaunch()
             .args([&site.heartbeat(), "5"])
             .args(site.fpm.direct_args())
             .arg("--log")
@@ -139,7 +133,6 @@ fn a_symlinked_log_or_lock_is_refused_and_its_target_untouched() {
             .arg(lock)
             .arg("--state")
             .arg(&site.state)
-            .env_remove("RUST_BACKTRACE")
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{option}: {}", stderr(&out));
@@ -196,7 +189,7 @@ fn a_held_lock_sends_the_run_away_quietly() {
 
 #[test]
 fn help_documents_the_options_and_exit_codes() {
-    let out = Command::new(env!("CARGO_BIN_EXE_php-relaunch"))
+    let out = crate::common::php_relaunch()
         .arg("--help")
         .output()
         .unwrap();
@@ -226,7 +219,7 @@ fn help_documents_the_options_and_exit_codes() {
 #[test]
 fn php_cgi_fallback_is_killed_on_relaunch() {
     let site = broken_site();
-    let port = common::free_port();
+    let port = crate::common::free_port();
     let mut cgi = Command::new("/usr/bin/php-cgi8.2")
         .args(["-b", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())

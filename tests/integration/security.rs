@@ -4,8 +4,6 @@
 //! built from tests/fixtures/fake_master.c, a `sleep` as the victim, and a fake status server (a
 //! thread below): each stands for what an attacker would run, not for a server we could run instead.
 
-mod common;
-
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -15,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
-use common::{Impostor, Site, alive, field, shared_tempdir, stderr, wait_until_quietly};
+use crate::common::{Impostor, Site, alive, field, shared_tempdir, stderr, wait_until_quietly};
 
 /// The one log line a run wrote.
 fn only_line(site: &Site) -> String {
@@ -72,7 +70,7 @@ fn run_within(mut cmd: Command, limit: Duration) -> Output {
 /// The pool user makes nginx answer 502 by moving php-fpm's socket away; the master lives on.
 fn move_socket_away(site: &Site) {
     fs::rename(&site.fpm.socket, site.dir.path().join("moved.sock")).unwrap();
-    assert_eq!(common::curl_status(&site.heartbeat()), "502");
+    assert_eq!(crate::common::curl_status(&site.heartbeat()), "502");
 }
 
 #[test]
@@ -328,7 +326,7 @@ fn item_6_a_full_log_filesystem_still_leaves_the_state_saved() {
     fs::create_dir(&log_dir).unwrap();
     let log = log_dir.join("php-relaunch.log");
     site.fpm.stop();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_php-relaunch"));
+    let mut cmd = crate::common::php_relaunch();
     cmd.arg(site.heartbeat())
         .arg("5")
         .args(site.fpm.direct_args())
@@ -337,8 +335,7 @@ fn item_6_a_full_log_filesystem_still_leaves_the_state_saved() {
         .arg("--lock")
         .arg(&site.lock)
         .arg("--state")
-        .arg(&site.state)
-        .env_remove("RUST_BACKTRACE");
+        .arg(&site.state);
 
     let out = with_full_filesystem(&cmd, &log_dir).output().unwrap();
 
@@ -367,7 +364,7 @@ fn item_7_a_master_started_through_a_linked_config_is_found_and_killed_when_hung
         .status()
         .unwrap();
     assert!(status.success());
-    common::wait_until("php-fpm master", Duration::from_secs(10), || {
+    crate::common::wait_until("php-fpm master", Duration::from_secs(10), || {
         site.fpm.master().is_some()
     });
     let hung = site.fpm.master().unwrap();
@@ -452,14 +449,13 @@ fn item_10_a_huge_drain_timeout_is_a_clear_config_error() {
     )
     .unwrap();
 
-    let out = Command::new(env!("CARGO_BIN_EXE_php-relaunch"))
+    let out = crate::common::php_relaunch()
         .args(["pools", "restart", "--config"])
         .arg(&pools)
         .arg("--lock")
         .arg(dir.path().join("lock"))
         .arg("--log")
         .arg(dir.path().join("log"))
-        .env_remove("RUST_BACKTRACE")
         .output()
         .unwrap();
 
@@ -476,7 +472,7 @@ fn item_10_a_huge_drain_timeout_is_a_clear_config_error() {
 #[test]
 fn item_11_control_characters_in_a_workers_title_show_escaped_in_the_mail() {
     let site = Site::start();
-    let smtp = common::Smtp::start(site.dir.path());
+    let smtp = crate::common::Smtp::start(site.dir.path());
     // A pool whose name carries an escape sequence and a tab, as its workers show it.
     let conf = fs::read_to_string(&site.fpm.config)
         .unwrap()
@@ -511,7 +507,7 @@ fn every_run_has_an_overall_deadline_that_frees_the_lock() {
     let elsewhere = site.dir.path().join("elsewhere.sock");
     site.fpm
         .reconfigure(&format!("listen = {}\n", elsewhere.display()));
-    assert_eq!(common::curl_status(&site.heartbeat()), "502");
+    assert_eq!(crate::common::curl_status(&site.heartbeat()), "502");
     let cmd = site.command(
         &site.heartbeat(),
         "1",

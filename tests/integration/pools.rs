@@ -1,8 +1,6 @@
 //! Redundant pool replicas (#4): two private php-fpm masters behind a private nginx whose upstream is
 //! the project's nginx/pool-upstream.conf, driven by `php-relaunch pools` under real load.
 
-mod common;
-
 use std::fmt::Write as _;
 use std::fs;
 use std::path::PathBuf;
@@ -12,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use common::{Fpm, Nginx, alive, free_port, shared_tempdir, stderr, stdout};
+use crate::common::{Fpm, Nginx, alive, free_port, shared_tempdir, stderr, stdout};
 
 /// Two replicas of pool `www` and an nginx in front of them.
 struct Pool {
@@ -42,16 +40,17 @@ impl Pool {
                 fpm
             })
             .collect();
-        let upstream = fs::read_to_string(common::project().join("nginx/pool-upstream.conf"))
-            .unwrap()
-            .replace(
-                "/run/php-relaunch/www-1.sock",
-                &replicas[0].socket.display().to_string(),
-            )
-            .replace(
-                "/run/php-relaunch/www-2.sock",
-                &replicas[1].socket.display().to_string(),
-            );
+        let upstream =
+            fs::read_to_string(crate::common::project().join("nginx/pool-upstream.conf"))
+                .unwrap()
+                .replace(
+                    "/run/php-relaunch/www-1.sock",
+                    &replicas[0].socket.display().to_string(),
+                )
+                .replace(
+                    "/run/php-relaunch/www-2.sock",
+                    &replicas[1].socket.display().to_string(),
+                );
         fs::write(dir.path().join("pool-upstream.conf"), upstream).unwrap();
         fs::copy(
             "/etc/nginx/fastcgi_params",
@@ -152,7 +151,7 @@ impl Load {
 
     /// Stops once at least `min` requests were made, and returns them all.
     fn finish(self, min: usize) -> Vec<Result<String, String>> {
-        common::wait_until("enough requests", Duration::from_mins(2), || {
+        crate::common::wait_until("enough requests", Duration::from_mins(2), || {
             self.count.load(Ordering::Relaxed) >= min
         });
         self.stop.store(true, Ordering::Relaxed);
@@ -207,7 +206,7 @@ fn rolling_restarts(pools_file: &std::path::Path, dir: &std::path::Path, times: 
 
 /// `php-relaunch pools ARGS` on this pools file, with its own log and lock in `dir`.
 fn pools_command(pools_file: &std::path::Path, dir: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_php-relaunch"))
+    crate::common::php_relaunch()
         .arg("pools")
         .args(args)
         .arg("--config")
@@ -216,7 +215,6 @@ fn pools_command(pools_file: &std::path::Path, dir: &std::path::Path, args: &[&s
         .arg(dir.join("log"))
         .arg("--lock")
         .arg(dir.join("lock"))
-        .env_remove("RUST_BACKTRACE")
         .output()
         .unwrap()
 }
@@ -330,7 +328,7 @@ fn the_last_serving_replica_is_never_stopped() {
         "www/1: refusing to stop www/1: no other replica of pool 'www' is serving\n"
     );
     assert!(pool.replicas[0].master().is_some());
-    assert_eq!(common::curl_status(&pool.url("hello.php")), "200");
+    assert_eq!(crate::common::curl_status(&pool.url("hello.php")), "200");
 
     let out = pool.pools(&["start", "www", "2"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -362,7 +360,7 @@ fn a_replica_that_would_not_start_is_left_running_and_reported() {
         Some(second),
         "the running replica must stay"
     );
-    assert_eq!(common::curl_status(&pool.url("hello.php")), "200");
+    assert_eq!(crate::common::curl_status(&pool.url("hello.php")), "200");
 }
 
 #[test]
@@ -389,10 +387,9 @@ fn pools_error(toml: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("pools.toml");
     fs::write(&file, toml).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_php-relaunch"))
+    let out = crate::common::php_relaunch()
         .args(["pools", "list", "--config"])
         .arg(&file)
-        .env_remove("RUST_BACKTRACE")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -442,7 +439,7 @@ fn a_cron_run_relaunches_just_the_failing_replica() {
     pool.replicas[0].freeze();
     let log = pool.dir.path().join("cron.log");
     let run = || {
-        Command::new(env!("CARGO_BIN_EXE_php-relaunch"))
+        crate::common::php_relaunch()
             .args([
                 &pool.url("hello.php"),
                 "1",
@@ -459,7 +456,6 @@ fn a_cron_run_relaunches_just_the_failing_replica() {
             .arg(pool.dir.path().join("cron.lock"))
             .arg("--state")
             .arg(pool.dir.path().join("state.json"))
-            .env_remove("RUST_BACKTRACE")
             .output()
             .unwrap()
     };
@@ -475,13 +471,21 @@ fn a_cron_run_relaunches_just_the_failing_replica() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let text = fs::read_to_string(&log).unwrap();
     let line = text.lines().last().unwrap();
-    assert_eq!(common::field(line, "verdict"), Some("timeout"), "{line}");
     assert_eq!(
-        common::field(line, "action"),
+        crate::common::field(line, "verdict"),
+        Some("timeout"),
+        "{line}"
+    );
+    assert_eq!(
+        crate::common::field(line, "action"),
         Some("www/1:kill+start"),
         "{line}"
     );
-    assert_eq!(common::field(line, "state"), Some("healthy"), "{line}");
+    assert_eq!(
+        crate::common::field(line, "state"),
+        Some("healthy"),
+        "{line}"
+    );
     assert!(!alive(first), "the frozen replica was not replaced");
     assert!(pool.replicas[0].master().is_some());
     assert_eq!(
@@ -581,8 +585,8 @@ impl Apache {
             .output()
             .unwrap();
         assert!(out.status.success(), "apache2: {}", stderr(&out));
-        common::wait_until("apache to answer", Duration::from_secs(10), || {
-            common::curl_status(&format!("http://127.0.0.1:{port}/hello.php")) == "200"
+        crate::common::wait_until("apache to answer", Duration::from_secs(10), || {
+            crate::common::curl_status(&format!("http://127.0.0.1:{port}/hello.php")) == "200"
         });
         let pools_file = dir.path().join("pools.toml");
         let mut toml = format!(
@@ -613,9 +617,9 @@ impl Apache {
 
 impl Drop for Apache {
     fn drop(&mut self) {
-        if let Some(pid) = common::live_pid_in(&self.pid_file) {
-            common::signal(pid, rustix::process::Signal::TERM);
-            let _ = common::wait_until_quietly(Duration::from_secs(10), || !alive(pid));
+        if let Some(pid) = crate::common::live_pid_in(&self.pid_file) {
+            crate::common::signal(pid, rustix::process::Signal::TERM);
+            let _ = crate::common::wait_until_quietly(Duration::from_secs(10), || !alive(pid));
         }
     }
 }
@@ -715,8 +719,8 @@ fn a_plain_restart_of_a_single_pool_fails_requests_under_the_same_load() {
 
     for _ in 0..3 {
         let master = only.master().unwrap();
-        common::signal(master, rustix::process::Signal::QUIT);
-        common::wait_until("the master to exit", Duration::from_secs(10), || {
+        crate::common::signal(master, rustix::process::Signal::QUIT);
+        crate::common::wait_until("the master to exit", Duration::from_secs(10), || {
             !alive(master)
         });
         only.start();

@@ -1,12 +1,10 @@
 //! The core scenarios against a private php-fpm behind a private nginx, both real.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::fs;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use common::{Site, Smtp, alive, curl_status, field, state, stderr, stdout};
+use crate::common::{Site, Smtp, alive, curl_status, field, state, stderr, stdout};
 
 #[test]
 fn healthy_heartbeat_changes_nothing_and_says_nothing() {
@@ -241,7 +239,7 @@ fn mail_goes_to_both_recipients_with_the_facts() {
 fn smtp_down_still_relaunches_and_logs_the_failure() {
     let site = Site::start();
     site.fpm.stop();
-    let dead = format!("smtp://127.0.0.1:{}", common::free_port());
+    let dead = format!("smtp://127.0.0.1:{}", crate::common::free_port());
 
     let out = site.run(
         &site.heartbeat(),
@@ -302,7 +300,7 @@ fn every_repeats_within_the_minute() {
     site.fpm.stop();
     site.fpm.start();
 
-    let out = Command::new(env!("CARGO_BIN_EXE_php-relaunch"))
+    let out = crate::common::php_relaunch()
         .args([&site.heartbeat(), "2", "", "0", "--every", "0.2"])
         .args(site.fpm.direct_args())
         .arg("--log")

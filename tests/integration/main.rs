@@ -1,0 +1,14 @@
+//! The end-to-end tests, one crate: the real binary against real nginx, php-fpm, Apache, an SMTP
+//! server, mcron and the system's own php-fpm service, all on loopback. `common` holds the fixtures
+//! and the one builder of the binary's command; each module is one area of the README.
+
+mod common;
+mod fastcgi;
+mod files;
+mod inputs;
+mod layout;
+mod policy;
+mod pools;
+mod relaunch;
+mod security;
+mod system_service;
