@@ -449,8 +449,19 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, Stop> {
         }
         Err(err) => Err(Stop::Mistake {
             check,
-            message: format!("{} (see --help)", first_paragraph(&err.to_string())),
+            message: mistake(&err),
         }),
+    }
+}
+
+/// clap's error as one line. A value that does not parse is named by its own message; a mistake of
+/// form (a missing argument, an unknown option) points to `--help`.
+fn mistake(err: &clap::Error) -> String {
+    let said = first_paragraph(&err.to_string());
+    if err.kind() == ErrorKind::ValueValidation {
+        said
+    } else {
+        format!("{said} (see --help)")
     }
 }
 
@@ -478,7 +489,7 @@ fn parse_check_fast(args: &[OsString]) -> Option<Result<Invocation, Stop>> {
     });
     Some(parsed.map(Invocation::Check).map_err(|err| Stop::Mistake {
         check: true,
-        message: format!("{err:#} (see --help)"),
+        message: format!("{err:#}"),
     }))
 }
 
@@ -538,14 +549,14 @@ mod tests {
                 Ok(other) => panic!("{other:?}"),
                 Err(err) => Err(Stop::Mistake {
                     check: true,
-                    message: format!("{} (see --help)", first_paragraph(&err.to_string())),
+                    message: super::mistake(&err),
                 }),
             };
             assert_eq!(format!("{fast:?}"), format!("{through_clap:?}"), "{args:?}");
         }
     }
 
-    fn mistake(args: &[&str]) -> (bool, String) {
+    fn mistake_of(args: &[&str]) -> (bool, String) {
         match parse(&argv(args)) {
             Err(Stop::Mistake { check, message }) => (check, message),
             other => panic!("expected a mistake for {args:?}, got {other:?}"),
@@ -555,32 +566,32 @@ mod tests {
     #[test]
     fn check_mistakes_are_check_mistakes() {
         assert_eq!(
-            mistake(&["check", "unix:///x.sock", "0"]),
+            mistake_of(&["check", "unix:///x.sock", "0"]),
             (
                 true,
-                "TIMEOUT must be greater than 0 seconds, got '0' (see --help)".to_owned()
+                "TIMEOUT must be greater than 0 seconds, got '0'".to_owned()
             )
         );
-        let (check, message) = mistake(&["check"]);
+        let (check, message) = mistake_of(&["check"]);
         assert!(check && message.contains("<TARGET>"), "{message}");
     }
 
     #[test]
     fn mistakes_are_one_line_naming_the_problem() {
-        let (check, missing) = mistake(&["http://127.0.0.1/"]);
+        let (check, missing) = mistake_of(&["http://127.0.0.1/"]);
         assert!(!check);
         assert!(!missing.contains('\n'), "{missing}");
         assert!(missing.contains("<TIMEOUT>"), "{missing}");
 
-        let (_, unknown) = mistake(&["http://127.0.0.1/", "5", "--bogus"]);
+        let (_, unknown) = mistake_of(&["http://127.0.0.1/", "5", "--bogus"]);
         assert!(unknown.contains("--bogus"), "{unknown}");
 
-        let (_, within) = mistake(&["http://127.0.0.1/", "5", "--within", "1x"]);
+        let (_, within) = mistake_of(&["http://127.0.0.1/", "5", "--within", "1x"]);
         assert_eq!(
             within,
-            "--within takes a duration such as 90s, 10m or 1h, got '1x' (see --help)"
+            "--within takes a duration such as 90s, 10m or 1h, got '1x'"
         );
-        let (_, timeout) = mistake(&["http://127.0.0.1/", "-1"]);
+        let (_, timeout) = mistake_of(&["http://127.0.0.1/", "-1"]);
         assert!(
             timeout.starts_with("TIMEOUT must be greater than 0"),
             "{timeout}"
