@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::error::ErrorKind;
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 use lettre::Address;
 
 use crate::alert::Transport;
@@ -70,15 +70,80 @@ pub struct Cli {
 }
 
 /// The commands beside the classic run.
-#[derive(Subcommand, Debug)]
+#[derive(Debug)]
 pub enum Command {
-    /// Health check for Docker HEALTHCHECK and Kubernetes exec probes: probe once, no lock, no
-    /// restart, no log; exit 0 healthy, 1 unhealthy (also for bad arguments: Docker reserves 2)
+    /// `check TARGET [TIMEOUT]`.
     Check(CheckArgs),
-    /// Restore a spent restart budget, so relaunching resumes
+    /// `reset URL`.
     Reset(ResetArgs),
-    /// Redundant pool replicas: status, start, stop, rolling restarts and deploys
+    /// `pools …`.
     Pools(PoolsArgs),
+}
+
+/// The commands, each with what `--help` says of it in its list.
+const COMMANDS: [(&str, &str); 3] = [
+    (
+        "check",
+        "Health check for Docker HEALTHCHECK and Kubernetes exec probes: probe once, no lock, no \
+         restart, no log; exit 0 healthy, 1 unhealthy (also for bad arguments: Docker reserves 2)",
+    ),
+    (
+        "reset",
+        "Restore a spent restart budget, so relaunching resumes",
+    ),
+    (
+        "pools",
+        "Redundant pool replicas: status, start, stop, rolling restarts and deploys",
+    ),
+];
+
+// Written out rather than derived so that each command's arguments are built only when that command
+// is parsed (`Command::defer`): the cron line, which names none, does not pay for building them.
+impl Subcommand for Command {
+    fn augment_subcommands(cmd: clap::Command) -> clap::Command {
+        let defer: [fn(clap::Command) -> clap::Command; 3] = [
+            CheckArgs::augment_args,
+            ResetArgs::augment_args,
+            PoolsArgs::augment_args,
+        ];
+        COMMANDS
+            .iter()
+            .zip(defer)
+            .fold(cmd, |cmd, (&(name, about), args)| {
+                cmd.subcommand(clap::Command::new(name).about(about).defer(args))
+            })
+    }
+
+    fn augment_subcommands_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_subcommands(cmd)
+    }
+
+    fn has_subcommand(name: &str) -> bool {
+        COMMANDS.iter().any(|(command, _)| *command == name)
+    }
+}
+
+impl FromArgMatches for Command {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Command, clap::Error> {
+        match matches.subcommand() {
+            Some(("check", args)) => CheckArgs::from_arg_matches(args).map(Command::Check),
+            Some(("reset", args)) => ResetArgs::from_arg_matches(args).map(Command::Reset),
+            Some(("pools", args)) => PoolsArgs::from_arg_matches(args).map(Command::Pools),
+            Some((name, _)) => Err(clap::Error::raw(
+                ErrorKind::InvalidSubcommand,
+                format!("no command '{name}'"),
+            )),
+            None => Err(clap::Error::raw(
+                ErrorKind::MissingSubcommand,
+                "a command is needed",
+            )),
+        }
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Command::from_arg_matches(matches)?;
+        Ok(())
+    }
 }
 
 /// The classic run: `URL TIMEOUT [EMAILS] [PHP_CGI] [OPTIONS]`.
@@ -266,7 +331,8 @@ pub struct RunArgs {
     pub pools_config: PathBuf,
 }
 
-/// Judging the reply, for a run and for `check` alike.
+// Judging the reply, for a run and for `check` alike (no doc comment: it would become the `about`
+// of the commands that flatten it).
 #[derive(Args, Debug, Clone, Default)]
 pub struct ProbeArgs {
     /// The reply body must contain TEXT [default: pong for a FastCGI `/ping` path]
@@ -295,7 +361,7 @@ pub struct ProbeArgs {
     pub state: Option<PathBuf>,
 }
 
-/// `check TARGET [TIMEOUT]`.
+// `check TARGET [TIMEOUT]` (its `about` is in COMMANDS: a doc comment here would replace it).
 #[derive(Args, Debug)]
 pub struct CheckArgs {
     /// http://HOST[:PORT]/PATH, fcgi://HOST:PORT[/PATH[?QUERY]] or unix:///SOCKET[;/PATH[?QUERY]]
@@ -313,7 +379,7 @@ pub struct CheckArgs {
 /// `check`'s default deadline in seconds.
 const CHECK_TIMEOUT: &str = "5";
 
-/// `reset URL [--state PATH]`.
+// `reset URL [--state PATH]`.
 #[derive(Args, Debug)]
 pub struct ResetArgs {
     /// The URL (or FastCGI target) whose state to reset, as given to the watching runs
@@ -325,7 +391,7 @@ pub struct ResetArgs {
     pub state: Option<PathBuf>,
 }
 
-/// `pools [--config PATH] [--json] COMMAND`.
+// `pools [--config PATH] [--json] COMMAND`.
 #[derive(Args, Debug)]
 pub struct PoolsArgs {
     /// The pools file
@@ -363,7 +429,7 @@ pub struct PoolsArgs {
     pub command: PoolsCommand,
 }
 
-/// What to do with the pools.
+// What to do with the pools (no doc comment: it would become `pools`'s `about`).
 #[derive(Subcommand, Debug)]
 pub enum PoolsCommand {
     /// The pools and their replicas
@@ -523,10 +589,22 @@ mod tests {
 
     #[test]
     fn help_lists_the_commands_and_the_exit_codes() {
-        let help = Cli::command().render_long_help().to_string();
-        for needle in ["check", "reset", "pools", "5  another run holds the lock"] {
-            assert!(help.contains(needle), "{needle}: {help}");
+        let mut cli = Cli::command();
+        let help = cli.render_long_help().to_string();
+        for (name, about) in COMMANDS {
+            assert!(
+                help.contains(&format!("  {name}  {about}")),
+                "{name}: {help}"
+            );
+            // The command's own help says the same of it (its arguments are built on demand).
+            let sub = cli.find_subcommand_mut(name).unwrap();
+            sub.build();
+            assert_eq!(
+                sub.get_about().map(ToString::to_string).as_deref(),
+                Some(about)
+            );
         }
+        assert!(help.contains("5  another run holds the lock"), "{help}");
     }
 
     #[test]
