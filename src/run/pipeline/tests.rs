@@ -2,7 +2,8 @@
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Result, bail};
 
@@ -14,6 +15,7 @@ use crate::exit::Exit;
 use crate::fpm::{Plan, Relaunch, Step, StuckKill};
 use crate::journal;
 use crate::load::Load;
+use crate::pools::{Balancer, Pool, Replica, Standing};
 use crate::probe::{Answer, Verdict};
 use crate::report::Report;
 use crate::run::host::{Found, FoundReplicas, Host};
@@ -35,6 +37,8 @@ struct Fake {
     config_ok: bool,
     stuck_killed: Vec<u32>,
     mail_fails: bool,
+    /// `--pool`: the replicas failing their ping, and how relaunching each goes (`None`: an error).
+    replicas: Vec<(&'static str, Option<Relaunch>)>,
     /// Everything done, in order.
     did: Vec<String>,
     sent: Vec<Alert>,
@@ -51,6 +55,7 @@ impl Fake {
             config_ok: true,
             stuck_killed: Vec::new(),
             mail_fails: false,
+            replicas: Vec::new(),
             did: Vec::new(),
             sent: Vec::new(),
         }
@@ -169,11 +174,19 @@ impl Host for Fake {
     }
 
     fn failing_replicas(&mut self) -> FoundReplicas {
-        unreachable!("no --pool in these tests")
+        self.did.push("ping replicas".into());
+        FoundReplicas {
+            failing: self.replicas.iter().map(|(n, _)| (*n).to_owned()).collect(),
+            processes: Vec::new(),
+        }
     }
 
-    fn relaunch_replica(&mut self, _name: &str) -> Result<Relaunch> {
-        unreachable!("no --pool in these tests")
+    fn relaunch_replica(&mut self, name: &str) -> Result<Relaunch> {
+        self.did.push(format!("relaunch {name}"));
+        match self.replicas.iter().find(|(n, _)| *n == name) {
+            Some((_, Some(done))) => Ok(done.clone()),
+            _ => bail!("cannot read {name}'s config"),
+        }
     }
 
     fn evidence(&mut self, _report: &Report, _status_page: Option<&str>) -> String {
@@ -662,4 +675,115 @@ fn no_recipients_no_mail_but_the_incident_counts_as_told() {
     assert_eq!(report.mail.to_string(), "none");
     assert!(host.sent.is_empty());
     assert!(state.incident.is_some_and(|i| i.alerted));
+}
+
+/// A balancer the pool tests never reach: replicas are the fake host's business.
+#[derive(Debug)]
+struct Untouched;
+
+impl Balancer for Untouched {
+    fn name(&self) -> &'static str {
+        "untouched"
+    }
+
+    fn standing(&self, _replica: &Replica) -> Standing {
+        unreachable!("a run never asks the balancer")
+    }
+
+    fn drain(
+        &self,
+        _replica: &Replica,
+        _until: Instant,
+        _say: &mut dyn FnMut(String),
+    ) -> Result<()> {
+        unreachable!("a run never drains")
+    }
+
+    fn restore(&self, _replica: &Replica, _say: &mut dyn FnMut(String)) -> Result<()> {
+        unreachable!("a run never restores")
+    }
+}
+
+/// `--pool www`.
+fn pool_config(extra: &[&str]) -> Config {
+    let mut config = config(extra);
+    config.pool = Some(Pool {
+        name: "www".into(),
+        balancer: Arc::new(Untouched),
+        release_link: None,
+        drain_timeout: Duration::from_secs(30),
+        replicas: Vec::new(),
+    });
+    config
+}
+
+fn relaunched(steps: &[Step], healthy: bool, errors: &[&str]) -> Relaunch {
+    Relaunch {
+        steps: steps.to_vec(),
+        healthy,
+        errors: errors.iter().map(|e| (*e).to_owned()).collect(),
+    }
+}
+
+#[test]
+fn a_pool_relaunches_just_its_failing_replicas() {
+    let config = pool_config(&[]);
+    let mut state = State::default();
+    let mut host = Fake::answering(Answer::Status(502)).verifying(&[true]);
+    host.replicas = vec![
+        ("www/1", Some(relaunched(&[Step::Restart], true, &[]))),
+        ("www/3", None),
+    ];
+    let report = run(&config, &mut state, &mut host).unwrap();
+    assert_eq!(
+        fields(&report),
+        "verdict=502 action=www/1:restart old_pid=- new_pid=- state=healthy mail=sent"
+    );
+    assert_eq!(
+        report.error.as_deref(),
+        Some("www/3: cannot read www/3's config")
+    );
+    assert_eq!(report.exit(), Exit::Recovered);
+    assert_eq!(
+        host.did,
+        [
+            "probe",
+            "ping replicas",
+            "evidence",
+            "relaunch www/1",
+            "relaunch www/3",
+            "verify",
+            "mail"
+        ]
+    );
+    assert_eq!(state.relaunches, [NOW]);
+    assert_eq!(state.incident, None);
+}
+
+#[test]
+fn a_pool_whose_replicas_all_answer_but_whose_heartbeat_fails_is_down_and_not_booked() {
+    let mut state = State::default();
+    let mut host = Fake::answering(Answer::Status(502));
+    let report = run(&pool_config(&[]), &mut state, &mut host).unwrap();
+    assert_eq!(
+        fields(&report),
+        "verdict=502 action=none old_pid=- new_pid=- state=down mail=sent"
+    );
+    assert_eq!(report.error.as_deref(), Some("heartbeat still answers 502"));
+    assert!(state.relaunches.is_empty());
+}
+
+#[test]
+fn a_pool_in_a_dry_run_names_the_replicas_it_would_relaunch() {
+    let mut host = Fake::answering(Answer::Timeout);
+    host.replicas = vec![("www/1", None), ("www/2", None)];
+    let report = run(
+        &pool_config(&["--dry-run"]),
+        &mut State::default(),
+        &mut host,
+    )
+    .unwrap();
+    assert_eq!(report.action.to_string(), "would-relaunch:www/1,www/2");
+    assert_eq!(host.did, ["probe", "ping replicas"]);
+    assert_eq!(report.exit(), Exit::Failing);
 }
