@@ -3,20 +3,19 @@
 //! subcommands. Parsing is pure: values are typed here (see `values`), and the checks that need the
 //! file system come after, in `config`.
 
+mod args;
 pub mod values;
 
+pub use args::{CheckArgs, PoolsArgs, PoolsCommand, ProbeArgs, ResetArgs, RunArgs};
+
+use args::CHECK_TIMEOUT;
+
 use std::ffi::OsString;
-use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::{ArgMatches, Args, FromArgMatches, Parser, Subcommand};
-use lettre::Address;
 
-use crate::alert::Transport;
 use crate::exit::Exit;
-use crate::probe::Target;
-use values::{Named, Recipients, StatusCodes};
 
 const TARGETS: &str = "\
 Targets (URL):
@@ -146,320 +145,6 @@ impl FromArgMatches for Command {
     }
 }
 
-/// The classic run: `URL TIMEOUT [EMAILS] [PHP_CGI] [OPTIONS]`.
-#[derive(Args, Debug)]
-pub struct RunArgs {
-    /// The heartbeat page, e.g. http://127.0.0.1:8889/php-heartbeat.php, or php-fpm itself:
-    /// fcgi://HOST:PORT[/PATH[?QUERY]] or unix:///SOCKET[;/PATH[?QUERY]]
-    #[arg(value_name = "URL", required = true, value_parser = Named(values::target))]
-    pub url: Option<Target>,
-
-    /// Hard deadline in seconds for the whole request (connect, headers and body); fractions allowed
-    #[arg(value_name = "TIMEOUT", required = true, value_parser = Named(values::seconds))]
-    pub timeout: Option<Duration>,
-
-    #[command(flatten)]
-    pub probe: ProbeArgs,
-
-    /// Comma-separated addresses to alert; '' for none
-    #[arg(value_name = "EMAILS", default_value = "", value_parser = Named(values::recipients))]
-    pub emails: Recipients,
-
-    /// 1 when php-cgi runs as a fallback beside php-fpm: a relaunch also kills the php-cgi processes and starts
-    /// their service
-    #[arg(
-        value_name = "PHP_CGI",
-        default_value = "0",
-        action = clap::ArgAction::Set,
-        value_parser = Named(values::flag)
-    )]
-    pub php_cgi: bool,
-
-    /// The log file, appended to; created 0640, never followed through a symlink
-    #[arg(
-        long = "log",
-        value_name = "PATH",
-        default_value = "/var/log/php-relaunch.log"
-    )]
-    pub log: PathBuf,
-
-    /// The lock that keeps runs from overlapping; created 0600, never followed through a symlink
-    #[arg(
-        long = "lock",
-        value_name = "PATH",
-        default_value = "/run/php-relaunch.lock"
-    )]
-    pub lock: PathBuf,
-
-    /// The php-fpm service to relaunch through `service` [default: detected from the running master and the
-    /// init scripts present, e.g. php8.2-fpm]
-    #[arg(long = "service", value_name = "NAME", value_parser = Named(values::service_name))]
-    pub service: Option<String>,
-
-    /// Control php-fpm directly instead of through the init system: the php-fpm binary
-    #[arg(
-        long = "fpm-bin",
-        value_name = "PATH",
-        requires = "fpm_config",
-        conflicts_with = "service"
-    )]
-    pub fpm_bin: Option<PathBuf>,
-
-    /// With --fpm-bin: the php-fpm configuration file the master runs with
-    #[arg(long = "fpm-config", value_name = "CONF", requires = "fpm_bin")]
-    pub fpm_config: Option<PathBuf>,
-
-    /// The master's pid file [default: the `pid` setting of the php-fpm configuration]; with --fpm-bin,
-    /// php-fpm is started with `--pid PATH`
-    #[arg(long = "pid-file", value_name = "PATH")]
-    pub pid_file: Option<PathBuf>,
-
-    /// Send mail through this SMTP server, e.g. smtp://127.0.0.1:25 [default: /usr/sbin/sendmail]
-    #[arg(long = "smtp", value_name = "URL", value_parser = Named(values::smtp))]
-    pub smtp: Option<Transport>,
-
-    /// The sender address of alerts [default: php-relaunch@HOSTNAME]
-    #[arg(long = "from", value_name = "ADDRESS", value_parser = Named(values::address))]
-    pub from: Option<Address>,
-
-    /// Probe, decide and print the log line of what would be done; change nothing, send nothing
-    #[arg(long = "dry-run")]
-    pub dry_run: bool,
-
-    /// The HTTP statuses that mean php-fpm is broken (the old script used 500,502,503,504)
-    #[arg(
-        long = "relaunch-on",
-        value_name = "CODES",
-        default_value = "502,504",
-        value_parser = Named(values::status_codes)
-    )]
-    pub relaunch_on: StatusCodes,
-
-    /// Repeat the check every SECONDS while the next check can end within the current minute [default:
-    /// check once]
-    #[arg(long = "every", value_name = "SECONDS", value_parser = Named(values::every))]
-    pub every: Option<Duration>,
-
-    /// Deadline in seconds for each step of a relaunch: the service command, and the wait for a healthy
-    /// heartbeat after it
-    #[arg(
-        long = "restart-timeout",
-        value_name = "SECONDS",
-        default_value = "10",
-        value_parser = Named(values::seconds)
-    )]
-    pub restart_timeout: Duration,
-
-    /// Overall deadline in seconds of one check, relaunch and alert included: if anything hangs past
-    /// it, the run logs that and ends, so the lock is free for the next run [default: 2 × TIMEOUT
-    /// + 10 × --restart-timeout + 30]
-    #[arg(long = "run-timeout", value_name = "SECONDS", value_parser = Named(values::seconds))]
-    pub run_timeout: Option<Duration>,
-
-    /// With PHP_CGI=1: the php-cgi service to start after its processes were killed [default: the first of
-    /// php-cgi, php-fastcgi, spawn-fcgi that exists]
-    #[arg(long = "cgi-service", value_name = "NAME", value_parser = Named(values::service_name))]
-    pub cgi_service: Option<String>,
-
-    /// Relaunch only after N consecutive failed runs; failures before that are logged
-    #[arg(
-        long = "failures",
-        value_name = "N",
-        default_value = "1",
-        value_parser = Named(values::at_least_one)
-    )]
-    pub failures: u32,
-
-    /// Restart budget: at most N relaunches within --within; then stop relaunching, alert once, keep
-    /// probing and logging
-    #[arg(long = "max-restarts", value_name = "N", default_value_t = 5)]
-    pub max_restarts: u32,
-
-    /// The restart budget's window, e.g. 90s, 10m, 1h
-    #[arg(
-        long = "within",
-        value_name = "DURATION",
-        default_value = "1h",
-        value_parser = Named(values::duration)
-    )]
-    pub within: Duration,
-
-    /// Consecutive healthy runs that restore a spent budget (or run `php-relaunch reset URL`)
-    #[arg(long = "recover-after", value_name = "K", default_value_t = 3)]
-    pub recover_after: u32,
-
-    /// While this file exists, probe and log but change nothing (deploys, maintenance)
-    #[arg(
-        long = "pause-file",
-        value_name = "PATH",
-        default_value = "/etc/php-relaunch/pause"
-    )]
-    pub pause_file: PathBuf,
-
-    /// php-fpm's status page, served apart from the pool (pm.status_listen), to tell a saturated pool
-    /// from a dead one, e.g. 'unix:///run/php/php8.2-fpm-status.sock;/status' [default: what /proc shows]
-    #[arg(long = "status", value_name = "TARGET", value_parser = Named(values::status_page))]
-    pub status: Option<Target>,
-
-    /// Relaunch a pool whose workers are all busy (this drops their requests) [default: alert only]
-    #[arg(long = "relaunch-saturated")]
-    pub relaunch_saturated: bool,
-
-    /// Kill just the workers stuck this long in one request (needs --status), before any relaunch, e.g. 5m
-    #[arg(
-        long = "stuck-after",
-        value_name = "DURATION",
-        value_parser = Named(values::duration)
-    )]
-    pub stuck_after: Option<Duration>,
-
-    /// Where the evidence of each relaunch is kept, newest 50 [default: evidence/ beside the state file]
-    #[arg(long = "evidence-dir", value_name = "DIR")]
-    pub evidence_dir: Option<PathBuf>,
-
-    /// The heartbeat belongs to this pool of replicas (see `pools`): a relaunch restarts, one at a
-    /// time, just the replicas that fail their own ping, instead of a service restart
-    #[arg(long = "pool", value_name = "NAME", conflicts_with_all = ["service", "fpm_bin"])]
-    pub pool: Option<String>,
-
-    /// With --pool: the pools file
-    #[arg(
-        long = "config",
-        value_name = "PATH",
-        default_value = "/etc/php-relaunch/pools.toml"
-    )]
-    pub pools_config: PathBuf,
-}
-
-// Judging the reply, for a run and for `check` alike (no doc comment: it would become the `about`
-// of the commands that flatten it).
-#[derive(Args, Debug, Clone, Default)]
-pub struct ProbeArgs {
-    /// The reply body must contain TEXT [default: pong for a FastCGI `/ping` path]
-    #[arg(long = "expect", value_name = "TEXT")]
-    pub expect: Option<String>,
-
-    /// Status page: unhealthy when more than N requests wait in the listen queue
-    #[arg(long = "listen-queue", value_name = "N")]
-    pub listen_queue: Option<u64>,
-
-    /// Status page: unhealthy when more than N workers are busy
-    #[arg(long = "active-processes", value_name = "N")]
-    pub active_processes: Option<u64>,
-
-    /// Status page: unhealthy when the pool hit pm.max_children more than N times since the previous check
-    #[arg(long = "max-children-reached", value_name = "N")]
-    pub max_children_reached: Option<u64>,
-
-    /// Status page: unhealthy when more than N slow requests were logged since the previous check
-    #[arg(long = "slow-requests", value_name = "N")]
-    pub slow_requests: Option<u64>,
-
-    /// The memory between runs: failures, relaunches, the open incident, status counters [default:
-    /// /var/lib/php-relaunch/<URL in safe characters>.json]
-    #[arg(long = "state", value_name = "PATH")]
-    pub state: Option<PathBuf>,
-}
-
-// `check TARGET [TIMEOUT]` (its `about` is in COMMANDS: a doc comment here would replace it).
-#[derive(Args, Debug)]
-pub struct CheckArgs {
-    /// http://HOST[:PORT]/PATH, fcgi://HOST:PORT[/PATH[?QUERY]] or unix:///SOCKET[;/PATH[?QUERY]]
-    #[arg(value_name = "TARGET", value_parser = Named(values::target))]
-    pub target: Target,
-
-    /// Hard deadline in seconds over connect, write and read; fractions allowed
-    #[arg(value_name = "TIMEOUT", default_value = CHECK_TIMEOUT, value_parser = Named(values::seconds))]
-    pub timeout: Duration,
-
-    #[command(flatten)]
-    pub probe: ProbeArgs,
-}
-
-/// `check`'s default deadline in seconds.
-const CHECK_TIMEOUT: &str = "5";
-
-// `reset URL [--state PATH]`.
-#[derive(Args, Debug)]
-pub struct ResetArgs {
-    /// The URL (or FastCGI target) whose state to reset, as given to the watching runs
-    #[arg(value_name = "URL")]
-    pub url: String,
-
-    /// The state file, if the watching runs were given one with --state
-    #[arg(long = "state", value_name = "PATH")]
-    pub state: Option<PathBuf>,
-}
-
-// `pools [--config PATH] [--json] COMMAND`.
-#[derive(Args, Debug)]
-pub struct PoolsArgs {
-    /// The pools file
-    #[arg(
-        long = "config",
-        value_name = "PATH",
-        default_value = "/etc/php-relaunch/pools.toml",
-        global = true
-    )]
-    pub config: PathBuf,
-
-    /// Machine-readable output (list, status)
-    #[arg(long = "json", global = true)]
-    pub json: bool,
-
-    /// Where each step of start, stop, restart and deploy is logged
-    #[arg(
-        long = "log",
-        value_name = "PATH",
-        default_value = "/var/log/php-relaunch.log",
-        global = true
-    )]
-    pub log: PathBuf,
-
-    /// The lock shared with the watching runs, so a cron run never relaunches in the middle
-    #[arg(
-        long = "lock",
-        value_name = "PATH",
-        default_value = "/run/php-relaunch.lock",
-        global = true
-    )]
-    pub lock: PathBuf,
-
-    #[command(subcommand)]
-    pub command: PoolsCommand,
-}
-
-// What to do with the pools (no doc comment: it would become `pools`'s `about`).
-#[derive(Subcommand, Debug)]
-pub enum PoolsCommand {
-    /// The pools and their replicas
-    List,
-    /// Per replica: master pid, ping answer and latency, balancer state, current release
-    Status(Chosen),
-    /// Start replicas that are not running
-    Start(Chosen),
-    /// Drain and stop replicas gracefully; never the last one serving
-    Stop(Chosen),
-    /// Rolling restart, replica by replica: config test, drain, graceful stop, start, ping
-    Restart(Chosen),
-    /// Point the pool's release link at DIR atomically, then restart it replica by replica
-    Deploy {
-        /// The pool
-        pool: String,
-        /// The new release directory
-        dir: PathBuf,
-    },
-}
-
-/// `[POOL [REPLICA]]`: all pools, one pool, or one replica of it.
-#[derive(Args, Debug, Clone)]
-pub struct Chosen {
-    /// A pool name
-    pub pool: Option<String>,
-    /// A replica number, from 1
-    pub replica: Option<usize>,
-}
-
 /// What the command line asks for, parsed.
 #[derive(Debug)]
 pub enum Invocation {
@@ -572,8 +257,10 @@ fn first_paragraph(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::args::Chosen;
     use super::*;
     use clap::CommandFactory;
+    use std::time::Duration;
 
     fn argv(args: &[&str]) -> Vec<OsString> {
         std::iter::once("php-relaunch")
