@@ -176,8 +176,6 @@ pub fn record_failure(state: &mut State, verdict: &str, now: i64) -> bool {
 /// What a run is to do about its answer, once policy has booked it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Course {
-    /// Healthy, and nothing to tell: no log line.
-    Quiet,
     /// Healthy again: the incident is over. Its end is alerted when its start was.
     Recovered(Incident),
     /// Healthy for long enough: the spent budget is restored.
@@ -215,9 +213,10 @@ pub enum Course {
     },
 }
 
-/// Books a run's answer in `state` and says what the run is to do: the one place where a run's
-/// decisions are made and the memory between runs changes (with [`book`] and [`alert_sent`] after
-/// the control acted). `paused` is asked only when a relaunch is called for.
+/// Books a run's answer in `state` and says what the run is to do; `None` when it is healthy and
+/// there is nothing to tell (no log line). The one place where a run's decisions are made and the
+/// memory between runs changes (with [`book`] and [`alert_sent`] after the control acted). `paused`
+/// is asked only when a relaunch is called for.
 pub fn assess(
     state: &mut State,
     limits: &Limits,
@@ -225,14 +224,14 @@ pub fn assess(
     verdict: &str,
     paused: impl FnOnce() -> bool,
     now: i64,
-) -> Course {
-    match decision {
+) -> Option<Course> {
+    let course = match decision {
         Decision::Healthy => {
             let recovery = record_healthy(state, limits);
             match recovery.ended {
                 Some(incident) => Course::Recovered(incident),
                 None if recovery.budget_restored => Course::BudgetRestored,
-                None => Course::Quiet,
+                None => return None,
             }
         }
         Decision::WebServerDown | Decision::UnexpectedStatus | Decision::Unhealthy => {
@@ -245,7 +244,7 @@ pub fn assess(
             state.failures = state.failures.saturating_add(1);
             state.successes = 0;
             if paused() {
-                return Course::Paused;
+                return Some(Course::Paused);
             }
             match relaunch_step(state, limits, now) {
                 Step::Wait { failures, needed } => Course::Wait { failures, needed },
@@ -260,7 +259,8 @@ pub fn assess(
                 },
             }
         }
-    }
+    };
+    Some(course)
 }
 
 /// What the control did about a relaunch, as policy books it.

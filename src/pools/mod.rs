@@ -107,35 +107,26 @@ impl Replica {
         Instance::resolve(&control, None, procs)
     }
 
-    /// Asks its ping until it answers or `deadline` passes; the last answer.
-    fn ping_within(&self, deadline: Duration) -> (bool, String) {
-        match poll_until(Instant::now() + deadline, EVERY, || match self.ping() {
-            (true, what) => Ok(what),
-            (false, what) => Err(what),
-        }) {
-            Ok(what) => (true, what),
-            Err(what) => (false, what),
-        }
+    /// Asks its ping until it answers or `deadline` passes; what the last ping said.
+    fn ping_within(&self, deadline: Duration) -> Result<String, String> {
+        poll_until(Instant::now() + deadline, EVERY, || self.ping())
     }
 
-    /// Whether it answers its ping, and how fast.
-    fn ping(&self) -> (bool, String) {
+    /// Whether it answers its ping, and what it said: how fast, or what went wrong.
+    fn ping(&self) -> Result<String, String> {
         let verdict = probe::probe(&self.ping, PING_TIMEOUT, None);
-        let healthy = verdict.answer.is_healthy();
-        let what = if healthy {
-            format!(
-                "answered {} in {:.1} ms",
-                verdict.answer,
+        let answer = &verdict.answer;
+        if answer.is_healthy() {
+            Ok(format!(
+                "answered {answer} in {:.1} ms",
                 verdict.latency.as_secs_f64() * 1000.0
-            )
+            ))
         } else {
-            format!(
-                "{} ({})",
-                verdict.answer,
-                verdict.answer.detail().unwrap_or("no answer")
-            )
-        };
-        (healthy, what)
+            Err(format!(
+                "{answer} ({})",
+                answer.detail().unwrap_or("no answer")
+            ))
+        }
     }
 }
 
@@ -169,7 +160,10 @@ pub fn status(pool: &Pool, replicas: &[&Replica]) -> Result<Vec<Status>> {
         .map(|replica| {
             let procs = fpm::snapshot()?;
             let master_pid = replica.instance(&procs)?.master(&procs).map(|m| m.pid);
-            let (ping_ok, ping) = replica.ping();
+            let (ping_ok, ping) = match replica.ping() {
+                Ok(said) => (true, said),
+                Err(said) => (false, said),
+            };
             let balancer = pool.balancer.standing(replica).as_str();
             Ok(Status {
                 replica: replica.name.clone(),
@@ -193,7 +187,7 @@ pub fn evidence_of(replica: &Replica) -> Result<(Vec<fpm::Proc>, Vec<PathBuf>)> 
 
 /// Whether a replica answers its ping.
 pub fn answers(replica: &Replica) -> bool {
-    replica.ping().0
+    replica.ping().is_ok()
 }
 
 /// Relaunches one failing replica as a cron run relaunches php-fpm (start; restart; SIGKILL of its
@@ -223,7 +217,7 @@ impl fpm::Levers for ReplicaLevers<'_> {
     }
 
     fn healthy(&mut self) -> bool {
-        self.replica.ping_within(self.deadline).0
+        self.replica.ping_within(self.deadline).is_ok()
     }
 }
 
@@ -250,7 +244,7 @@ pub fn stop(pool: &Pool, replica: &Replica, say: &mut dyn FnMut(String)) -> Resu
         .replicas
         .iter()
         .filter(|r| r.name != replica.name)
-        .any(|r| r.ping().0);
+        .any(|r| r.ping().is_ok());
     if !others_serving {
         bail!(
             "refusing to stop {}: no other replica of pool '{}' is serving",
@@ -351,11 +345,11 @@ pub fn deploy(pool: &Pool, dir: &Path, say: &mut dyn FnMut(String)) -> Result<us
 
 fn wait_for_ping(replica: &Replica, say: &mut dyn FnMut(String)) -> Result<()> {
     match replica.ping_within(START_DEADLINE) {
-        (true, what) => {
+        Ok(what) => {
             say(format!("{}: ping {what}", replica.name));
             Ok(())
         }
-        (false, what) => bail!(
+        Err(what) => bail!(
             "{} does not answer its ping after start: {what}",
             replica.name
         ),
