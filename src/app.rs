@@ -8,6 +8,7 @@ use crate::cli::{Invocation, Stop};
 use crate::config::{Config, ProbeConfig};
 use crate::exit::Exit;
 use crate::health;
+use crate::policy;
 use crate::pools;
 use crate::run;
 use crate::state::{self, State};
@@ -85,10 +86,7 @@ fn reset(path: &std::path::Path) -> Result<String> {
     if let Some(warning) = warning {
         anyhow::bail!(warning);
     }
-    let was_spent = state.gave_up;
-    state.gave_up = false;
-    state.relaunches.clear();
-    state.failures = 0;
+    let was_spent = policy::reset(&mut state);
     state::save(path, &state)?;
     Ok(if was_spent {
         format!("restart budget restored ({})", path.display())

@@ -298,6 +298,16 @@ pub fn book(state: &mut State, limits: &Limits, now: i64, done: Done) {
     }
 }
 
+/// `php-relaunch reset`: forgets the relaunches that spent the budget, so relaunching resumes.
+/// Returns whether the budget was spent.
+pub fn reset(state: &mut State) -> bool {
+    let was_spent = state.gave_up;
+    state.gave_up = false;
+    state.relaunches.clear();
+    state.failures = 0;
+    was_spent
+}
+
 /// Books that the open incident's alert went out (or was due with nobody to send it to).
 pub fn alert_sent(state: &mut State) {
     if let Some(incident) = state.incident.as_mut() {

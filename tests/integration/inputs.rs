@@ -211,6 +211,11 @@ fn help_documents_the_options_and_exit_codes() {
         "[default: /run/php-relaunch.lock]",
         "[default: 502,504]",
         "5  another run holds the lock",
+        "Usage: php-relaunch [OPTIONS] <URL> <TIMEOUT> [EMAILS] [PHP_CGI]",
+        "       php-relaunch <COMMAND>",
+        "  check  Health check for Docker HEALTHCHECK",
+        "  reset  Restore a spent restart budget",
+        "  pools  Redundant pool replicas",
     ] {
         assert!(help.contains(needle), "--help lacks {needle:?}");
     }

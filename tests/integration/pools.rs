@@ -4,13 +4,13 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use crate::common::{Fpm, Nginx, alive, free_port, shared_tempdir, stderr, stdout};
+use crate::common::{Apache, Fpm, Nginx, alive, free_port, shared_tempdir, stderr, stdout};
 
 /// Two replicas of pool `www` and an nginx in front of them.
 struct Pool {
@@ -509,119 +509,6 @@ fn a_cron_run_relaunches_just_the_failing_replica() {
         "{text}"
     );
     assert!(row_of(second).is_none(), "{text}");
-}
-
-/// Apache's mod_proxy_balancer over two replicas, on loopback, with its balancer-manager. The
-/// replicas listen on TCP, or on unix sockets (members `unix:SOCKET|fcgi://rN`).
-struct Apache {
-    replicas: Vec<Fpm>,
-    port: u16,
-    pid_file: PathBuf,
-    pools_file: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl Apache {
-    fn start(unix: bool) -> Apache {
-        let dir = shared_tempdir();
-        let d = dir.path().display().to_string();
-        fs::create_dir(dir.path().join("www")).unwrap();
-        fs::write(dir.path().join("www/hello.php"), "<?php echo 'hello';\n").unwrap();
-        let replicas: Vec<Fpm> = (1..=2)
-            .map(|n| {
-                let home = dir.path().join(format!("r{n}"));
-                fs::create_dir(&home).unwrap();
-                let fpm = if unix {
-                    Fpm::new(&home)
-                } else {
-                    Fpm::new_tcp(&home)
-                };
-                fpm.start();
-                fpm
-            })
-            .collect();
-        let port = free_port();
-        let modules = "/usr/lib/apache2/modules";
-        let member = |n: usize, r: &Fpm| match r.port {
-            Some(port) => format!("fcgi://127.0.0.1:{port}"),
-            None => format!("unix:{}|fcgi://r{n}", r.socket.display()),
-        };
-        let ping = |r: &Fpm| match r.port {
-            Some(port) => format!("fcgi://127.0.0.1:{port}/ping"),
-            None => format!("unix://{};/ping", r.socket.display()),
-        };
-        let mut members = String::new();
-        for (n, r) in (1..).zip(&replicas) {
-            let _ = writeln!(members, "    BalancerMember \"{}\"", member(n, r));
-        }
-        let mut conf = format!(
-            "ServerRoot {d}\nPidFile {d}/httpd.pid\nErrorLog {d}/httpd-error.log\nDefaultRuntimeDir {d}\n\
-             Mutex file:{d}\nListen 127.0.0.1:{port}\nUser www-data\nGroup www-data\nServerName localhost\n\
-             DocumentRoot {d}/www\n"
-        );
-        for module in [
-            "mpm_event",
-            "authz_core",
-            "authz_host",
-            "proxy",
-            "proxy_fcgi",
-            "proxy_balancer",
-            "lbmethod_byrequests",
-            "slotmem_shm",
-        ] {
-            let _ = writeln!(conf, "LoadModule {module}_module {modules}/mod_{module}.so");
-        }
-        let _ = write!(
-            conf,
-            "<Proxy balancer://php_www>\n{members}</Proxy>\n\
-             <FilesMatch \\.php$>\n    SetHandler \"proxy:balancer://php_www\"\n</FilesMatch>\n\
-             <Location /balancer-manager>\n    SetHandler balancer-manager\n    Require ip 127.0.0.1\n</Location>\n"
-        );
-        fs::write(dir.path().join("httpd.conf"), conf).unwrap();
-        let out = Command::new("/usr/sbin/apache2")
-            .arg("-f")
-            .arg(dir.path().join("httpd.conf"))
-            .args(["-k", "start"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "apache2: {}", stderr(&out));
-        crate::common::wait_until("apache to answer", Duration::from_secs(10), || {
-            crate::common::curl_status(&format!("http://127.0.0.1:{port}/hello.php")) == "200"
-        });
-        let pools_file = dir.path().join("pools.toml");
-        let mut toml = format!(
-            "[pools.www]\nbalancer = \"apache\"\nmanager_url = \"http://127.0.0.1:{port}/balancer-manager\"\n\
-             balancer_name = \"php_www\"\n"
-        );
-        for (n, fpm) in (1..).zip(&replicas) {
-            let _ = write!(
-                toml,
-                "\n[[pools.www.replicas]]\nfpm_bin = \"{}\"\nfpm_config = \"{}\"\n\
-                 ping = \"{}\"\nmember = \"{}\"\n",
-                fpm.bin.display(),
-                fpm.config.display(),
-                ping(fpm),
-                member(n, fpm)
-            );
-        }
-        fs::write(&pools_file, toml).unwrap();
-        Apache {
-            replicas,
-            port,
-            pid_file: dir.path().join("httpd.pid"),
-            pools_file,
-            dir,
-        }
-    }
-}
-
-impl Drop for Apache {
-    fn drop(&mut self) {
-        if let Some(pid) = crate::common::live_pid_in(&self.pid_file) {
-            crate::common::signal(pid, rustix::process::Signal::TERM);
-            let _ = crate::common::wait_until_quietly(Duration::from_secs(10), || !alive(pid));
-        }
-    }
 }
 
 #[test]
