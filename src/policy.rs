@@ -48,9 +48,9 @@ pub struct Limits {
     pub recover_after: u32,
 }
 
-/// What a run whose answer calls for a relaunch may do, given what earlier runs did.
+/// Why a run whose answer calls for a relaunch may not relaunch yet, given what earlier runs did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub enum Hold {
     /// Not yet: this is failure `failures` of the `needed` in a row.
     Wait {
         /// Consecutive failures so far, this one included.
@@ -69,8 +69,6 @@ pub enum Step {
         /// Time left in the window.
         left: Duration,
     },
-    /// Go ahead.
-    Relaunch,
 }
 
 /// The recovery window after a relaunch: twice what the relaunch took, at least 10 s.
@@ -80,13 +78,13 @@ pub fn cooldown(last_took: Option<Duration>) -> Duration {
         .max(Duration::from_secs(10))
 }
 
-/// Whether a relaunch may happen now (`now` in unix seconds). `state.failures` counts this run.
-pub fn relaunch_step(state: &State, limits: &Limits, now: i64) -> Step {
+/// What holds a relaunch back now (`now` in unix seconds), if anything. `state.failures` counts this run.
+pub fn hold(state: &State, limits: &Limits, now: i64) -> Option<Hold> {
     if state.failures < limits.failures {
-        return Step::Wait {
+        return Some(Hold::Wait {
             failures: state.failures,
             needed: limits.failures,
-        };
+        });
     }
     let window = i64::try_from(limits.within.as_secs()).unwrap_or(i64::MAX);
     let recent = state
@@ -95,20 +93,20 @@ pub fn relaunch_step(state: &State, limits: &Limits, now: i64) -> Step {
         .filter(|&&at| now.saturating_sub(at) < window)
         .count();
     if state.gave_up || recent >= usize::try_from(limits.max_restarts).unwrap_or(usize::MAX) {
-        return Step::GiveUp {
+        return Some(Hold::GiveUp {
             first: !state.gave_up,
-        };
+        });
     }
     if let Some(&last) = state.relaunches.last() {
         let since = Duration::from_secs(u64::try_from(now.saturating_sub(last)).unwrap_or(0));
         let window = cooldown(state.last_took_ms.map(Duration::from_millis));
         if since < window {
-            return Step::Cooldown {
+            return Some(Hold::Cooldown {
                 left: window.saturating_sub(since),
-            };
+            });
         }
     }
-    Step::Relaunch
+    None
 }
 
 /// Books a relaunch at `now` that took `took`; relaunches older than the budget's window are dropped.
@@ -189,23 +187,8 @@ pub enum Course {
     },
     /// A relaunch is called for, and the pause file exists.
     Paused,
-    /// A relaunch is called for, and `failures` of the `needed` consecutive failures are counted.
-    Wait {
-        /// Consecutive failures, this one included.
-        failures: u32,
-        /// How many make a relaunch.
-        needed: u32,
-    },
-    /// The restart budget is spent. `first` when this run found it so: its alert goes out.
-    GiveUp {
-        /// Whether this run gave up.
-        first: bool,
-    },
-    /// The previous relaunch's recovery window is open for `left`.
-    Cooldown {
-        /// Time left in the window.
-        left: Duration,
-    },
+    /// A relaunch is called for, and held back (a spent budget's first hold sends its alert).
+    Held(Hold),
     /// Relaunch now.
     Relaunch {
         /// Whether this incident's alert is still due.
@@ -246,15 +229,14 @@ pub fn assess(
             if paused() {
                 return Some(Course::Paused);
             }
-            match relaunch_step(state, limits, now) {
-                Step::Wait { failures, needed } => Course::Wait { failures, needed },
-                Step::Cooldown { left } => Course::Cooldown { left },
-                Step::GiveUp { first } => {
+            match hold(state, limits, now) {
+                Some(give_up @ Hold::GiveUp { .. }) => {
                     record_failure(state, verdict, now);
                     state.gave_up = true;
-                    Course::GiveUp { first }
+                    Course::Held(give_up)
                 }
-                Step::Relaunch => Course::Relaunch {
+                Some(held) => Course::Held(held),
+                None => Course::Relaunch {
                     alert: record_failure(state, verdict, now),
                 },
             }
@@ -340,14 +322,14 @@ mod tests {
             ..State::default()
         };
         assert_eq!(
-            relaunch_step(&state, &limits, now),
-            Step::GiveUp { first: true },
+            hold(&state, &limits, now),
+            Some(Hold::GiveUp { first: true }),
             "a relaunch 'tomorrow' spends the budget"
         );
         assert!(discard_future(&mut state, now));
         assert_eq!(state.relaunches, [now - 7200]);
         assert_eq!(state.incident.as_ref().unwrap().since, now);
-        assert_eq!(relaunch_step(&state, &limits, now), Step::Relaunch);
+        assert_eq!(hold(&state, &limits, now), None);
         assert!(!discard_future(&mut state, now), "said once");
     }
 
@@ -448,45 +430,48 @@ mod tests {
             // Below the failure threshold.
             (
                 state(1, &[], None, false),
-                Step::Wait {
+                Some(Hold::Wait {
                     failures: 1,
                     needed: 2,
-                },
+                }),
             ),
-            (state(2, &[], None, false), Step::Relaunch),
+            (state(2, &[], None, false), None),
             // Cooldown: at least 10 s, or twice the last relaunch.
             (
                 state(2, &[now - 5], Some(1_000), false),
-                Step::Cooldown {
+                Some(Hold::Cooldown {
                     left: Duration::from_secs(5),
-                },
+                }),
             ),
-            (state(2, &[now - 10], Some(1_000), false), Step::Relaunch),
+            (state(2, &[now - 10], Some(1_000), false), None),
             (
                 state(2, &[now - 20], Some(15_000), false),
-                Step::Cooldown {
+                Some(Hold::Cooldown {
                     left: Duration::from_secs(10),
-                },
+                }),
             ),
-            (state(2, &[now - 30], Some(15_000), false), Step::Relaunch),
+            (state(2, &[now - 30], Some(15_000), false), None),
             // Budget: 3 within the hour; older ones do not count.
             (
                 state(2, &[now - 3000, now - 2000, now - 1000], None, false),
-                Step::GiveUp { first: true },
+                Some(Hold::GiveUp { first: true }),
             ),
             (
                 state(2, &[now - 4000, now - 2000, now - 1000], None, false),
-                Step::Relaunch,
+                None,
             ),
             (
                 state(5, &[now - 3000, now - 2000, now - 1000], None, true),
-                Step::GiveUp { first: false },
+                Some(Hold::GiveUp { first: false }),
             ),
             // Once given up, it stays so until healthy runs restore the budget.
-            (state(2, &[], None, true), Step::GiveUp { first: false }),
+            (
+                state(2, &[], None, true),
+                Some(Hold::GiveUp { first: false }),
+            ),
         ];
         for (state, want) in cases {
-            assert_eq!(relaunch_step(&state, &limits(), now), want, "{state:?}");
+            assert_eq!(hold(&state, &limits(), now), want, "{state:?}");
         }
     }
 

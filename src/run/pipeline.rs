@@ -11,7 +11,7 @@ use crate::alert;
 use crate::config::Config;
 use crate::fpm::{self, Levers, Plan, Step};
 use crate::load::Load;
-use crate::policy::{self, Course, Decision, Done};
+use crate::policy::{self, Course, Decision, Done, Hold};
 use crate::report::{Action, Mail, Report, RunState};
 use crate::state::State;
 
@@ -77,11 +77,11 @@ pub fn check(
                 config.pause_file.display()
             ));
         }
-        Course::Wait { failures, needed } => {
+        Course::Held(Hold::Wait { failures, needed }) => {
             report.state = RunState::Failing;
             report.error = Some(format!("failure {failures} of {needed} before a relaunch"));
         }
-        Course::GiveUp { first } => {
+        Course::Held(Hold::GiveUp { first }) => {
             let limits = &config.limits;
             report.error = Some(format!(
                 "restart budget spent ({} relaunches within {}s): not relaunching until {} healthy runs or `php-relaunch reset`",
@@ -94,7 +94,7 @@ pub fn check(
                 report.alert = true;
             }
         }
-        Course::Cooldown { left } => {
+        Course::Held(Hold::Cooldown { left }) => {
             report.state = RunState::Cooldown;
             report.error = Some(format!(
                 "the previous relaunch's recovery window is open for {}s more",
