@@ -210,16 +210,16 @@ impl Host for Fake {
 
 /// The configuration of `php-relaunch URL 2 ops@example.com EXTRA…`.
 fn config(extra: &[&str]) -> Config {
-    let args: Vec<OsString> = [
-        "php-relaunch",
-        "http://127.0.0.1:8889/php-heartbeat.php",
-        "2",
-        "ops@example.com",
-    ]
-    .iter()
-    .chain(extra)
-    .map(OsString::from)
-    .collect();
+    let url = "http://127.0.0.1:8889/php-heartbeat.php";
+    configured(&[&[url, "2", "ops@example.com"], extra].concat())
+}
+
+/// The configuration of `php-relaunch ARGS…`.
+fn configured(args: &[&str]) -> Config {
+    let args: Vec<OsString> = std::iter::once("php-relaunch")
+        .chain(args.iter().copied())
+        .map(OsString::from)
+        .collect();
     let Ok(Invocation::Run(run)) = cli::parse(&args) else {
         panic!("{args:?} must parse");
     };
