@@ -48,7 +48,8 @@ pub fn compose(host: &str, report: &Report) -> Alert {
         (RunState::Relaunched, Action::KillStuck) => {
             format!("stuck php-fpm workers killed ({verdict})")
         }
-        (RunState::Healthy, _) => "restart budget restored".to_owned(),
+        (RunState::Healthy, Action::BudgetRestored) => "restart budget restored".to_owned(),
+        (RunState::Healthy, _) => format!("heartbeat healthy ({verdict})"),
         (RunState::Relaunched, _) => format!("php-fpm relaunched after {verdict}"),
         (RunState::Recovered, _) => "heartbeat healthy again".to_owned(),
         (RunState::Saturated, _) => format!("php-fpm saturated, not relaunched ({verdict})"),

@@ -8,6 +8,7 @@ use crate::cli::{Invocation, Stop};
 use crate::config::{Config, ProbeConfig};
 use crate::exit::Exit;
 use crate::health;
+use crate::hook;
 use crate::policy;
 use crate::pools;
 use crate::run;
@@ -29,6 +30,15 @@ pub fn run(invocation: Invocation) -> Exit {
             })
         }
         Invocation::Pools(args) => pools::command(&args),
+        Invocation::Hook(args) => {
+            let listen = hook::Listen {
+                path: args.listen,
+                group: args.socket_group,
+                idle_exit: args.idle_exit,
+                stdin: args.stdin,
+            };
+            Config::from_run(args.run).and_then(|config| hook::serve(&config, &listen))
+        }
     };
     result.unwrap_or_else(|err| {
         stop(Stop::Mistake {

@@ -1,7 +1,8 @@
 //! The log: one line per run that found a problem or did something, appended with a single write.
 //!
 //! Shape (stable; `report` and people's greps parse it):
-//! `TIMESTAMP url=URL verdict=V latency=S action=A old_pid=P new_pid=P took=S state=S mail=M [error="…"]`
+//! `TIMESTAMP url=URL verdict=V latency=S action=A old_pid=P new_pid=P took=S state=S mail=M
+//! trigger=cron|hook events=N [ignored=N] [error="…"]`
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -20,7 +21,7 @@ const MAX_ERROR: usize = 1000;
 /// The log line of `report`, newline included.
 pub fn line(report: &Report) -> String {
     let mut line = format!(
-        "{} url={} verdict={} latency={:.3}s action={} old_pid={} new_pid={} took={} state={} mail={}",
+        "{} url={} verdict={} latency={:.3}s action={} old_pid={} new_pid={} took={} state={} mail={} {}",
         report.time.to_rfc3339_opts(SecondsFormat::Secs, false),
         report.target,
         report.verdict(),
@@ -33,6 +34,7 @@ pub fn line(report: &Report) -> String {
             .map_or_else(|| "-".to_owned(), |t| format!("{:.3}s", t.as_secs_f64())),
         report.state,
         report.mail,
+        report.trigger,
     );
     if let Some(error) = &report.error {
         let _ = write!(line, " error=\"{}\"", one_line(error));
@@ -142,7 +144,8 @@ mod tests {
         assert_eq!(
             line(&report()),
             "2026-11-23T03:04:05+01:00 url=http://127.0.0.1:8889/php-heartbeat.php verdict=502 \
-             latency=0.004s action=restart old_pid=100 new_pid=200 took=1.850s state=healthy mail=sent\n"
+             latency=0.004s action=restart old_pid=100 new_pid=200 took=1.850s state=healthy mail=sent \
+             trigger=cron events=0\n"
         );
     }
 

@@ -10,6 +10,7 @@ mod evidence;
 mod exit;
 mod fpm;
 mod health;
+mod hook;
 mod journal;
 mod load;
 mod lock;

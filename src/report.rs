@@ -33,6 +33,8 @@ pub struct Report {
     pub took: Option<Duration>,
     /// What became of the alert.
     pub mail: Mail,
+    /// What started the run.
+    pub trigger: Trigger,
     /// What went wrong on the way, or what explains the state; one line in the log.
     pub error: Option<String>,
     /// Whether this run's alert is due (one per incident, plus its giving-up and its end).
@@ -64,6 +66,7 @@ impl Report {
             new_pid: None,
             took: None,
             mail: Mail::None,
+            trigger: Trigger::Cron,
             alert: false,
             processes: Vec::new(),
             evidence: None,
@@ -244,5 +247,32 @@ impl fmt::Display for Mail {
             Mail::Sent => "sent",
             Mail::Failed => "failed",
         })
+    }
+}
+
+/// What started a run: the log's `trigger=`, `events=` and `ignored=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Cron, mcron or a person: the run was started to look.
+    Cron,
+    /// `hook`: nginx (or Apache) served 502s or 504s.
+    Hook {
+        /// The events this run answers.
+        events: u64,
+        /// What arrived since the hook's previous line and was not an event.
+        ignored: u64,
+    },
+}
+
+impl fmt::Display for Trigger {
+    /// `trigger=… events=N`, and ` ignored=N` when something was ignored.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Trigger::Cron => f.write_str("trigger=cron events=0"),
+            Trigger::Hook { events, ignored: 0 } => write!(f, "trigger=hook events={events}"),
+            Trigger::Hook { events, ignored } => {
+                write!(f, "trigger=hook events={events} ignored={ignored}")
+            }
+        }
     }
 }

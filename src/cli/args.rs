@@ -10,7 +10,8 @@ use super::values::{self, Named, Recipients, StatusCodes};
 use crate::alert::Transport;
 use crate::probe::Target;
 
-/// The classic run: `URL TIMEOUT [EMAILS] [PHP_CGI] [OPTIONS]`.
+// The classic run: `URL TIMEOUT [EMAILS] [PHP_CGI] [OPTIONS]` (no doc comment: it would become the
+// `about` of `hook`, which flattens it).
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// The heartbeat page, e.g. http://127.0.0.1:8889/php-heartbeat.php, or php-fpm itself:
@@ -322,4 +323,39 @@ pub struct Chosen {
     pub pool: Option<String>,
     /// A replica number, from 1
     pub replica: Option<usize>,
+}
+
+// `hook [--listen PATH] [--socket-group GROUP] [--idle-exit DURATION] [--stdin] [run options] URL
+// TIMEOUT [EMAILS] [PHP_CGI]` (no doc comment: it would replace the `about` in COMMANDS).
+#[derive(Args, Debug)]
+pub struct HookArgs {
+    /// Bind this datagram socket for nginx's lines (0660, owner root, group --socket-group) instead of
+    /// taking the one systemd passes; removed on SIGTERM/SIGINT
+    #[arg(long = "listen", value_name = "PATH", conflicts_with = "stdin")]
+    pub listen: Option<PathBuf>,
+
+    /// With --listen: the group that may send to the socket, the one nginx's workers run as
+    #[arg(
+        long = "socket-group",
+        value_name = "GROUP",
+        default_value = "www-data",
+        requires = "listen"
+    )]
+    pub socket_group: String,
+
+    /// Under socket activation: exit after this long without a datagram, so systemd re-arms the socket
+    #[arg(
+        long = "idle-exit",
+        value_name = "DURATION",
+        default_value = "60s",
+        value_parser = Named(values::duration)
+    )]
+    pub idle_exit: Duration,
+
+    /// Read events from standard input, one per line (Apache's piped log); exit at its end
+    #[arg(long = "stdin")]
+    pub stdin: bool,
+
+    #[command(flatten)]
+    pub run: RunArgs,
 }

@@ -6,7 +6,7 @@
 mod args;
 pub mod values;
 
-pub use args::{CheckArgs, PoolsArgs, PoolsCommand, ProbeArgs, ResetArgs, RunArgs};
+pub use args::{CheckArgs, HookArgs, PoolsArgs, PoolsCommand, ProbeArgs, ResetArgs, RunArgs};
 
 use args::CHECK_TIMEOUT;
 
@@ -77,10 +77,12 @@ pub enum Command {
     Reset(ResetArgs),
     /// `pools …`.
     Pools(PoolsArgs),
+    /// `hook …`.
+    Hook(Box<HookArgs>),
 }
 
 /// The commands, each with what `--help` says of it in its list.
-const COMMANDS: [(&str, &str); 3] = [
+const COMMANDS: [(&str, &str); 4] = [
     (
         "check",
         "Health check for Docker HEALTHCHECK and Kubernetes exec probes: probe once, no lock, no \
@@ -94,16 +96,22 @@ const COMMANDS: [(&str, &str); 3] = [
         "pools",
         "Redundant pool replicas: status, start, stop, rolling restarts and deploys",
     ),
+    (
+        "hook",
+        "Relaunch on the first 502 nginx serves: read its 502/504 log lines from a socket (or Apache's \
+         from stdin) and answer them with runs, same arguments as the classic run",
+    ),
 ];
 
 // Written out rather than derived so that each command's arguments are built only when that command
 // is parsed (`Command::defer`): the cron line, which names none, does not pay for building them.
 impl Subcommand for Command {
     fn augment_subcommands(cmd: clap::Command) -> clap::Command {
-        let defer: [fn(clap::Command) -> clap::Command; 3] = [
+        let defer: [fn(clap::Command) -> clap::Command; 4] = [
             CheckArgs::augment_args,
             ResetArgs::augment_args,
             PoolsArgs::augment_args,
+            HookArgs::augment_args,
         ];
         COMMANDS
             .iter()
@@ -128,6 +136,9 @@ impl FromArgMatches for Command {
             Some(("check", args)) => CheckArgs::from_arg_matches(args).map(Command::Check),
             Some(("reset", args)) => ResetArgs::from_arg_matches(args).map(Command::Reset),
             Some(("pools", args)) => PoolsArgs::from_arg_matches(args).map(Command::Pools),
+            Some(("hook", args)) => {
+                HookArgs::from_arg_matches(args).map(|a| Command::Hook(Box::new(a)))
+            }
             Some((name, _)) => Err(clap::Error::raw(
                 ErrorKind::InvalidSubcommand,
                 format!("no command '{name}'"),
@@ -156,6 +167,8 @@ pub enum Invocation {
     Reset(ResetArgs),
     /// `pools …`.
     Pools(PoolsArgs),
+    /// `hook …`.
+    Hook(Box<HookArgs>),
 }
 
 /// Why parsing ended the process instead.
@@ -186,6 +199,7 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, Stop> {
             Command::Check(args) => Invocation::Check(args),
             Command::Reset(args) => Invocation::Reset(args),
             Command::Pools(args) => Invocation::Pools(args),
+            Command::Hook(args) => Invocation::Hook(args),
         }),
         Ok(Cli { command: None, run }) => Ok(Invocation::Run(Box::new(run))),
         Err(err)
@@ -279,10 +293,11 @@ mod tests {
         let mut cli = Cli::command();
         let help = cli.render_long_help().to_string();
         for (name, about) in COMMANDS {
-            assert!(
-                help.contains(&format!("  {name}  {about}")),
-                "{name}: {help}"
-            );
+            let listed = help.lines().any(|line| {
+                let rest = line.trim_start().strip_prefix(name);
+                rest.is_some_and(|rest| rest.trim_start() == about)
+            });
+            assert!(listed, "{name}: {help}");
             // The command's own help says the same of it (its arguments are built on demand).
             let sub = cli.find_subcommand_mut(name).unwrap();
             sub.build();

@@ -58,13 +58,23 @@ fn check_owner(path: &Path, meta: &std::fs::Metadata, what: &str) -> Result<()> 
 
 /// The uid of a user named in a php-fpm config (a name, or a number as php-fpm also takes).
 pub fn uid_of(user: &str) -> Option<u32> {
-    if let Ok(uid) = user.parse() {
-        return Some(uid);
+    id_in(Path::new("/etc/passwd"), user)
+}
+
+/// The gid of a group (a name, or a number).
+pub fn gid_of(group: &str) -> Option<u32> {
+    id_in(Path::new("/etc/group"), group)
+}
+
+/// The id of `name` in a file of `name:password:id:…` lines (/etc/passwd, /etc/group).
+fn id_in(file: &Path, name: &str) -> Option<u32> {
+    if let Ok(id) = name.parse() {
+        return Some(id);
     }
-    let passwd = secure_file::read_text(Path::new("/etc/passwd"), Links::Follow, 4 << 20).ok()?;
-    passwd.lines().find_map(|line| {
+    let text = secure_file::read_text(file, Links::Follow, 4 << 20).ok()?;
+    text.lines().find_map(|line| {
         let mut fields = line.split(':');
-        (fields.next()? == user).then_some(())?;
+        (fields.next()? == name).then_some(())?;
         fields.nth(1)?.parse().ok()
     })
 }

@@ -19,9 +19,13 @@ use crate::health;
 use crate::journal::{self, Journal};
 use crate::lock;
 use crate::policy;
-use crate::report::Report;
+use crate::poll::poll_until;
+use crate::report::{Report, Trigger};
 use crate::spawn;
 use system::System;
+
+/// How often a hook run asks again for the lock a cron run holds.
+const LOCK_RETRY: Duration = Duration::from_millis(100);
 
 /// Runs the checks the configuration asks for; with `--every`, repeats them until the minute is over
 /// and reports the most serious outcome.
@@ -29,20 +33,13 @@ pub fn watch(config: &Config) -> Result<Exit> {
     let Some(_lock) = lock::try_acquire(&config.lock)? else {
         return Ok(Exit::Busy);
     };
-    // Opened up front so a bad log path is refused before anything is done; a dry run writes nothing.
-    let mut journal = if config.dry_run {
-        None
-    } else {
-        Some(Journal::open(&config.log)?)
-    };
-    let copy = journal.as_ref().map(Journal::try_clone).transpose()?;
-    let watchdog = Watchdog::new(expiry(config, copy));
+    let (mut journal, watchdog) = open(config)?;
     // Only --every needs the wall clock's minute (and the time zone file that Local reads).
     let minute_over = config.every.map(|_| Instant::now() + until_next_minute());
     let mut worst = Exit::Healthy;
     loop {
         let started = Instant::now();
-        let exit = check(config, journal.as_mut(), &watchdog);
+        let exit = check(config, journal.as_mut(), &watchdog, Trigger::Cron);
         watchdog.disarm();
         worst = worst.max(exit);
         let (Some(every), Some(minute_over)) = (config.every, minute_over) else {
@@ -58,8 +55,57 @@ pub fn watch(config: &Config) -> Result<Exit> {
     Ok(worst)
 }
 
+/// One run the hook started to answer `events` (and to tell of `ignored` datagrams): the same lock,
+/// limits and log as a cron run, and always a log line. A cron run holding the lock is waited for
+/// (it ends within its own `--run-timeout`); `None` when it did not end by then.
+pub fn answer(config: &Config, events: u64, ignored: u64) -> Result<Option<Exit>> {
+    let deadline = Instant::now() + config.run_timeout;
+    let acquired = poll_until(deadline, LOCK_RETRY, || {
+        match lock::try_acquire(&config.lock) {
+            Ok(Some(lock)) => Ok(Ok(lock)),
+            Ok(None) => Err(()),
+            Err(err) => Ok(Err(err)),
+        }
+    });
+    let Ok(lock) = acquired else {
+        eprintln!(
+            "php-relaunch: hook: another run held the lock '{}' for {}s: {events} events wait for the next",
+            config.lock.display(),
+            config.run_timeout.as_secs()
+        );
+        return Ok(None);
+    };
+    let _lock = lock?;
+    let (mut journal, watchdog) = open(config)?;
+    let exit = check(
+        config,
+        journal.as_mut(),
+        &watchdog,
+        Trigger::Hook { events, ignored },
+    );
+    watchdog.disarm();
+    Ok(Some(exit))
+}
+
+/// The log (opened up front so a bad log path is refused before anything is done; a dry run writes
+/// nothing) and the run's deadline, which writes to a handle of its own.
+fn open(config: &Config) -> Result<(Option<Journal>, Watchdog)> {
+    let journal = if config.dry_run {
+        None
+    } else {
+        Some(Journal::open(&config.log)?)
+    };
+    let copy = journal.as_ref().map(Journal::try_clone).transpose()?;
+    Ok((journal, Watchdog::new(expiry(config, copy))))
+}
+
 /// One check: the pipeline over the real machine, with the state file read before and saved after.
-fn check(config: &Config, journal: Option<&mut Journal>, watchdog: &Watchdog) -> Exit {
+fn check(
+    config: &Config,
+    journal: Option<&mut Journal>,
+    watchdog: &Watchdog,
+    trigger: Trigger,
+) -> Exit {
     let started = Instant::now();
     let (mut state, before) = health::load_state(&config.probe.state);
     state.target = config.probe.target.to_string();
@@ -73,7 +119,7 @@ fn check(config: &Config, journal: Option<&mut Journal>, watchdog: &Watchdog) ->
     let mut system = System::new(config);
     // Past the hot path, whatever comes may hang: the run's deadline counts from the check's start.
     let arm = || watchdog.arm(started + config.run_timeout);
-    let report = pipeline::check(config, &mut state, &mut system, arm);
+    let report = pipeline::check(config, &mut state, &mut system, trigger, arm);
     let Some(report) = report else {
         if !config.dry_run {
             health::save_state(&config.probe.state, &state, &before);

@@ -12,16 +12,18 @@ use crate::config::Config;
 use crate::fpm::{self, Levers, Plan, Step};
 use crate::load::Load;
 use crate::policy::{self, Course, Decision, Done, Hold};
-use crate::report::{Action, Mail, Report, RunState};
+use crate::report::{Action, Mail, Report, RunState, Trigger};
 use crate::state::State;
 
 /// Runs one check, booking it in `state`. `None` when the heartbeat is healthy and there is nothing
-/// to tell (the hot path: no log line, no time zone read). `past_hot_path` is called once a check
-/// turns out to need more than that, before anything that may hang.
+/// to tell (the hot path: no log line, no time zone read); a run the hook started always tells, since
+/// nginx did serve the 502s it answers. `past_hot_path` is called once a check turns out to need more
+/// than that, before anything that may hang.
 pub fn check(
     config: &Config,
     state: &mut State,
     host: &mut impl Host,
+    trigger: Trigger,
     past_hot_path: impl FnOnce(),
 ) -> Option<Report> {
     let time = host.now();
@@ -40,7 +42,10 @@ pub fn check(
         &said,
         || host.paused(),
         now,
-    )?;
+    );
+    if course.is_none() && trigger == Trigger::Cron {
+        return None;
+    }
     past_hot_path();
     let mut report = Report::new(
         DateTime::<Local>::from(time).fixed_offset(),
@@ -48,6 +53,30 @@ pub fn check(
         verdict.answer,
         verdict.latency,
     );
+    report.trigger = trigger;
+    let Some(course) = course else {
+        report.state = RunState::Healthy;
+        return Some(report);
+    };
+    follow(config, course, state, host, &mut report, now);
+    if report.alert && !config.dry_run {
+        if !config.recipients.is_empty() {
+            mail(host, &mut report);
+        }
+        policy::alert_sent(state);
+    }
+    Some(report)
+}
+
+/// Does what `course` says, filling in the report; policy books what the control did.
+fn follow(
+    config: &Config,
+    course: Course,
+    state: &mut State,
+    host: &mut impl Host,
+    report: &mut Report,
+    now: i64,
+) {
     match course {
         Course::Recovered(incident) => {
             report.state = RunState::Recovered;
@@ -104,20 +133,13 @@ pub fn check(
         Course::Relaunch { alert } => {
             report.alert = alert;
             let done = if config.pool.is_some() {
-                relaunch_pool(config, host, &mut report)
+                relaunch_pool(config, host, report)
             } else {
-                relaunch(config, host, &mut report)
+                relaunch(config, host, report)
             };
             policy::book(state, &config.limits, now, done);
         }
     }
-    if report.alert && !config.dry_run {
-        if !config.recipients.is_empty() {
-            mail(host, &mut report);
-        }
-        policy::alert_sent(state);
-    }
-    Some(report)
 }
 
 /// Relaunches php-fpm. Before touching a running master it tells saturated from dead, kills stuck

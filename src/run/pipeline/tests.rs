@@ -17,7 +17,7 @@ use crate::journal;
 use crate::load::Load;
 use crate::pools::{Balancer, Pool, Replica, Standing};
 use crate::probe::{Answer, Verdict};
-use crate::report::Report;
+use crate::report::{Report, Trigger};
 use crate::run::host::{Found, FoundReplicas, Host};
 use crate::state::{Incident, State};
 
@@ -228,7 +228,7 @@ fn configured(args: &[&str]) -> Config {
 
 /// One run: its report (`None` when quiet), booked in `state`.
 fn run(config: &Config, state: &mut State, host: &mut Fake) -> Option<Report> {
-    check(config, state, host, || {})
+    check(config, state, host, Trigger::Cron, || {})
 }
 
 /// The log line's fields that a test compares: verdict, action, old and new pid, state, mail.
@@ -786,4 +786,32 @@ fn a_pool_in_a_dry_run_names_the_replicas_it_would_relaunch() {
     assert_eq!(report.action.to_string(), "would-relaunch:www/1,www/2");
     assert_eq!(host.did, ["probe", "ping replicas"]);
     assert_eq!(report.exit(), Exit::Failing);
+}
+
+#[test]
+fn a_hook_run_always_tells_even_when_healthy() {
+    let mut host = Fake::answering(Answer::Status(200));
+    let trigger = Trigger::Hook {
+        events: 3,
+        ignored: 1,
+    };
+    let report = check(
+        &config(&[]),
+        &mut State::default(),
+        &mut host,
+        trigger,
+        || {},
+    )
+    .unwrap();
+    assert_eq!(
+        fields(&report),
+        "verdict=200 action=none old_pid=- new_pid=- state=healthy mail=none"
+    );
+    assert!(
+        journal::line(&report).ends_with(" trigger=hook events=3 ignored=1\n"),
+        "{}",
+        journal::line(&report)
+    );
+    assert_eq!(report.exit(), Exit::Healthy);
+    assert_eq!(host.did, ["probe"]);
 }
