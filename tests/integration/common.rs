@@ -532,8 +532,14 @@ impl Site {
 
     /// `php-relaunch URL TIMEOUT EXTRA…` controlling the private php-fpm, with this site's log and lock.
     pub fn command(&self, url: &str, timeout: &str, extra: &[&str]) -> Command {
+        self.subcommand(&[], url, timeout, extra)
+    }
+
+    /// `php-relaunch WORDS… URL TIMEOUT EXTRA…` (e.g. `hook --listen …`), as `command` does it.
+    pub fn subcommand(&self, words: &[&str], url: &str, timeout: &str, extra: &[&str]) -> Command {
         let mut cmd = php_relaunch();
-        cmd.arg(url)
+        cmd.args(words)
+            .arg(url)
             .arg(timeout)
             .args(extra)
             .args(self.fpm.direct_args())

@@ -5,6 +5,7 @@
 mod common;
 mod fastcgi;
 mod files;
+mod hook;
 mod inputs;
 mod layout;
 mod policy;
