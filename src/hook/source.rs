@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io::{self, BufRead, ErrorKind, Read};
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -249,8 +249,9 @@ fn activated() -> Result<UnixDatagram> {
         .context("hook: no socket was passed in fd 3")
 }
 
-/// Binds `--listen PATH`: 0660, owner root (us), group `group`. A stale socket file is replaced; a
-/// live one (another hook answers on it) is refused, as is anything that is not a socket.
+/// Binds `--listen PATH`: 0660, owner root (us), group `group`, its directory made (0755) if missing.
+/// A stale socket file is replaced; a live one (another hook answers on it) is refused, as is
+/// anything that is not a socket.
 fn listening(path: &Path, group: &str) -> Result<UnixDatagram> {
     let gid = fpm::gid_of(group).with_context(|| format!("--socket-group: no group '{group}'"))?;
     match fs::symlink_metadata(path) {
@@ -269,6 +270,16 @@ fn listening(path: &Path, group: &str) -> Result<UnixDatagram> {
         ),
         Err(err) if err.kind() == ErrorKind::NotFound => {}
         Err(err) => bail!("--listen '{}': {err}", path.display()),
+    }
+    if let Some(parent) = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty() && !p.exists())
+    {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .with_context(|| format!("--listen: creating '{}'", parent.display()))?;
     }
     // Created 0660 from the start: no moment in which others may send.
     let umask = rustix::process::umask(Mode::from_raw_mode(0o117));

@@ -33,7 +33,7 @@ pub fn watch(config: &Config) -> Result<Exit> {
     let Some(_lock) = lock::try_acquire(&config.lock)? else {
         return Ok(Exit::Busy);
     };
-    let (mut journal, watchdog) = open(config)?;
+    let (mut journal, watchdog) = open(config, Trigger::Cron)?;
     // Only --every needs the wall clock's minute (and the time zone file that Local reads).
     let minute_over = config.every.map(|_| Instant::now() + until_next_minute());
     let mut worst = Exit::Healthy;
@@ -76,27 +76,23 @@ pub fn answer(config: &Config, events: u64, ignored: u64) -> Result<Option<Exit>
         return Ok(None);
     };
     let _lock = lock?;
-    let (mut journal, watchdog) = open(config)?;
-    let exit = check(
-        config,
-        journal.as_mut(),
-        &watchdog,
-        Trigger::Hook { events, ignored },
-    );
+    let trigger = Trigger::Hook { events, ignored };
+    let (mut journal, watchdog) = open(config, trigger)?;
+    let exit = check(config, journal.as_mut(), &watchdog, trigger);
     watchdog.disarm();
     Ok(Some(exit))
 }
 
 /// The log (opened up front so a bad log path is refused before anything is done; a dry run writes
 /// nothing) and the run's deadline, which writes to a handle of its own.
-fn open(config: &Config) -> Result<(Option<Journal>, Watchdog)> {
+fn open(config: &Config, trigger: Trigger) -> Result<(Option<Journal>, Watchdog)> {
     let journal = if config.dry_run {
         None
     } else {
         Some(Journal::open(&config.log)?)
     };
     let copy = journal.as_ref().map(Journal::try_clone).transpose()?;
-    Ok((journal, Watchdog::new(expiry(config, copy))))
+    Ok((journal, Watchdog::new(expiry(config, copy, trigger))))
 }
 
 /// One check: the pipeline over the real machine, with the state file read before and saved after.
@@ -145,7 +141,11 @@ fn check(
 /// process group, one log line says so, and the process ends with exit 1. Ending the process is the
 /// point: the kernel frees the lock, whatever the hung thread holds. This is the one exit below
 /// `main`, on purpose: the thread that would unwind normally is the one that hangs.
-fn expiry(config: &Config, journal: Option<Journal>) -> impl FnOnce() + Send + 'static {
+fn expiry(
+    config: &Config,
+    journal: Option<Journal>,
+    trigger: Trigger,
+) -> impl FnOnce() + Send + 'static {
     let target = config.probe.target.to_string();
     let limit = config.run_timeout;
     move || {
@@ -154,7 +154,8 @@ fn expiry(config: &Config, journal: Option<Journal>) -> impl FnOnce() + Send + '
             "run-timeout: the check did not finish within {}s (--run-timeout) and was ended",
             limit.as_secs_f64()
         );
-        let report = Report::ended(Local::now().fixed_offset(), target, limit, error.clone());
+        let mut report = Report::ended(Local::now().fixed_offset(), target, limit, error.clone());
+        report.trigger = trigger;
         match journal {
             Some(mut journal) => {
                 if let Err(err) = journal.append(&report) {
