@@ -56,7 +56,12 @@ pub fn serve(config: &Config, listen: &Listen) -> Result<Exit> {
         .context("hook: starting the signal thread")?;
     source.read_into(Arc::clone(&tally))?;
     let idle_exit = source.is_activated().then_some(listen.idle_exit);
-    let answered = answer(config, &tally, idle_exit);
+    let answered = answer(
+        &tally,
+        idle_exit,
+        policy::cooldown(None),
+        |events, ignored| run::answer(config, events, ignored).map(|exit| exit.is_some()),
+    );
     source.remove();
     let counts = *tally.lock();
     if counts.events > 0 {
@@ -74,18 +79,27 @@ pub fn serve(config: &Config, listen: &Listen) -> Result<Exit> {
     answered.map(|()| Exit::Healthy)
 }
 
-/// The loop: wait for an event past the hold, run, hold for the recovery window.
-fn answer(config: &Config, tally: &Tally, idle_exit: Option<Duration>) -> Result<()> {
-    // The shortest recovery window policy keeps after a relaunch: at most one run per window.
-    let window = policy::cooldown(None);
-    let mut hold_until = Instant::now();
+/// The loop: wait for an event past the hold, `run` (which says whether it ran: a cron run may hold
+/// the lock), then hold for `window` (the shortest recovery window policy keeps after a relaunch: at
+/// most one run per window).
+fn answer(
+    tally: &Tally,
+    idle_exit: Option<Duration>,
+    window: Duration,
+    mut run: impl FnMut(u64, u64) -> Result<bool>,
+) -> Result<()> {
+    // Events before this are answered (or fell in a recovery window); none at first, so the event
+    // that started a socket-activated hook, already queued when it starts, counts.
+    let mut hold_until: Option<Instant> = None;
+    let due = |counts: &source::Counts, hold: Option<Instant>| {
+        counts.events > 0
+            && counts
+                .last_event
+                .is_some_and(|at| hold.is_none_or(|h| at >= h))
+    };
     loop {
         let mut counts = tally.lock();
-        loop {
-            let due = counts.last_event.is_some_and(|at| at >= hold_until) && counts.events > 0;
-            if counts.stop || due || counts.closed {
-                break;
-            }
+        while !(counts.stop || counts.closed || due(&counts, hold_until)) {
             let timeout = match idle_exit {
                 Some(idle) => {
                     let left = (counts.last_heard + idle).saturating_duration_since(Instant::now());
@@ -98,17 +112,106 @@ fn answer(config: &Config, tally: &Tally, idle_exit: Option<Duration>) -> Result
             };
             counts = tally.wait(counts, timeout);
         }
-        let due = counts.last_event.is_some_and(|at| at >= hold_until) && counts.events > 0;
-        if counts.stop || !due {
+        if counts.stop || !due(&counts, hold_until) {
             return Ok(());
         }
         let (events, ignored) = (counts.events, counts.ignored);
         drop(counts);
-        if run::answer(config, events, ignored)?.is_some() {
+        if run(events, ignored)? {
             let mut counts = tally.lock();
             counts.events -= events;
             counts.ignored -= ignored;
-            hold_until = Instant::now() + window;
+            hold_until = Some(Instant::now() + window);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The loop over `tally` with a run that books its calls; stops after `runs` runs.
+    fn serve_until(
+        tally: &Arc<Tally>,
+        idle: Option<Duration>,
+        window: Duration,
+    ) -> Vec<(u64, u64)> {
+        let mut ran = Vec::new();
+        answer(tally, idle, window, |events, ignored| {
+            ran.push((events, ignored));
+            Ok(true)
+        })
+        .unwrap();
+        ran
+    }
+
+    #[test]
+    fn an_event_queued_before_the_loop_starts_is_answered() {
+        // Socket activation: the datagram that started the hook is read before the loop runs.
+        let tally = Tally::new();
+        tally.heard(b"status=502 uri=/");
+        tally.heard(b"garbage");
+        tally.close();
+        let ran = serve_until(&tally, None, Duration::from_secs(10));
+        assert_eq!(ran, [(1, 1)]);
+    }
+
+    #[test]
+    fn events_within_the_window_start_no_run_and_are_carried() {
+        let tally = Tally::new();
+        tally.heard(b"status=502 uri=/");
+        let feeder = Arc::clone(&tally);
+        let mut calls = 0;
+        answer(&tally, None, Duration::from_hours(1), |events, _| {
+            calls += 1;
+            assert_eq!(events, 1);
+            // Arrive during the run, and after it within the window: no second run.
+            feeder.heard(b"status=504 uri=/");
+            feeder.heard(b"status=502 uri=/");
+            feeder.close();
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(calls, 1);
+        assert_eq!(tally.lock().events, 2, "counted for the next line");
+    }
+
+    #[test]
+    fn after_the_window_a_new_event_starts_the_next_run_with_the_carried_ones() {
+        let tally = Tally::new();
+        tally.heard(b"status=502 uri=/");
+        let feeder = Arc::clone(&tally);
+        let mut ran = Vec::new();
+        answer(&tally, None, Duration::from_millis(20), |events, _| {
+            ran.push(events);
+            if ran.len() == 1 {
+                feeder.heard(b"status=502 uri=/");
+                let later = Arc::clone(&feeder);
+                thread::spawn(move || {
+                    thread::sleep(Duration::from_millis(100));
+                    later.heard(b"status=502 uri=/");
+                    later.close();
+                });
+            }
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(ran, [1, 2]);
+    }
+
+    #[test]
+    fn a_stop_or_silence_ends_the_loop() {
+        let tally = Tally::new();
+        tally.stop();
+        tally.heard(b"status=502 uri=/");
+        assert!(
+            serve_until(&tally, None, Duration::ZERO).is_empty(),
+            "stopped first"
+        );
+
+        let quiet = Tally::new();
+        let started = Instant::now();
+        assert!(serve_until(&quiet, Some(Duration::from_millis(50)), Duration::ZERO).is_empty());
+        assert!(started.elapsed() >= Duration::from_millis(50));
     }
 }

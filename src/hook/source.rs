@@ -89,7 +89,7 @@ impl Tally {
     }
 
     /// Counts one datagram or line.
-    fn heard(&self, bytes: &[u8]) {
+    pub(super) fn heard(&self, bytes: &[u8]) {
         let event = event::parse(bytes);
         self.update(|c| {
             let now = Instant::now();
@@ -104,7 +104,7 @@ impl Tally {
     }
 
     /// The input is over.
-    fn close(&self) {
+    pub(super) fn close(&self) {
         self.update(|c| c.closed = true);
     }
 

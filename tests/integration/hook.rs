@@ -9,6 +9,7 @@ use std::net::TcpStream;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -149,6 +150,14 @@ impl Drop for Hook {
                 let _ = self.child.kill();
             }
             let _ = self.child.wait();
+        }
+        // A failed test shows what the hook said.
+        if thread::panicking()
+            && let Some(mut err) = self.child.stderr.take()
+        {
+            let mut said = String::new();
+            let _ = err.read_to_string(&mut said);
+            eprintln!("the hook said on stderr:\n{said}");
         }
     }
 }
@@ -296,20 +305,19 @@ fn a_storm_of_502s_relaunches_once_and_the_hook_stays_small() {
     });
     site.site.fpm.stop();
 
+    // 500 requests at once, all let go together.
     let port = site.front.port;
-    let clients: Vec<_> = (0..100)
+    let start = Arc::new(Barrier::new(500));
+    let clients: Vec<_> = (0..500)
         .map(|_| {
+            let start = Arc::clone(&start);
             thread::spawn(move || {
-                (0..5)
-                    .map(|_| status_of(port, "/hello.php"))
-                    .collect::<Vec<_>>()
+                start.wait();
+                status_of(port, "/hello.php")
             })
         })
         .collect();
-    let statuses: Vec<u16> = clients
-        .into_iter()
-        .flat_map(|c| c.join().unwrap())
-        .collect();
+    let statuses: Vec<u16> = clients.into_iter().map(|c| c.join().unwrap()).collect();
     assert_eq!(statuses.len(), 500);
     assert!(
         statuses.iter().filter(|&&s| s == 502).count() > 10,
