@@ -161,7 +161,7 @@ mod tests {
         let mut report = Report::new(
             DateTime::parse_from_rfc3339("2026-11-23T03:04:05+00:00").unwrap(),
             "http://127.0.0.1:8889/php-heartbeat.php".into(),
-            Answer::Timeout,
+            Some(Answer::Timeout),
             Duration::from_secs(2),
         );
         report.state = state;

@@ -9,6 +9,7 @@ use crate::config::{Config, ProbeConfig};
 use crate::exit::Exit;
 use crate::health;
 use crate::hook;
+use crate::ondemand;
 use crate::policy;
 use crate::pools;
 use crate::run;
@@ -30,6 +31,7 @@ pub fn run(invocation: Invocation) -> Exit {
             })
         }
         Invocation::Pools(args) => pools::command(&args),
+        Invocation::IdleStop(args) => ondemand::idle_stop::command(&args),
         Invocation::Hook(args) => {
             let listen = hook::Listen {
                 path: args.listen,

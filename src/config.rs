@@ -12,8 +12,8 @@ use crate::cli::{ProbeArgs, RunArgs};
 use crate::fpm::{self, Control};
 use crate::policy::Limits;
 use crate::pools::{self, Pool};
-use crate::probe::Target;
 use crate::probe::status::Thresholds;
+use crate::probe::{Target, fastcgi};
 use crate::state;
 
 /// What to probe and how to judge the answer: shared by a run and by `check`.
@@ -78,6 +78,8 @@ pub struct Config {
     pub evidence_dir: PathBuf,
     /// The pool of replicas the heartbeat belongs to, checked at start-up.
     pub pool: Option<Pool>,
+    /// `--on-demand`: the socket of the on-demand pool the target is, watched without waking it.
+    pub on_demand: Option<PathBuf>,
 }
 
 impl Config {
@@ -88,6 +90,20 @@ impl Config {
             bail!("the URL and TIMEOUT arguments are required (see --help)");
         };
         let probe = ProbeConfig::new(url, timeout, run.probe)?;
+        let on_demand = if run.on_demand {
+            match &probe.target {
+                Target::FastCgi {
+                    address: fastcgi::Address::Unix(socket),
+                    ..
+                } => Some(socket.clone()),
+                _ => bail!(
+                    "--on-demand watches a pool by its unix socket: give a unix:// target, e.g. \
+                     'unix:///run/php-fpm-ondemand/www.sock;/ping'"
+                ),
+            }
+        } else {
+            None
+        };
         ensure!(
             run.stuck_after.is_none() || run.status.is_some(),
             "--stuck-after needs --status: only php-fpm's status page tells how long a worker has been in its request"
@@ -141,6 +157,7 @@ impl Config {
             stuck_after: run.stuck_after,
             evidence_dir,
             pool,
+            on_demand,
         })
     }
 }

@@ -127,7 +127,7 @@ mod tests {
         let mut report = Report::new(
             DateTime::parse_from_rfc3339("2026-11-23T03:04:05+01:00").unwrap(),
             "http://127.0.0.1:8889/php-heartbeat.php".into(),
-            Answer::Status(502),
+            Some(Answer::Status(502)),
             Duration::from_millis(4),
         );
         report.action = Action::Relaunch(vec![Step::Restart]);

@@ -18,6 +18,10 @@ pub enum Decision {
     UnexpectedStatus,
     /// php-fpm answered, but wrongly (`--expect`, a status threshold, a broken FastCGI reply): alert only.
     Unhealthy,
+    /// `--on-demand`: no php-fpm runs and its socket is gone, stale or not listening. Alert only:
+    /// its activator (the `.socket` unit) must be restarted; starting php-fpm by hand would not bring
+    /// the socket back.
+    SocketLost,
 }
 
 /// Classifies `answer` given the statuses that call for a relaunch. `fastcgi` says the probe went
@@ -217,12 +221,13 @@ pub fn assess(
                 None => return None,
             }
         }
-        Decision::WebServerDown | Decision::UnexpectedStatus | Decision::Unhealthy => {
-            Course::AlertOnly {
-                decision,
-                alert: record_failure(state, verdict, now),
-            }
-        }
+        Decision::WebServerDown
+        | Decision::UnexpectedStatus
+        | Decision::Unhealthy
+        | Decision::SocketLost => Course::AlertOnly {
+            decision,
+            alert: record_failure(state, verdict, now),
+        },
         Decision::Relaunch => {
             state.failures = state.failures.saturating_add(1);
             state.successes = 0;
@@ -278,6 +283,23 @@ pub fn book(state: &mut State, limits: &Limits, now: i64, done: Done) {
         state.failures = 0;
         state.incident = None;
     }
+}
+
+/// `idle-stop`: books whether the pool is idle now; whether it has been idle, without a break, for
+/// `idle_for` (so it is to be stopped). Any busy moment starts the count again.
+pub fn idle_long_enough(state: &mut State, idle: bool, now: i64, idle_for: Duration) -> bool {
+    if !idle {
+        state.idle_since = None;
+        return false;
+    }
+    let since = *state.idle_since.get_or_insert(now);
+    let idle_for = i64::try_from(idle_for.as_secs()).unwrap_or(i64::MAX);
+    now.saturating_sub(since) >= idle_for
+}
+
+/// `idle-stop`: the pool was stopped, or nothing runs: its next idle time counts from when it runs.
+pub fn asleep(state: &mut State) {
+    state.idle_since = None;
 }
 
 /// `php-relaunch reset`: forgets the relaunches that spent the budget, so relaunching resumes.
@@ -518,5 +540,22 @@ mod tests {
             cooldown(Some(Duration::from_secs(8))),
             Duration::from_secs(16)
         );
+    }
+
+    #[test]
+    fn idle_time_counts_without_a_break() {
+        let mut s = State::default();
+        let idle_for = Duration::from_mins(1);
+        assert!(!idle_long_enough(&mut s, true, 1000, idle_for), "just idle");
+        assert!(!idle_long_enough(&mut s, true, 1059, idle_for));
+        assert!(
+            !idle_long_enough(&mut s, false, 1060, idle_for),
+            "busy: the count starts again"
+        );
+        assert_eq!(s.idle_since, None);
+        assert!(!idle_long_enough(&mut s, true, 1061, idle_for));
+        assert!(idle_long_enough(&mut s, true, 1121, idle_for));
+        asleep(&mut s);
+        assert_eq!(s.idle_since, None);
     }
 }

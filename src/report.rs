@@ -46,19 +46,20 @@ pub struct Report {
 }
 
 impl Report {
-    /// A report of a run that has judged `answer` and done nothing yet: its error is the answer's
-    /// own detail, until something more telling replaces it.
+    /// A report of a run that has judged `answer` (`None`: it asked nothing, as for a sleeping
+    /// on-demand pool) and done nothing yet: its error is the answer's own detail, until something
+    /// more telling replaces it.
     pub fn new(
         time: DateTime<FixedOffset>,
         target: String,
-        answer: Answer,
+        answer: Option<Answer>,
         latency: Duration,
     ) -> Report {
         Report {
             time,
             target,
-            error: answer.detail().map(str::to_owned),
-            answer: Some(answer),
+            error: answer.as_ref().and_then(Answer::detail).map(str::to_owned),
+            answer,
             latency,
             state: RunState::Down,
             action: Action::None,
@@ -82,11 +83,9 @@ impl Report {
         error: String,
     ) -> Report {
         Report {
-            answer: None,
-            latency: Duration::ZERO,
             took: Some(took),
             error: Some(error),
-            ..Report::new(time, target, Answer::Timeout, Duration::ZERO)
+            ..Report::new(time, target, None, Duration::ZERO)
         }
     }
 
@@ -139,18 +138,23 @@ pub enum RunState {
     Saturated,
     /// php-fpm's config test failed; the running master left alone.
     ConfigError,
+    /// An on-demand pool sleeps with its socket held, or `idle-stop` put it to sleep.
+    Idle,
+    /// An on-demand pool sleeps and its socket is gone, stale or not listening: an outage.
+    SocketLost,
 }
 
 impl RunState {
     /// The exit code a run ending here has.
     pub fn exit(self) -> Exit {
         match self {
-            RunState::Healthy | RunState::Recovered => Exit::Healthy,
+            RunState::Healthy | RunState::Recovered | RunState::Idle => Exit::Healthy,
             RunState::Relaunched => Exit::Recovered,
             RunState::WebServerDown
             | RunState::UnexpectedStatus
             | RunState::Unhealthy
-            | RunState::Saturated => Exit::Alerted,
+            | RunState::Saturated
+            | RunState::SocketLost => Exit::Alerted,
             RunState::Down
             | RunState::Failing
             | RunState::Paused
@@ -174,6 +178,8 @@ impl fmt::Display for RunState {
             RunState::Cooldown => "cooldown",
             RunState::Saturated => "saturated",
             RunState::ConfigError => "config-error",
+            RunState::Idle => "idle",
+            RunState::SocketLost => "socket-lost",
         })
     }
 }
@@ -197,6 +203,8 @@ pub enum Action {
     Would(Plan),
     /// Dry run, pool: the replicas that would be relaunched.
     WouldReplicas(Vec<String>),
+    /// `idle-stop` stopped an idle on-demand pool.
+    IdleStop,
 }
 
 impl fmt::Display for Action {
@@ -225,6 +233,7 @@ impl fmt::Display for Action {
             }
             Action::Would(plan) => write!(f, "would-{plan}"),
             Action::WouldReplicas(names) => write!(f, "would-relaunch:{}", names.join(",")),
+            Action::IdleStop => f.write_str("idle-stop"),
         }
     }
 }

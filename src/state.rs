@@ -43,6 +43,9 @@ pub struct State {
     /// The problem going on now, if any: one alert per incident, and a "recovered" one at its end.
     #[serde(default)]
     pub incident: Option<Incident>,
+    /// `idle-stop`: since when the pool has been idle without a break, unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_since: Option<i64>,
 }
 
 /// A problem from its first failing run to the next healthy one.

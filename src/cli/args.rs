@@ -13,6 +13,10 @@ use crate::probe::Target;
 // The classic run: `URL TIMEOUT [EMAILS] [PHP_CGI] [OPTIONS]` (no doc comment: it would become the
 // `about` of `hook`, which flattens it).
 #[derive(Args, Debug)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "each is an on/off flag of the command line"
+)]
 pub struct RunArgs {
     /// The heartbeat page, e.g. http://127.0.0.1:8889/php-heartbeat.php, or php-fpm itself:
     /// fcgi://HOST:PORT[/PATH[?QUERY]] or unix:///SOCKET[;/PATH[?QUERY]]
@@ -187,6 +191,12 @@ pub struct RunArgs {
     #[arg(long = "pool", value_name = "NAME", conflicts_with_all = ["service", "fpm_bin"])]
     pub pool: Option<String>,
 
+    /// The target is an on-demand pool's unix socket (started by systemd, stopped by idle-stop):
+    /// while no php-fpm runs, check the socket is held and listening instead of connecting, which
+    /// would start it
+    #[arg(long = "on-demand")]
+    pub on_demand: bool,
+
     /// With --pool: the pools file
     #[arg(
         long = "config",
@@ -358,4 +368,56 @@ pub struct HookArgs {
 
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+// `idle-stop --idle-for DURATION (--fpm-config CONF | --pid-file PATH) [--status TARGET] [--state PATH]
+// [--log PATH]` (no doc comment: it would replace the `about` in COMMANDS).
+#[derive(Args, Debug)]
+#[command(group = clap::ArgGroup::new("pool").required(true).args(["fpm_config", "pid_file"]))]
+pub struct IdleStopArgs {
+    /// Stop the pool once it has been idle this long without a break, e.g. 10m
+    #[arg(long = "idle-for", value_name = "DURATION", value_parser = Named(values::duration))]
+    pub idle_for: Duration,
+
+    /// The pool's php-fpm configuration, as its master runs it
+    #[arg(long = "fpm-config", value_name = "CONF")]
+    pub fpm_config: Option<PathBuf>,
+
+    /// Or: the pid file of its master
+    #[arg(long = "pid-file", value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+
+    /// The pool's status page: idle also needs it to count no request but its own [default: idle
+    /// when every worker waits in accept(2), as /proc shows]
+    #[arg(long = "status", value_name = "TARGET", value_parser = Named(values::status_page))]
+    pub status: Option<Target>,
+
+    /// How long requests in flight may take after QUIT before TERM
+    #[arg(
+        long = "grace",
+        value_name = "DURATION",
+        default_value = "30s",
+        value_parser = Named(values::duration)
+    )]
+    pub grace: Duration,
+
+    /// Where the time the pool turned idle is kept between runs [default: /var/lib/php-relaunch/…]
+    #[arg(long = "state", value_name = "PATH")]
+    pub state: Option<PathBuf>,
+
+    /// The log, one line per stop
+    #[arg(
+        long = "log",
+        value_name = "PATH",
+        default_value = "/var/log/php-relaunch.log"
+    )]
+    pub log: PathBuf,
+
+    /// The lock shared with the watching runs
+    #[arg(
+        long = "lock",
+        value_name = "PATH",
+        default_value = "/run/php-relaunch.lock"
+    )]
+    pub lock: PathBuf,
 }

@@ -6,7 +6,9 @@
 mod args;
 pub mod values;
 
-pub use args::{CheckArgs, HookArgs, PoolsArgs, PoolsCommand, ProbeArgs, ResetArgs, RunArgs};
+pub use args::{
+    CheckArgs, HookArgs, IdleStopArgs, PoolsArgs, PoolsCommand, ProbeArgs, ResetArgs, RunArgs,
+};
 
 use args::CHECK_TIMEOUT;
 
@@ -79,10 +81,12 @@ pub enum Command {
     Pools(PoolsArgs),
     /// `hook …`.
     Hook(Box<HookArgs>),
+    /// `idle-stop …`.
+    IdleStop(IdleStopArgs),
 }
 
 /// The commands, each with what `--help` says of it in its list.
-const COMMANDS: [(&str, &str); 4] = [
+const COMMANDS: [(&str, &str); 5] = [
     (
         "check",
         "Health check for Docker HEALTHCHECK and Kubernetes exec probes: probe once, no lock, no \
@@ -101,17 +105,23 @@ const COMMANDS: [(&str, &str); 4] = [
         "Relaunch on the first 502 nginx serves: read its 502/504 log lines from a socket (or Apache's \
          from stdin) and answer them with runs, same arguments as the classic run",
     ),
+    (
+        "idle-stop",
+        "Stop an on-demand (socket-activated) pool's php-fpm once it has been idle for --idle-for; \
+         its socket starts it again on the next request",
+    ),
 ];
 
 // Written out rather than derived so that each command's arguments are built only when that command
 // is parsed (`Command::defer`): the cron line, which names none, does not pay for building them.
 impl Subcommand for Command {
     fn augment_subcommands(cmd: clap::Command) -> clap::Command {
-        let defer: [fn(clap::Command) -> clap::Command; 4] = [
+        let defer: [fn(clap::Command) -> clap::Command; 5] = [
             CheckArgs::augment_args,
             ResetArgs::augment_args,
             PoolsArgs::augment_args,
             HookArgs::augment_args,
+            IdleStopArgs::augment_args,
         ];
         COMMANDS
             .iter()
@@ -136,6 +146,9 @@ impl FromArgMatches for Command {
             Some(("check", args)) => CheckArgs::from_arg_matches(args).map(Command::Check),
             Some(("reset", args)) => ResetArgs::from_arg_matches(args).map(Command::Reset),
             Some(("pools", args)) => PoolsArgs::from_arg_matches(args).map(Command::Pools),
+            Some(("idle-stop", args)) => {
+                IdleStopArgs::from_arg_matches(args).map(Command::IdleStop)
+            }
             Some(("hook", args)) => {
                 HookArgs::from_arg_matches(args).map(|a| Command::Hook(Box::new(a)))
             }
@@ -169,6 +182,8 @@ pub enum Invocation {
     Pools(PoolsArgs),
     /// `hook …`.
     Hook(Box<HookArgs>),
+    /// `idle-stop …`.
+    IdleStop(IdleStopArgs),
 }
 
 /// Why parsing ended the process instead.
@@ -200,6 +215,7 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, Stop> {
             Command::Reset(args) => Invocation::Reset(args),
             Command::Pools(args) => Invocation::Pools(args),
             Command::Hook(args) => Invocation::Hook(args),
+            Command::IdleStop(args) => Invocation::IdleStop(args),
         }),
         Ok(Cli { command: None, run }) => Ok(Invocation::Run(Box::new(run))),
         Err(err)

@@ -9,6 +9,7 @@ mod conf;
 mod procs;
 mod relaunch;
 mod service;
+pub mod sockets;
 mod trust;
 
 use std::ffi::OsStr;
@@ -106,6 +107,51 @@ pub struct StuckKill {
     pub killed: Vec<u32>,
     /// Left alone: not a worker of the master (or no master), or no longer the same process.
     pub refused: Vec<u32>,
+}
+
+/// The running master of `config` (or of the config a pid file's master shows), whichever trusted
+/// php-fpm binary runs it, as an instance controlled directly; `None` when none runs. Only a
+/// process of our user from a trusted binary named php-fpm… is looked at, so no title of another
+/// user's process counts.
+pub fn running(
+    config: Option<&Path>,
+    pid_file: Option<&Path>,
+    procs: &[Proc],
+) -> Result<Option<(Instance, PathBuf)>> {
+    let named = pid_file.and_then(read_pid);
+    for p in procs.iter().filter(|p| {
+        !p.gone
+            && p.uid == Some(trust::me())
+            && pid_file.is_none_or(|_| Some(p.pid) == named)
+            && master_config(&p.cmd).is_some()
+    }) {
+        let Some(exe) = p.exe.as_deref().filter(|exe| {
+            exe.file_name()
+                .and_then(OsStr::to_str)
+                .is_some_and(|name| name.starts_with("php-fpm"))
+        }) else {
+            continue;
+        };
+        let Ok(bin) = trust::binary(exe) else {
+            continue;
+        };
+        let config = match config {
+            Some(config) => config.to_owned(),
+            None => PathBuf::from(master_config(&p.cmd).unwrap_or_default()),
+        };
+        let instance = Instance::resolve(
+            &Control::Direct {
+                bin,
+                config: config.clone(),
+            },
+            pid_file,
+            procs,
+        )?;
+        if instance.master(procs).is_some() {
+            return Ok(Some((instance, config)));
+        }
+    }
+    Ok(None)
 }
 
 impl Instance {

@@ -8,6 +8,7 @@ use anyhow::Result;
 use crate::alert::Alert;
 use crate::fpm::{Plan, Proc, Relaunch, Step, StuckKill};
 use crate::load::Load;
+use crate::ondemand::Dormancy;
 use crate::probe::{Answer, Verdict};
 use crate::report::Report;
 use crate::state::State;
@@ -39,6 +40,9 @@ pub struct FoundReplicas {
 pub trait Host {
     /// The wall clock.
     fn now(&self) -> SystemTime;
+    /// `--on-demand`: whether a php-fpm holds the pool's socket, and if not, whether the socket still
+    /// waits for requests; asked without connecting.
+    fn dormancy(&mut self) -> Dormancy;
     /// Probes the heartbeat once, judging a status page against the counters in `state`.
     fn probe(&mut self, state: &mut State) -> Verdict;
     /// Asks the heartbeat again until it is healthy or `--restart-timeout` passes: whether it is,

@@ -2,7 +2,7 @@
 //! that takes them (through [`Host`]) → a typed [`Report`]. Nothing here touches the machine but
 //! through the host, so every path is tested with a scripted one.
 
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Local};
 
@@ -11,6 +11,7 @@ use crate::alert;
 use crate::config::Config;
 use crate::fpm::{self, Levers, Plan, Step};
 use crate::load::Load;
+use crate::ondemand::Dormancy;
 use crate::policy::{self, Course, Decision, Done, Hold};
 use crate::report::{Action, Mail, Report, RunState, Trigger};
 use crate::state::State;
@@ -28,13 +29,27 @@ pub fn check(
 ) -> Option<Report> {
     let time = host.now();
     let now = unix_seconds(time);
-    let verdict = host.probe(state);
-    let decision = policy::decide(
-        &verdict.answer,
-        &config.relaunch_on,
-        config.probe.target.is_fastcgi(),
-    );
-    let said = verdict.answer.to_string();
+    // An on-demand pool with no php-fpm running is judged by its socket: a request would start it.
+    let dormancy = match config.on_demand {
+        Some(_) => host.dormancy(),
+        None => Dormancy::Awake,
+    };
+    let (answer, latency, decision) = match &dormancy {
+        Dormancy::Awake => {
+            let verdict = host.probe(state);
+            let decision = policy::decide(
+                &verdict.answer,
+                &config.relaunch_on,
+                config.probe.target.is_fastcgi(),
+            );
+            (Some(verdict.answer), verdict.latency, decision)
+        }
+        Dormancy::Asleep => (None, Duration::ZERO, Decision::Healthy),
+        Dormancy::Lost(_) => (None, Duration::ZERO, Decision::SocketLost),
+    };
+    let said = answer
+        .as_ref()
+        .map_or_else(|| "socket-lost".to_owned(), ToString::to_string);
     let course = policy::assess(
         state,
         &config.limits,
@@ -43,19 +58,27 @@ pub fn check(
         || host.paused(),
         now,
     );
-    if course.is_none() && trigger == Trigger::Cron {
+    let asleep = dormancy == Dormancy::Asleep;
+    if course.is_none() && trigger == Trigger::Cron && !(asleep && config.dry_run) {
         return None;
     }
     past_hot_path();
     let mut report = Report::new(
         DateTime::<Local>::from(time).fixed_offset(),
         config.probe.target.to_string(),
-        verdict.answer,
-        verdict.latency,
+        answer,
+        latency,
     );
     report.trigger = trigger;
+    if let Dormancy::Lost(why) = dormancy {
+        report.error = Some(why);
+    }
     let Some(course) = course else {
-        report.state = RunState::Healthy;
+        report.state = if asleep {
+            RunState::Idle
+        } else {
+            RunState::Healthy
+        };
         return Some(report);
     };
     follow(config, course, state, host, &mut report, now);
@@ -95,6 +118,7 @@ fn follow(
             report.state = match decision {
                 Decision::WebServerDown => RunState::WebServerDown,
                 Decision::UnexpectedStatus => RunState::UnexpectedStatus,
+                Decision::SocketLost => RunState::SocketLost,
                 _ => RunState::Unhealthy,
             };
             report.alert = alert;

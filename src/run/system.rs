@@ -13,6 +13,7 @@ use crate::evidence;
 use crate::fpm::{self, Instance, Plan, Relaunch, Step, StuckKill};
 use crate::health;
 use crate::load;
+use crate::ondemand::{self, Dormancy};
 use crate::poll::poll_until;
 use crate::pools;
 use crate::probe::{self, Answer, Verdict};
@@ -50,6 +51,13 @@ impl<'a> System<'a> {
 impl Host for System<'_> {
     fn now(&self) -> SystemTime {
         SystemTime::now()
+    }
+
+    fn dormancy(&mut self) -> Dormancy {
+        self.config
+            .on_demand
+            .as_deref()
+            .map_or(Dormancy::Awake, ondemand::dormancy)
     }
 
     fn probe(&mut self, state: &mut State) -> Verdict {

@@ -15,6 +15,7 @@ use crate::exit::Exit;
 use crate::fpm::{Plan, Relaunch, Step, StuckKill};
 use crate::journal;
 use crate::load::Load;
+use crate::ondemand::Dormancy;
 use crate::pools::{Balancer, Pool, Replica, Standing};
 use crate::probe::{Answer, Verdict};
 use crate::report::{Report, Trigger};
@@ -39,6 +40,8 @@ struct Fake {
     mail_fails: bool,
     /// `--pool`: the replicas failing their ping, and how relaunching each goes (`None`: an error).
     replicas: Vec<(&'static str, Option<Relaunch>)>,
+    /// `--on-demand`: what the socket says.
+    dormancy: Dormancy,
     /// Everything done, in order.
     did: Vec<String>,
     sent: Vec<Alert>,
@@ -56,6 +59,7 @@ impl Fake {
             stuck_killed: Vec::new(),
             mail_fails: false,
             replicas: Vec::new(),
+            dormancy: Dormancy::Awake,
             did: Vec::new(),
             sent: Vec::new(),
         }
@@ -101,6 +105,11 @@ fn load(busy: usize, total: usize, stuck: &[(u32, u64)]) -> Load {
 impl Host for Fake {
     fn now(&self) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(NOW.unsigned_abs())
+    }
+
+    fn dormancy(&mut self) -> Dormancy {
+        self.did.push("dormancy".into());
+        self.dormancy.clone()
     }
 
     fn probe(&mut self, _state: &mut State) -> Verdict {
@@ -814,4 +823,62 @@ fn a_hook_run_always_tells_even_when_healthy() {
     );
     assert_eq!(report.exit(), Exit::Healthy);
     assert_eq!(host.did, ["probe"]);
+}
+
+#[test]
+fn an_on_demand_pool_that_sleeps_is_healthy_without_a_request() {
+    let on_demand = ["--on-demand"];
+    let target = "unix:///run/php-fpm-ondemand/www.sock;/ping";
+    let config = configured(&[target, "2", "ops@example.com", on_demand[0]]);
+    let mut host = Fake::answering(Answer::Status(502));
+    host.dormancy = Dormancy::Asleep;
+    assert_eq!(run(&config, &mut State::default(), &mut host), None);
+    assert_eq!(host.did, ["dormancy"], "no probe: it would start php-fpm");
+
+    let dry = configured(&[target, "2", "", "--on-demand", "--dry-run"]);
+    let report = run(&dry, &mut State::default(), &mut host).unwrap();
+    assert_eq!(
+        fields(&report),
+        "verdict=- action=none old_pid=- new_pid=- state=idle mail=none"
+    );
+
+    host.dormancy = Dormancy::Awake;
+    host.did.clear();
+    let report = run(&config, &mut State::default(), &mut host).unwrap();
+    assert_eq!(
+        host.did[..2],
+        ["dormancy", "probe"],
+        "awake: probed as usual"
+    );
+    assert_eq!(report.verdict(), "502");
+}
+
+#[test]
+fn an_on_demand_pool_whose_socket_is_lost_is_alerted_once_never_started() {
+    let config = configured(&[
+        "unix:///run/php-fpm-ondemand/shop.sock;/ping",
+        "2",
+        "ops@example.com",
+        "--on-demand",
+    ]);
+    let mut state = State::default();
+    let mut host = Fake::answering(Answer::Status(200));
+    let why = "no php-fpm runs and its socket /run/php-fpm-ondemand/shop.sock is gone: \
+               systemctl restart php-fpm-ondemand@shop.socket";
+    host.dormancy = Dormancy::Lost(why.into());
+    let report = run(&config, &mut state, &mut host).unwrap();
+    assert_eq!(
+        fields(&report),
+        "verdict=- action=none old_pid=- new_pid=- state=socket-lost mail=sent"
+    );
+    assert_eq!(report.error.as_deref(), Some(why));
+    assert_eq!(report.exit(), Exit::Alerted);
+    let again = run(&config, &mut state, &mut host).unwrap();
+    assert_eq!(again.mail.to_string(), "none", "one alert per incident");
+    assert!(
+        !host
+            .did
+            .iter()
+            .any(|d| ["inspect", "start", "probe"].contains(&d.as_str()))
+    );
 }

@@ -1,0 +1,134 @@
+//! `php-relaunch idle-stop`: for cron, stops an on-demand pool's master gracefully once the pool has
+//! been idle without a break for `--idle-for`, so its memory is freed until the next request starts
+//! it again through its socket. Refuses to stop a pool nothing would start again.
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Local};
+
+use super::listen_path;
+use crate::cli::IdleStopArgs;
+use crate::exit::Exit;
+use crate::fpm::{self, Instance, Proc, sockets};
+use crate::health;
+use crate::journal::Journal;
+use crate::load;
+use crate::lock;
+use crate::policy;
+use crate::report::{Action, Report, RunState};
+use crate::state;
+
+/// How long a status page may take.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub fn command(args: &IdleStopArgs) -> Result<Exit> {
+    let Some(_lock) = lock::try_acquire(&args.lock)? else {
+        eprintln!(
+            "php-relaunch: another php-relaunch run holds the lock '{}'",
+            args.lock.display()
+        );
+        return Ok(Exit::Busy);
+    };
+    let named = args
+        .fpm_config
+        .as_deref()
+        .or(args.pid_file.as_deref())
+        .unwrap_or(Path::new("-"));
+    let state_path = args
+        .state
+        .clone()
+        .unwrap_or_else(|| state::default_path(&format!("idle-stop:{}", named.display())));
+    let (mut state, before) = health::load_state(&state_path);
+    let procs = fpm::snapshot()?;
+    let found = fpm::running(args.fpm_config.as_deref(), args.pid_file.as_deref(), &procs)?;
+    let Some((instance, config)) = found else {
+        // Asleep already: nothing to do, and the next idle time counts from when it runs.
+        policy::asleep(&mut state);
+        health::save_state(&state_path, &state, &before);
+        return Ok(Exit::Healthy);
+    };
+    let socket = listen_path(&config).with_context(|| {
+        format!(
+            "'{}' has no unix socket in `listen`: idle-stop is for socket-activated pools",
+            config.display()
+        )
+    })?;
+    if !activated(&instance, &procs, &socket) {
+        eprintln!(
+            "php-relaunch: refusing to stop the php-fpm of '{}': no other process holds its socket {}, \
+             so nothing would start it again (it is not socket-activated)",
+            config.display(),
+            socket.display()
+        );
+        return Ok(Exit::Failing);
+    }
+    let now = SystemTime::now();
+    let idle = idle(&instance, &procs, args);
+    if !policy::idle_long_enough(&mut state, idle, unix(now), args.idle_for) {
+        health::save_state(&state_path, &state, &before);
+        return Ok(Exit::Healthy);
+    }
+    let started = Instant::now();
+    let old_pid = instance.master(&procs).map(|p| p.pid);
+    let stopped = instance.stop_gracefully(args.grace);
+    policy::asleep(&mut state);
+    health::save_state(&state_path, &state, &before);
+
+    let mut report = Report::new(
+        DateTime::<Local>::from(now).fixed_offset(),
+        format!("unix://{}", socket.display()),
+        None,
+        Duration::ZERO,
+    );
+    report.action = Action::IdleStop;
+    report.old_pid = old_pid;
+    report.took = Some(started.elapsed());
+    let exit = match &stopped {
+        Ok(_) => {
+            report.state = RunState::Idle;
+            Exit::Healthy
+        }
+        Err(err) => {
+            report.state = RunState::Down;
+            report.note(format!("stopping: {err:#}"));
+            Exit::Failing
+        }
+    };
+    if let Ok(Some(signal)) = stopped
+        && signal != "QUIT"
+    {
+        report.note(format!(
+            "requests outlived the grace time: ended by {signal}"
+        ));
+    }
+    Journal::open(&args.log)?.append(&report)?;
+    Ok(exit)
+}
+
+/// Whether a process outside the pool's own family holds its listening socket: the activator
+/// (systemd's `.socket` unit) that starts php-fpm again on the next request.
+fn activated(instance: &Instance, procs: &[Proc], socket: &Path) -> bool {
+    let family: Vec<u32> = instance.family(procs).iter().map(|p| p.pid).collect();
+    sockets::holders(&sockets::listening(socket))
+        .iter()
+        .any(|pid| !family.contains(pid))
+}
+
+/// Idle: every worker waits in accept(2) (or none is left, `pm = ondemand` having ended them), and,
+/// with `--status`, the status page counts no request but its own.
+fn idle(instance: &Instance, procs: &[Proc], args: &IdleStopArgs) -> bool {
+    let workers_idle = instance
+        .workers_idle(procs)
+        .is_some_and(|workers| workers.iter().all(|(_, idle)| *idle));
+    workers_idle
+        && args.status.as_ref().is_none_or(|status| {
+            load::from_status(status, STATUS_TIMEOUT, None).is_some_and(|page| page.busy <= 1)
+        })
+}
+
+fn unix(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
