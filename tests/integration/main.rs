@@ -7,6 +7,7 @@ mod fastcgi;
 mod files;
 mod hook;
 mod inputs;
+mod ondemand;
 mod layout;
 mod policy;
 mod pools;
