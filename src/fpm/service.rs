@@ -53,12 +53,17 @@ const UNIT_DIRS: [&str; 3] = [
 
 /// Whether an init script or systemd unit of this name exists.
 pub fn service_exists(name: &str) -> bool {
+    // An instance of a template unit (`php-fpm-ondemand@shop`) exists where its template does.
+    let unit = match name.split_once('@') {
+        Some((template, _)) => format!("{template}@"),
+        None => name.to_owned(),
+    };
     INIT_DIRS
         .iter()
         .any(|dir| Path::new(dir).join(name).is_file())
         || UNIT_DIRS
             .iter()
-            .any(|dir| Path::new(dir).join(format!("{name}.service")).is_file())
+            .any(|dir| Path::new(dir).join(format!("{unit}.service")).is_file())
 }
 
 /// The php-fpm services installed on this host.
@@ -115,6 +120,11 @@ pub fn detect_service(procs: &[Proc]) -> Result<String> {
 
 /// The config a service's master runs by its convention (Debian: `/etc/php/X.Y/fpm/php-fpm.conf`).
 pub(super) fn conventional_config(service: &str) -> Option<PathBuf> {
+    if let Some((version, pool)) = ondemand_instance(service) {
+        return Some(PathBuf::from(format!(
+            "/etc/php/{version}/fpm/ondemand/{pool}.conf"
+        )));
+    }
     match debian_version(service) {
         Some(version) => Some(PathBuf::from(format!(
             "/etc/php/{version}/fpm/php-fpm.conf"
@@ -126,11 +136,27 @@ pub(super) fn conventional_config(service: &str) -> Option<PathBuf> {
 /// The service's php-fpm binary by its convention (Debian `phpX.Y-fpm` → `/usr/sbin/php-fpmX.Y`), if
 /// it is trusted to run as root.
 pub(super) fn service_binary(service: &str) -> Option<PathBuf> {
-    let conventional = match debian_version(service) {
+    let version = ondemand_instance(service).map(|(version, _)| version);
+    let conventional = match version.as_deref().or_else(|| debian_version(service)) {
         Some(version) => PathBuf::from(format!("/usr/sbin/php-fpm{version}")),
         None => spawn::first_existing(&["/usr/local/sbin/php-fpm", "/usr/sbin/php-fpm"])?,
     };
     trust::binary(&conventional).ok()
+}
+
+/// `php-fpm-ondemand@POOL` (systemd/php-fpm-ondemand@.service): the PHP version whose
+/// `/etc/php/X.Y/fpm/ondemand/POOL.conf` exists, and the pool.
+fn ondemand_instance(service: &str) -> Option<(String, &str)> {
+    let pool = service.strip_prefix("php-fpm-ondemand@")?;
+    let versions = std::fs::read_dir("/etc/php").ok()?;
+    versions
+        .flatten()
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|version| is_version(version))
+        .find(|version| {
+            Path::new(&format!("/etc/php/{version}/fpm/ondemand/{pool}.conf")).is_file()
+        })
+        .map(|version| (version, pool))
 }
 
 /// `service NAME ACTION`, or `systemctl ACTION NAME` where there is no `service`.

@@ -148,7 +148,9 @@ impl Drop for OnDemand {
 fn quit_master(pool: &OnDemand) {
     let master = pool.master().expect("a master runs");
     signal(master, Signal::QUIT);
-    wait_until("the master to exit", Duration::from_secs(15), || !alive(master));
+    wait_until("the master to exit", Duration::from_secs(15), || {
+        !alive(master)
+    });
     wait_until("its workers to exit", Duration::from_secs(15), || {
         pool.processes().is_empty()
     });
@@ -215,7 +217,11 @@ fn idle_stop_stops_a_pool_idle_for_long_enough_and_never_a_busy_one() {
     assert!(pool.socket.exists());
     let line = pool.log_lines().pop().unwrap();
     assert_eq!(field(&line, "action"), Some("idle-stop"), "{line}");
-    assert_eq!(field(&line, "old_pid"), Some(master.to_string().as_str()), "{line}");
+    assert_eq!(
+        field(&line, "old_pid"),
+        Some(master.to_string().as_str()),
+        "{line}"
+    );
     assert_eq!(pool.status("hello.php"), "200", "activated afresh");
     assert_eq!(pool.activations(), 2);
 }
@@ -292,7 +298,12 @@ fn a_watching_run_does_not_wake_a_sleeping_pool_and_alerts_when_its_socket_is_lo
     assert_eq!(pool.activations(), 0, "no connection: the pool sleeps on");
     assert!(pool.processes().is_empty());
     let dry = run(&["--dry-run"]);
-    assert_eq!(field(&stdout(&dry), "state"), Some("idle"), "{}", stdout(&dry));
+    assert_eq!(
+        field(&stdout(&dry), "state"),
+        Some("idle"),
+        "{}",
+        stdout(&dry)
+    );
     assert_eq!(pool.activations(), 0);
 
     // Awake, it is probed as usual.
@@ -312,7 +323,10 @@ fn a_watching_run_does_not_wake_a_sleeping_pool_and_alerts_when_its_socket_is_lo
         field(&line, "error").is_some_and(|e| e.contains("its socket") && e.contains(" is gone")),
         "{line}"
     );
-    assert!(pool.processes().is_empty(), "php-fpm is never started by hand");
+    assert!(
+        pool.processes().is_empty(),
+        "php-fpm is never started by hand"
+    );
     assert_eq!(pool.activations(), activations);
 }
 
