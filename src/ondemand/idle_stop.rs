@@ -116,16 +116,21 @@ fn activated(instance: &Instance, procs: &[Proc], socket: &Path) -> bool {
         .any(|pid| !family.contains(pid))
 }
 
-/// Idle: every worker waits in accept(2) (or none is left, `pm = ondemand` having ended them), and,
-/// with `--status`, the status page counts no request but its own.
+/// Idle: no worker is left (`pm = ondemand` ended them), or every worker waits in accept(2) and, with
+/// `--status`, the status page counts no request but its own. With no worker the status page is not
+/// asked: asking would start one.
 fn idle(instance: &Instance, procs: &[Proc], args: &IdleStopArgs) -> bool {
-    let workers_idle = instance
-        .workers_idle(procs)
-        .is_some_and(|workers| workers.iter().all(|(_, idle)| *idle));
-    workers_idle
-        && args.status.as_ref().is_none_or(|status| {
-            load::from_status(status, STATUS_TIMEOUT, None).is_some_and(|page| page.busy <= 1)
-        })
+    match instance.workers_idle(procs) {
+        None => false,
+        Some(workers) if workers.is_empty() => true,
+        Some(workers) => {
+            workers.iter().all(|(_, idle)| *idle)
+                && args.status.as_ref().is_none_or(|status| {
+                    load::from_status(status, STATUS_TIMEOUT, None)
+                        .is_some_and(|page| page.busy <= 1)
+                })
+        }
+    }
 }
 
 fn unix(time: SystemTime) -> i64 {

@@ -213,11 +213,21 @@ fn help_documents_the_options_and_exit_codes() {
         "5  another run holds the lock",
         "Usage: php-relaunch [OPTIONS] <URL> <TIMEOUT> [EMAILS] [PHP_CGI]",
         "       php-relaunch <COMMAND>",
-        "  check  Health check for Docker HEALTHCHECK",
-        "  reset  Restore a spent restart budget",
-        "  pools  Redundant pool replicas",
     ] {
         assert!(help.contains(needle), "--help lacks {needle:?}");
+    }
+    for (command, about) in [
+        ("check", "Health check for Docker HEALTHCHECK"),
+        ("reset", "Restore a spent restart budget"),
+        ("pools", "Redundant pool replicas"),
+        ("hook", "Relaunch on the first 502 nginx serves"),
+        ("idle-stop", "Stop an on-demand (socket-activated) pool"),
+    ] {
+        let listed = help.lines().any(|line| {
+            let rest = line.trim_start().strip_prefix(command);
+            rest.is_some_and(|rest| rest.starts_with(' ') && rest.trim_start().starts_with(about))
+        });
+        assert!(listed, "--help does not list {command}: {help}");
     }
 }
 

@@ -268,6 +268,23 @@ fn a_pool_that_is_not_socket_activated_is_never_stopped() {
         "{said}"
     );
     assert!(alive(master));
+
+    // Named by its pid file, the same.
+    let out = php_relaunch()
+        .args(["idle-stop", "--idle-for", "1s", "--pid-file"])
+        .arg(&fpm.pid_file)
+        .arg("--state")
+        .arg(dir.path().join("idle.json"))
+        .arg("--log")
+        .arg(dir.path().join("log"))
+        .arg("--lock")
+        .arg(dir.path().join("lock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("(it is not socket-activated)"));
+    assert!(alive(master));
+    assert!(!dir.path().join("log").exists(), "nothing logged");
 }
 
 #[test]
