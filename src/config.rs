@@ -80,6 +80,8 @@ pub struct Config {
     pub pool: Option<Pool>,
     /// `--on-demand`: the socket of the on-demand pool the target is, watched without waking it.
     pub on_demand: Option<PathBuf>,
+    /// `--metrics-file`: the node_exporter textfile rewritten on every run.
+    pub metrics_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -158,6 +160,7 @@ impl Config {
             evidence_dir,
             pool,
             on_demand,
+            metrics_file: run.metrics_file,
         })
     }
 }

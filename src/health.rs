@@ -38,7 +38,7 @@ fn judge_status(config: &ProbeConfig, body: &[u8], state: &mut State) -> Option<
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Saving {
     /// When it differs from what was read.
-    IfChanged(State),
+    IfChanged(Box<State>),
     /// Always: the file was corrupt, and its fresh replacement ends the warning.
     Always,
     /// Never: the file was refused (a symlink) or unreadable, and is left as it is.
@@ -49,7 +49,7 @@ pub enum Saving {
 /// to stop watching.
 pub fn load_state(path: &std::path::Path) -> (State, Saving) {
     match state::load(path) {
-        Ok((state, None)) => (state.clone(), Saving::IfChanged(state)),
+        Ok((state, None)) => (state.clone(), Saving::IfChanged(Box::new(state))),
         Ok((state, Some(warning))) => {
             eprintln!("php-relaunch: {warning}");
             (state, Saving::Always)
@@ -64,7 +64,7 @@ pub fn load_state(path: &std::path::Path) -> (State, Saving) {
 /// Writes the state back as `saving` says; trouble is a warning on stderr.
 pub fn save_state(path: &std::path::Path, state: &State, saving: &Saving) {
     let due = match saving {
-        Saving::IfChanged(before) => before != state,
+        Saving::IfChanged(before) => **before != *state,
         Saving::Always => true,
         Saving::Never => false,
     };

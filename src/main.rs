@@ -14,6 +14,7 @@ mod hook;
 mod journal;
 mod load;
 mod lock;
+mod metrics;
 mod ondemand;
 mod policy;
 mod poll;

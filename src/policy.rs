@@ -113,6 +113,22 @@ pub fn hold(state: &State, limits: &Limits, now: i64) -> Option<Hold> {
     None
 }
 
+/// Relaunches still allowed within the budget's window at `now` (0 once it is spent).
+pub fn budget_remaining(state: &State, limits: &Limits, now: i64) -> u32 {
+    if state.gave_up {
+        return 0;
+    }
+    let window = i64::try_from(limits.within.as_secs()).unwrap_or(i64::MAX);
+    let recent = state
+        .relaunches
+        .iter()
+        .filter(|&&at| now.saturating_sub(at) < window)
+        .count();
+    limits
+        .max_restarts
+        .saturating_sub(u32::try_from(recent).unwrap_or(u32::MAX))
+}
+
 /// Books a relaunch at `now` that took `took`; relaunches older than the budget's window are dropped.
 pub fn record_relaunch(state: &mut State, limits: &Limits, now: i64, took: Duration) {
     let window = i64::try_from(limits.within.as_secs()).unwrap_or(i64::MAX);

@@ -11,6 +11,7 @@ use anyhow::{Context, Result, anyhow};
 use rustix::fs::OFlags;
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::Totals;
 use crate::probe::status::Counters;
 
 /// Where state files live by default.
@@ -43,6 +44,9 @@ pub struct State {
     /// The problem going on now, if any: one alert per incident, and a "recovered" one at its end.
     #[serde(default)]
     pub incident: Option<Incident>,
+    /// `--metrics-file`: the counters behind the textfile.
+    #[serde(default, skip_serializing_if = "Totals::is_empty")]
+    pub totals: Totals,
     /// `idle-stop`: since when the pool has been idle without a break, unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_since: Option<i64>,

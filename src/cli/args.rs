@@ -197,6 +197,11 @@ pub struct RunArgs {
     #[arg(long = "on-demand")]
     pub on_demand: bool,
 
+    /// Rewrite this node_exporter textfile on every run (php_relaunch_* metrics, labelled with the
+    /// target), e.g. /var/lib/prometheus/node-exporter/php-relaunch.prom
+    #[arg(long = "metrics-file", value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+
     /// With --pool: the pools file
     #[arg(
         long = "config",

@@ -18,6 +18,7 @@ use crate::exit::Exit;
 use crate::health;
 use crate::journal::{self, Journal};
 use crate::lock;
+use crate::metrics;
 use crate::policy;
 use crate::poll::poll_until;
 use crate::report::{Report, Trigger};
@@ -115,7 +116,15 @@ fn check(
     let mut system = System::new(config);
     // Past the hot path, whatever comes may hang: the run's deadline counts from the check's start.
     let arm = || watchdog.arm(started + config.run_timeout);
-    let report = pipeline::check(config, &mut state, &mut system, trigger, arm);
+    let (seen, report) = pipeline::check(config, &mut state, &mut system, trigger, arm);
+    if let Some(path) = &config.metrics_file {
+        let now = unix_now();
+        metrics::count(&mut state.totals, &seen, report.as_ref(), now);
+        let text = metrics::render(&state.target, &seen, &state, &config.limits, now);
+        if let Err(err) = metrics::write(path, &text) {
+            eprintln!("php-relaunch: {err:#}");
+        }
+    }
     let Some(report) = report else {
         if !config.dry_run {
             health::save_state(&config.probe.state, &state, &before);

@@ -11,6 +11,7 @@ use crate::alert;
 use crate::config::Config;
 use crate::fpm::{self, Levers, Plan, Step};
 use crate::load::Load;
+use crate::metrics::Seen;
 use crate::ondemand::Dormancy;
 use crate::policy::{self, Course, Decision, Done, Hold};
 use crate::report::{Action, Mail, Report, RunState, Trigger};
@@ -26,7 +27,7 @@ pub fn check(
     host: &mut impl Host,
     trigger: Trigger,
     past_hot_path: impl FnOnce(),
-) -> Option<Report> {
+) -> (Seen, Option<Report>) {
     let time = host.now();
     let now = unix_seconds(time);
     // An on-demand pool with no php-fpm running is judged by its socket: a request would start it.
@@ -47,9 +48,16 @@ pub fn check(
         Dormancy::Asleep => (None, Duration::ZERO, Decision::Healthy),
         Dormancy::Lost(_) => (None, Duration::ZERO, Decision::SocketLost),
     };
-    let said = answer
-        .as_ref()
-        .map_or_else(|| "socket-lost".to_owned(), ToString::to_string);
+    let said = match (&answer, &dormancy) {
+        (Some(answer), _) => answer.to_string(),
+        (None, Dormancy::Asleep) => "idle".to_owned(),
+        (None, _) => "socket-lost".to_owned(),
+    };
+    let seen = Seen {
+        up: decision == Decision::Healthy,
+        verdict: said.clone(),
+        latency,
+    };
     let course = policy::assess(
         state,
         &config.limits,
@@ -60,7 +68,7 @@ pub fn check(
     );
     let asleep = dormancy == Dormancy::Asleep;
     if course.is_none() && trigger == Trigger::Cron && !(asleep && config.dry_run) {
-        return None;
+        return (seen, None);
     }
     past_hot_path();
     let mut report = Report::new(
@@ -79,7 +87,7 @@ pub fn check(
         } else {
             RunState::Healthy
         };
-        return Some(report);
+        return (seen, Some(report));
     };
     follow(config, course, state, host, &mut report, now);
     if report.alert && !config.dry_run {
@@ -88,7 +96,7 @@ pub fn check(
         }
         policy::alert_sent(state);
     }
-    Some(report)
+    (seen, Some(report))
 }
 
 /// Does what `course` says, filling in the report; policy books what the control did.

@@ -237,7 +237,7 @@ fn configured(args: &[&str]) -> Config {
 
 /// One run: its report (`None` when quiet), booked in `state`.
 fn run(config: &Config, state: &mut State, host: &mut Fake) -> Option<Report> {
-    check(config, state, host, Trigger::Cron, || {})
+    check(config, state, host, Trigger::Cron, || {}).1
 }
 
 /// The log line's fields that a test compares: verdict, action, old and new pid, state, mail.
@@ -804,14 +804,15 @@ fn a_hook_run_always_tells_even_when_healthy() {
         events: 3,
         ignored: 1,
     };
-    let report = check(
+    let (seen, report) = check(
         &config(&[]),
         &mut State::default(),
         &mut host,
         trigger,
         || {},
-    )
-    .unwrap();
+    );
+    assert!(seen.up);
+    let report = report.unwrap();
     assert_eq!(
         fields(&report),
         "verdict=200 action=none old_pid=- new_pid=- state=healthy mail=none"
