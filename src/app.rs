@@ -8,6 +8,7 @@ use crate::cli::{Invocation, Stop};
 use crate::config::{Config, ProbeConfig};
 use crate::exit::Exit;
 use crate::health;
+use crate::history;
 use crate::hook;
 use crate::ondemand;
 use crate::policy;
@@ -32,6 +33,7 @@ pub fn run(invocation: Invocation) -> Exit {
         }
         Invocation::Pools(args) => pools::command(&args),
         Invocation::IdleStop(args) => ondemand::idle_stop::command(&args),
+        Invocation::Report(args) => history::command(&args),
         Invocation::Hook(args) => {
             let listen = hook::Listen {
                 path: args.listen,

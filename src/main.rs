@@ -10,6 +10,7 @@ mod evidence;
 mod exit;
 mod fpm;
 mod health;
+mod history;
 mod hook;
 mod journal;
 mod load;

@@ -426,3 +426,53 @@ pub struct IdleStopArgs {
     )]
     pub lock: PathBuf,
 }
+
+// `report [--log PATH] [--access-log PATH]... [--since DURATION] [--until TIME] [--by hour|day]
+// [--svg FILE] [--json]` (no doc comment: it would replace the `about` in COMMANDS).
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// php-relaunch's log; its rotated copies (.1, .2.gz …) are read too
+    #[arg(
+        long = "log",
+        value_name = "PATH",
+        default_value = "/var/log/php-relaunch.log"
+    )]
+    pub log: PathBuf,
+
+    /// An nginx access log in the `combined` format (and its rotated copies), for the 502/504
+    /// visitors got; may be given more than once
+    #[arg(long = "access-log", value_name = "PATH")]
+    pub access_log: Vec<PathBuf>,
+
+    /// How far back from --until, e.g. 24h, 7d, 30d
+    #[arg(
+        long = "since",
+        value_name = "DURATION",
+        default_value = "7d",
+        value_parser = Named(values::duration)
+    )]
+    pub since: Duration,
+
+    /// The end of the report, e.g. 2026-11-30 or 2026-11-30T12:00 (local time) [default: now]
+    #[arg(long = "until", value_name = "TIME")]
+    pub until: Option<String>,
+
+    /// One bucket per hour or per day
+    #[arg(long = "by", value_name = "hour|day", default_value = "day")]
+    pub by: By,
+
+    /// Also write an SVG chart of the same series here
+    #[arg(long = "svg", value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+
+    /// Print JSON for scripts instead of the table (schema in the README)
+    #[arg(long = "json")]
+    pub json: bool,
+}
+
+/// A report's bucket.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum By {
+    Hour,
+    Day,
+}

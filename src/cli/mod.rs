@@ -7,7 +7,8 @@ mod args;
 pub mod values;
 
 pub use args::{
-    CheckArgs, HookArgs, IdleStopArgs, PoolsArgs, PoolsCommand, ProbeArgs, ResetArgs, RunArgs,
+    By, CheckArgs, HookArgs, IdleStopArgs, PoolsArgs, PoolsCommand, ProbeArgs, ReportArgs,
+    ResetArgs, RunArgs,
 };
 
 use args::CHECK_TIMEOUT;
@@ -83,10 +84,12 @@ pub enum Command {
     Hook(Box<HookArgs>),
     /// `idle-stop …`.
     IdleStop(IdleStopArgs),
+    /// `report …`.
+    Report(ReportArgs),
 }
 
 /// The commands, each with what `--help` says of it in its list.
-const COMMANDS: [(&str, &str); 5] = [
+const COMMANDS: [(&str, &str); 6] = [
     (
         "check",
         "Health check for Docker HEALTHCHECK and Kubernetes exec probes: probe once, no lock, no \
@@ -110,18 +113,24 @@ const COMMANDS: [(&str, &str); 5] = [
         "Stop an on-demand (socket-activated) pool's php-fpm once it has been idle for --idle-for; \
          its socket starts it again on the next request",
     ),
+    (
+        "report",
+        "The history of failures and relaunches from the log (and nginx's access logs), per hour or \
+         day: a table, --json, or an --svg chart",
+    ),
 ];
 
 // Written out rather than derived so that each command's arguments are built only when that command
 // is parsed (`Command::defer`): the cron line, which names none, does not pay for building them.
 impl Subcommand for Command {
     fn augment_subcommands(cmd: clap::Command) -> clap::Command {
-        let defer: [fn(clap::Command) -> clap::Command; 5] = [
+        let defer: [fn(clap::Command) -> clap::Command; 6] = [
             CheckArgs::augment_args,
             ResetArgs::augment_args,
             PoolsArgs::augment_args,
             HookArgs::augment_args,
             IdleStopArgs::augment_args,
+            ReportArgs::augment_args,
         ];
         COMMANDS
             .iter()
@@ -146,6 +155,7 @@ impl FromArgMatches for Command {
             Some(("check", args)) => CheckArgs::from_arg_matches(args).map(Command::Check),
             Some(("reset", args)) => ResetArgs::from_arg_matches(args).map(Command::Reset),
             Some(("pools", args)) => PoolsArgs::from_arg_matches(args).map(Command::Pools),
+            Some(("report", args)) => ReportArgs::from_arg_matches(args).map(Command::Report),
             Some(("idle-stop", args)) => {
                 IdleStopArgs::from_arg_matches(args).map(Command::IdleStop)
             }
@@ -184,6 +194,8 @@ pub enum Invocation {
     Hook(Box<HookArgs>),
     /// `idle-stop …`.
     IdleStop(IdleStopArgs),
+    /// `report …`.
+    Report(ReportArgs),
 }
 
 /// Why parsing ended the process instead.
@@ -216,6 +228,7 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, Stop> {
             Command::Pools(args) => Invocation::Pools(args),
             Command::Hook(args) => Invocation::Hook(args),
             Command::IdleStop(args) => Invocation::IdleStop(args),
+            Command::Report(args) => Invocation::Report(args),
         }),
         Ok(Cli { command: None, run }) => Ok(Invocation::Run(Box::new(run))),
         Err(err)
