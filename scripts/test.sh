@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/loopback-site.sh
 
-install_missing nginx php8.2-fpm php8.2-cgi python3-aiosmtpd mcron curl apache2 gcc time util-linux
+install_missing nginx php8.2-fpm php8.2-cgi python3-aiosmtpd mcron curl apache2 gcc time util-linux prometheus-node-exporter
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked

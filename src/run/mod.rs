@@ -117,7 +117,7 @@ fn check(
     // Past the hot path, whatever comes may hang: the run's deadline counts from the check's start.
     let arm = || watchdog.arm(started + config.run_timeout);
     let (seen, report) = pipeline::check(config, &mut state, &mut system, trigger, arm);
-    if let Some(path) = &config.metrics_file {
+    if let Some(path) = config.metrics_file.as_ref().filter(|_| !config.dry_run) {
         let now = unix_now();
         metrics::count(&mut state.totals, &seen, report.as_ref(), now);
         let text = metrics::render(&state.target, &seen, &state, &config.limits, now);

@@ -12,5 +12,6 @@ mod ondemand;
 mod policy;
 mod pools;
 mod relaunch;
+mod report;
 mod security;
 mod system_service;
