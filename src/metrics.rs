@@ -3,7 +3,6 @@
 //! the old one), in Prometheus' text format with HELP and TYPE and no timestamps. The counters live
 //! in the state file, so they survive between runs.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Write as _;
@@ -12,31 +11,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
 
 use crate::policy::{self, Limits};
 use crate::report::{Action, Report, RunState};
-use crate::state::State;
-
-/// The counters behind the textfile, kept in the state file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Totals {
-    /// Failed checks by verdict.
-    #[serde(default)]
-    pub failures: BTreeMap<String, u64>,
-    /// Relaunches by result: `healthy` (the heartbeat came back) or `down`.
-    #[serde(default)]
-    pub relaunches: BTreeMap<String, u64>,
-    /// When a check last found the target healthy, unix seconds.
-    #[serde(default)]
-    pub last_healthy: Option<i64>,
-}
-
-impl Totals {
-    pub fn is_empty(&self) -> bool {
-        self == &Totals::default()
-    }
-}
+use crate::state::{State, Totals};
 
 /// What one check saw, for the metrics: whether the target was healthy, the verdict, the latency.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,6 +2,7 @@
 //! the same directory, fsynced, renamed over the old one), never read through a symlink. A missing file
 //! is a fresh start; a corrupt one is reported and treated as fresh, never a reason to stop watching.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -11,7 +12,6 @@ use anyhow::{Context, Result, anyhow};
 use rustix::fs::OFlags;
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::Totals;
 use crate::probe::status::Counters;
 
 /// Where state files live by default.
@@ -50,6 +50,26 @@ pub struct State {
     /// `idle-stop`: since when the pool has been idle without a break, unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_since: Option<i64>,
+}
+
+/// `--metrics-file`: the counters behind the textfile.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Failed checks by verdict.
+    #[serde(default)]
+    pub failures: BTreeMap<String, u64>,
+    /// Relaunches by result: `healthy` (the heartbeat came back) or `down`.
+    #[serde(default)]
+    pub relaunches: BTreeMap<String, u64>,
+    /// When a check last found the target healthy, unix seconds.
+    #[serde(default)]
+    pub last_healthy: Option<i64>,
+}
+
+impl Totals {
+    pub fn is_empty(&self) -> bool {
+        self == &Totals::default()
+    }
 }
 
 /// A problem from its first failing run to the next healthy one.
