@@ -168,6 +168,7 @@ fn cycle(t: &mut i64, e: &mut Expected, lines: &mut Vec<String>) {
     e.helped += 1;
     e.hook_runs += 1;
     e.incidents.push(0);
+    every_other_verdict_and_state(t, e, lines);
     // A pools step (not a run) and a line that is not ours.
     *t += 2;
     lines.push(format!(
@@ -176,7 +177,34 @@ fn cycle(t: &mut i64, e: &mut Expected, lines: &mut Vec<String>) {
     ));
     lines.push("this is not a line of ours".to_owned());
     e.skipped += 1;
-    *t += 3;
+    // Spread over a month.
+    *t += 300;
+}
+
+/// Every other verdict and state, one incident from the first failing line to `idle`.
+fn every_other_verdict_and_state(t: &mut i64, e: &mut Expected, lines: &mut Vec<String>) {
+    *t += 15;
+    let began = *t;
+    for (verdict, state) in [
+        ("dns", "web-server-down"),
+        ("error", "down"),
+        ("unhealthy", "unhealthy"),
+        ("500", "unexpected-status"),
+        ("502", "paused"),
+        ("502", "cooldown"),
+        ("timeout", "saturated"),
+        ("502", "config-error"),
+        ("-", "socket-lost"),
+        ("-", "idle"),
+    ] {
+        lines.push(line(*t, verdict, "none", state, Some("cron"), ""));
+        if verdict != "-" {
+            *e.failures.entry(verdict).or_default() += 1;
+        }
+        e.cron_runs += 1;
+        *t += 2;
+    }
+    e.incidents.push(*t - 2 - began);
 }
 
 /// The lines as `log.2.gz` (the oldest third), `log.1` and `log`.
