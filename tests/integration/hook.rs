@@ -233,9 +233,12 @@ fn under_socket_activation_the_first_502_relaunches_php_fpm() {
 fn with_listen_the_first_502_relaunches_php_fpm_and_the_socket_is_only_nginxs() {
     let site = HookSite::start();
     let socket = site.socket.display().to_string();
+    // A stale socket file, left by a hook that was killed, is replaced.
+    drop(std::os::unix::net::UnixDatagram::bind(&site.socket).unwrap());
+    assert!(site.socket.exists());
     let hook = Hook::spawn(site.hook_command(&["--listen", &socket]));
     wait_until("the socket", Duration::from_secs(10), || {
-        site.socket.exists()
+        fs::metadata(&site.socket).is_ok_and(|m| m.mode() & 0o7777 == 0o660)
     });
     let meta = fs::metadata(&site.socket).unwrap();
     assert_eq!(meta.mode() & 0o7777, 0o660);

@@ -222,6 +222,11 @@ fn idle_stop_stops_a_pool_idle_for_long_enough_and_never_a_busy_one() {
         Some(master.to_string().as_str()),
         "{line}"
     );
+    // Asleep: nothing to do, and idle-stop itself does not wake it.
+    let out = pool.idle_stop(&["--idle-for", "1s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(pool.activations(), 1);
+    assert_eq!(pool.log_lines().len(), 1);
     assert_eq!(pool.status("hello.php"), "200", "activated afresh");
     assert_eq!(pool.activations(), 2);
 }
