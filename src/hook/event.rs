@@ -46,7 +46,19 @@ fn without_header(text: &str) -> Option<&str> {
         return None;
     }
     let (header, body) = rest.split_once(": ")?;
-    (header.rsplit(' ').next()? == TAG).then_some(body)
+    // The tag is the header's last word, `php_relaunch` or, from logger(1) --id, `php_relaunch[PID]`.
+    let tag = header.rsplit(' ').next()?;
+    let tag = tag.split_once('[').map_or(tag, |(name, pid)| {
+        if pid
+            .strip_suffix(']')
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            name
+        } else {
+            tag
+        }
+    });
+    (tag == TAG).then_some(body)
 }
 
 #[cfg(test)]
@@ -70,6 +82,11 @@ mod tests {
             ),
             ("status=504 upstream=- uri=/slow.php\r\n", 504),
             ("status=502", 502),
+            // logger(1) --rfc3164, with a hostname and a pid.
+            (
+                "<13>Nov 30 02:41:28 web1 php_relaunch[4242]: status=502 upstream=- uri=/",
+                502,
+            ),
         ] {
             assert_eq!(parse(text.as_bytes()), Some(Event { status }), "{text}");
         }
@@ -85,6 +102,7 @@ mod tests {
             b"<190>Nov 29 22:34:36 other_tag: status=502 uri=/",
             b"<x>Nov 29 22:34:36 php_relaunch: status=502 uri=/",
             b"<190>Nov 29 22:34:36 php_relaunch status=502 uri=/",
+            b"<190>Nov 29 22:34:36 php_relaunch[x]: status=502 uri=/",
             b"uri=/ status=502",
             b"",
             b"\xff\xfe status=502",
