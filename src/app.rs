@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 
-use crate::cli::{Invocation, Stop};
+use crate::cli::{self, Generated, Invocation, Stop};
 use crate::config::{Config, ProbeConfig};
 use crate::exit::Exit;
 use crate::health;
@@ -34,6 +34,11 @@ pub fn run(invocation: Invocation) -> Exit {
         Invocation::Pools(args) => pools::command(&args),
         Invocation::IdleStop(args) => ondemand::idle_stop::command(&args),
         Invocation::Report(args) => history::command(&args),
+        Invocation::Generate(args) => match args.what {
+            Generated::Man => cli::generate::man(&args.dir),
+            Generated::Completions => cli::generate::completions(&args.dir),
+        }
+        .map(|()| Exit::Healthy),
         Invocation::Hook(args) => {
             let listen = hook::Listen {
                 path: args.listen,

@@ -476,3 +476,22 @@ pub enum By {
     Hour,
     Day,
 }
+
+// `generate man|completions DIR` (hidden).
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// What to write
+    #[arg(value_name = "WHAT")]
+    pub what: Generated,
+
+    /// Where to write it
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+/// What `generate` writes.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generated {
+    Man,
+    Completions,
+}

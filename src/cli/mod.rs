@@ -4,11 +4,12 @@
 //! file system come after, in `config`.
 
 mod args;
+pub mod generate;
 pub mod values;
 
 pub use args::{
-    By, CheckArgs, HookArgs, IdleStopArgs, PoolsArgs, PoolsCommand, ProbeArgs, ReportArgs,
-    ResetArgs, RunArgs,
+    By, CheckArgs, GenerateArgs, Generated, HookArgs, IdleStopArgs, PoolsArgs, PoolsCommand,
+    ProbeArgs, ReportArgs, ResetArgs, RunArgs,
 };
 
 use args::CHECK_TIMEOUT;
@@ -86,6 +87,8 @@ pub enum Command {
     IdleStop(IdleStopArgs),
     /// `report …`.
     Report(ReportArgs),
+    /// `generate man|completions DIR` (hidden, for packaging).
+    Generate(GenerateArgs),
 }
 
 /// The commands, each with what `--help` says of it in its list.
@@ -138,6 +141,12 @@ impl Subcommand for Command {
             .fold(cmd, |cmd, (&(name, about), args)| {
                 cmd.subcommand(clap::Command::new(name).about(about).defer(args))
             })
+            .subcommand(
+                clap::Command::new("generate")
+                    .about("Write the man pages or the shell completions into DIR (for packaging)")
+                    .hide(true)
+                    .defer(GenerateArgs::augment_args),
+            )
     }
 
     fn augment_subcommands_for_update(cmd: clap::Command) -> clap::Command {
@@ -145,7 +154,7 @@ impl Subcommand for Command {
     }
 
     fn has_subcommand(name: &str) -> bool {
-        COMMANDS.iter().any(|(command, _)| *command == name)
+        name == "generate" || COMMANDS.iter().any(|(command, _)| *command == name)
     }
 }
 
@@ -156,6 +165,7 @@ impl FromArgMatches for Command {
             Some(("reset", args)) => ResetArgs::from_arg_matches(args).map(Command::Reset),
             Some(("pools", args)) => PoolsArgs::from_arg_matches(args).map(Command::Pools),
             Some(("report", args)) => ReportArgs::from_arg_matches(args).map(Command::Report),
+            Some(("generate", args)) => GenerateArgs::from_arg_matches(args).map(Command::Generate),
             Some(("idle-stop", args)) => {
                 IdleStopArgs::from_arg_matches(args).map(Command::IdleStop)
             }
@@ -196,6 +206,8 @@ pub enum Invocation {
     IdleStop(IdleStopArgs),
     /// `report …`.
     Report(ReportArgs),
+    /// `generate …`.
+    Generate(GenerateArgs),
 }
 
 /// Why parsing ended the process instead.
@@ -229,6 +241,7 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, Stop> {
             Command::Hook(args) => Invocation::Hook(args),
             Command::IdleStop(args) => Invocation::IdleStop(args),
             Command::Report(args) => Invocation::Report(args),
+            Command::Generate(args) => Invocation::Generate(args),
         }),
         Ok(Cli { command: None, run }) => Ok(Invocation::Run(Box::new(run))),
         Err(err)

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Builds the Debian package, runs lintian on it, installs it on this machine, checks what it put
+# there, then removes and purges it, leaving the machine as before. Run by scripts/test.sh.
+# lintian warnings kept: shared-library-lacks-prerequisites (a static-pie binary looks like a
+# library to it) and initial-upload-closes-no-bugs (no ITP bug: this package is built locally).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/loopback-site.sh
+install_missing lintian bash-completion logrotate man-db
+fail() { echo "package check: $*" >&2; exit 1; }
+
+if dpkg -s php-relaunch >/dev/null 2>&1; then
+    fail "php-relaunch is installed on this machine already; not touching it"
+fi
+# What a purge removes, if this machine has it already, is put back at the end.
+saved=$(mktemp -d)
+trap 'dpkg -P php-relaunch >/dev/null 2>&1 || true; for p in /var/log/php-relaunch.log /var/lib/php-relaunch /etc/php-relaunch; do [ -e "$saved/${p//\//_}" ] && mv "$saved/${p//\//_}" "$p"; done; rm -rf "$saved"' EXIT
+for p in /var/log/php-relaunch.log /var/lib/php-relaunch /etc/php-relaunch; do
+    [ -e "$p" ] && mv "$p" "$saved/${p//\//_}"
+done
+
+deb=$(scripts/package.sh)
+lintian --fail-on error --suppress-tags shared-library-lacks-prerequisites,initial-upload-closes-no-bugs "$deb" 2>&1 |
+    grep -v 'running with root privileges' || true
+lintian --fail-on error "$deb" >/dev/null 2>&1 || fail "lintian reports errors"
+
+dpkg -i "$deb" >/dev/null
+/usr/sbin/php-relaunch --version | grep -q '^php-relaunch ' || fail "--version"
+man -w php-relaunch | grep -q 'man8/php-relaunch.8' || fail "man -w"
+warnings=$(MANWIDTH=80 man --warnings php-relaunch 2>&1 >/dev/null)
+[ -z "$warnings" ] || fail "man warns: $warnings"
+for command in check reset pools hook idle-stop report; do
+    man -w "php-relaunch-$command" >/dev/null || fail "no page for $command"
+done
+bash -c '. /usr/share/bash-completion/bash_completion; __load_completion php-relaunch; complete -p php-relaunch' 2>/dev/null | grep -q 'php-relaunch$' ||
+    fail "bash completion"
+systemd-analyze verify /lib/systemd/system/php-relaunch.service /lib/systemd/system/php-relaunch.timer ||
+    fail "systemd-analyze verify"
+logrotate -d /etc/logrotate.d/php-relaunch 2>&1 | grep -q 'php-relaunch.log' || fail "logrotate -d"
+grep -v '^\s*#' /etc/cron.d/php-relaunch | grep -q . && fail "a cron line is active after install"
+[ -e /etc/systemd/system/timers.target.wants/php-relaunch.timer ] && fail "the timer is enabled"
+
+# A run leaves a log line and a state file; removal keeps them, purge takes them.
+code=0
+/usr/sbin/php-relaunch http://127.0.0.1:9/heartbeat.php 1 || code=$?
+[ "$code" = 4 ] || fail "a run against nothing exited $code, not 4"
+[ -s /var/log/php-relaunch.log ] && [ -d /var/lib/php-relaunch ] || fail "no log or state after a run"
+dpkg -r php-relaunch >/dev/null
+[ ! -e /usr/sbin/php-relaunch ] || fail "dpkg -r left the binary"
+[ -s /var/log/php-relaunch.log ] && [ -d /var/lib/php-relaunch ] || fail "dpkg -r took the log or state"
+dpkg -P php-relaunch >/dev/null
+for p in /etc/cron.d/php-relaunch /etc/logrotate.d/php-relaunch /etc/php-relaunch /var/log/php-relaunch.log /var/lib/php-relaunch; do
+    [ ! -e "$p" ] || fail "dpkg -P left $p"
+done
+echo "package check: $deb installs, works, is watched by nothing, and removes cleanly"

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds the Debian package (cargo-deb, installed if missing) and prints the .deb's path: the static
+# release binary, man pages and completions generated from the command tree, a commented cron.d
+# file, a timer and service shipped disabled, a logrotate rule, examples and docs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+host=$(rustc -vV | sed -n 's/^host: //p')
+command -v cargo-deb >/dev/null || cargo install cargo-deb --locked
+echo "building the release binary (about a minute the first time)…" >&2
+bin=$(scripts/build.sh)
+rm -rf target/assets
+"$bin" generate man target/assets/man
+gzip -9n target/assets/man/*.8
+"$bin" generate completions target/assets/completions
+cargo deb --no-build --target "$host" --quiet --output target/debian/ >&2
+ls -t target/debian/php-relaunch_*.deb | head -1
