@@ -6,6 +6,7 @@ use anyhow::Result;
 
 use crate::cli::{self, Generated, Invocation, Stop};
 use crate::config::{Config, ProbeConfig};
+use crate::doctor;
 use crate::exit::Exit;
 use crate::health;
 use crate::history;
@@ -34,6 +35,7 @@ pub fn run(invocation: Invocation) -> Exit {
         Invocation::Pools(args) => pools::command(&args),
         Invocation::IdleStop(args) => ondemand::idle_stop::command(&args),
         Invocation::Report(args) => history::command(&args),
+        Invocation::Doctor(args) => doctor::command(&args),
         Invocation::Generate(args) => match args.what {
             Generated::Man => cli::generate::man(&args.dir),
             Generated::Completions => cli::generate::completions(&args.dir),

@@ -5,6 +5,7 @@ mod app;
 mod cli;
 mod config;
 mod deadline;
+mod doctor;
 mod escape;
 mod evidence;
 mod exit;

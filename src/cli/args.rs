@@ -495,3 +495,16 @@ pub enum Generated {
     Man,
     Completions,
 }
+
+// `doctor [--fpm-config CONF]... [--json]` (no doc comment: it would replace the `about` in COMMANDS).
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// Also look at this php-fpm configuration (beside Debian's /etc/php/*/fpm/php-fpm.conf and
+    /// FreeBSD's /usr/local/etc/php-fpm.conf); may be given more than once
+    #[arg(long = "fpm-config", value_name = "CONF")]
+    pub fpm_config: Vec<PathBuf>,
+
+    /// Print JSON for configuration management
+    #[arg(long = "json")]
+    pub json: bool,
+}

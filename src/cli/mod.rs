@@ -8,8 +8,8 @@ pub mod generate;
 pub mod values;
 
 pub use args::{
-    By, CheckArgs, GenerateArgs, Generated, HookArgs, IdleStopArgs, PoolsArgs, PoolsCommand,
-    ProbeArgs, ReportArgs, ResetArgs, RunArgs,
+    By, CheckArgs, DoctorArgs, GenerateArgs, Generated, HookArgs, IdleStopArgs, PoolsArgs,
+    PoolsCommand, ProbeArgs, ReportArgs, ResetArgs, RunArgs,
 };
 
 use args::CHECK_TIMEOUT;
@@ -87,12 +87,14 @@ pub enum Command {
     IdleStop(IdleStopArgs),
     /// `report …`.
     Report(ReportArgs),
+    /// `doctor …`.
+    Doctor(DoctorArgs),
     /// `generate man|completions DIR` (hidden, for packaging).
     Generate(GenerateArgs),
 }
 
 /// The commands, each with what `--help` says of it in its list.
-const COMMANDS: [(&str, &str); 6] = [
+const COMMANDS: [(&str, &str); 7] = [
     (
         "check",
         "Health check for Docker HEALTHCHECK and Kubernetes exec probes: probe once, no lock, no \
@@ -121,19 +123,25 @@ const COMMANDS: [(&str, &str); 6] = [
         "The history of failures and relaunches from the log (and nginx's access logs), per hour or \
          day: a table, --json, or an --svg chart",
     ),
+    (
+        "doctor",
+        "Find the php-fpm pools on this host and say how to watch each: ready-to-paste lines, and \
+         what to set first; changes nothing",
+    ),
 ];
 
 // Written out rather than derived so that each command's arguments are built only when that command
 // is parsed (`Command::defer`): the cron line, which names none, does not pay for building them.
 impl Subcommand for Command {
     fn augment_subcommands(cmd: clap::Command) -> clap::Command {
-        let defer: [fn(clap::Command) -> clap::Command; 6] = [
+        let defer: [fn(clap::Command) -> clap::Command; 7] = [
             CheckArgs::augment_args,
             ResetArgs::augment_args,
             PoolsArgs::augment_args,
             HookArgs::augment_args,
             IdleStopArgs::augment_args,
             ReportArgs::augment_args,
+            DoctorArgs::augment_args,
         ];
         COMMANDS
             .iter()
@@ -165,6 +173,7 @@ impl FromArgMatches for Command {
             Some(("reset", args)) => ResetArgs::from_arg_matches(args).map(Command::Reset),
             Some(("pools", args)) => PoolsArgs::from_arg_matches(args).map(Command::Pools),
             Some(("report", args)) => ReportArgs::from_arg_matches(args).map(Command::Report),
+            Some(("doctor", args)) => DoctorArgs::from_arg_matches(args).map(Command::Doctor),
             Some(("generate", args)) => GenerateArgs::from_arg_matches(args).map(Command::Generate),
             Some(("idle-stop", args)) => {
                 IdleStopArgs::from_arg_matches(args).map(Command::IdleStop)
@@ -206,6 +215,8 @@ pub enum Invocation {
     IdleStop(IdleStopArgs),
     /// `report …`.
     Report(ReportArgs),
+    /// `doctor …`.
+    Doctor(DoctorArgs),
     /// `generate …`.
     Generate(GenerateArgs),
 }
@@ -241,6 +252,7 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, Stop> {
             Command::Hook(args) => Invocation::Hook(args),
             Command::IdleStop(args) => Invocation::IdleStop(args),
             Command::Report(args) => Invocation::Report(args),
+            Command::Doctor(args) => Invocation::Doctor(args),
             Command::Generate(args) => Invocation::Generate(args),
         }),
         Ok(Cli { command: None, run }) => Ok(Invocation::Run(Box::new(run))),

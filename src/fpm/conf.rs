@@ -4,6 +4,7 @@
 //! followed; every read is still non-blocking and bounded. The paths it names (pid, logs) lie where
 //! others may write, and are opened by their readers with care (`secure_file`).
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
@@ -33,7 +34,21 @@ pub struct PoolConf {
     pub name: String,
     /// Its `user` setting, if any.
     pub user: Option<String>,
+    /// The file its section is in.
+    pub file: PathBuf,
+    /// The settings `doctor` looks at, as written (`listen`, `pm`, `ping.path`, `pm.status_path`,
+    /// `pm.status_listen`).
+    pub settings: BTreeMap<String, String>,
 }
+
+/// The pool settings kept in [`PoolConf::settings`].
+const POOL_SETTINGS: [&str; 5] = [
+    "listen",
+    "pm",
+    "ping.path",
+    "pm.status_path",
+    "pm.status_listen",
+];
 
 /// Reads `config` and what it includes. Unreadable files are skipped: this serves alerts and
 /// orphan detection, never a decision to run or signal something on its own.
@@ -49,12 +64,14 @@ pub fn read(config: &Path) -> FpmConf {
         .flat_map(|pattern| expand(&pattern))
         .take(MAX_INCLUDES)
         .collect();
-    texts.extend(
-        includes
-            .iter()
-            .filter_map(|file| secure_file::read_text(file, Links::Follow, MAX_CONFIG).ok()),
-    );
-    for (index, text) in texts.iter().enumerate() {
+    let mut files = vec![config.to_owned()];
+    for file in &includes {
+        if let Ok(text) = secure_file::read_text(file, Links::Follow, MAX_CONFIG) {
+            texts.push(text);
+            files.push(file.clone());
+        }
+    }
+    for (index, (text, file)) in texts.iter().zip(&files).enumerate() {
         // The main file begins in [global]; an included file in no section until it names one.
         let mut section = (index == 0).then(|| "global".to_owned());
         for line in text.lines() {
@@ -63,6 +80,8 @@ pub fn read(config: &Path) -> FpmConf {
                     conf.pools.push(PoolConf {
                         name: name.clone(),
                         user: None,
+                        file: file.clone(),
+                        settings: BTreeMap::new(),
                     });
                 }
                 section = Some(name);
@@ -73,10 +92,18 @@ pub fn read(config: &Path) -> FpmConf {
                 conf.pid_file = Some(PathBuf::from(pid)).filter(|p| p.is_absolute());
             }
             if let Some(pool) = section.as_deref().filter(|_| !global)
-                && let Some(user) = setting(line, "user")
                 && let Some(entry) = conf.pools.iter_mut().find(|p| p.name == pool)
             {
-                entry.user = Some(user);
+                if let Some(user) = setting(line, "user") {
+                    entry.user = Some(user);
+                }
+                for key in POOL_SETTINGS {
+                    if let Some(value) = setting(line, key) {
+                        entry
+                            .settings
+                            .insert(key.to_owned(), value.replace("$pool", pool));
+                    }
+                }
             }
             for key in ["error_log", "slowlog"] {
                 let Some(value) = setting(line, key) else {

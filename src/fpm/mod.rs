@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use rustix::process::Signal;
 
-pub use conf::setting_of as config_setting;
+pub use conf::{PoolConf, read as read_config, setting_of as config_setting};
 pub use procs::{Proc, Sent, snapshot};
 pub use relaunch::{Levers, Plan, Relaunch, Step, relaunch, relaunch_cgi};
 pub use service::{detect_service, service_command, service_exists};
@@ -204,6 +204,11 @@ impl Instance {
             owner,
             pools,
         })
+    }
+
+    /// The trusted php-fpm binary of this instance, when known.
+    pub fn binary(&self) -> Option<&Path> {
+        self.binary.as_deref()
     }
 
     /// Whether `p` is a master of this php-fpm: our user, our binary, our config.

@@ -1,0 +1,433 @@
+//! `php-relaunch doctor`: looks at this host — php-fpm installations and their pools, the services that
+//! control them, nginx, php-relaunch lines already installed — and says what to watch and how, as
+//! ready-to-paste lines. It reads and asks; it changes nothing.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::cli::DoctorArgs;
+use crate::exit::Exit;
+use crate::fpm::{self, Control, Instance, PoolConf};
+use crate::probe::{self, Target};
+use crate::spawn;
+
+/// How long a ping of an installed line's target may take.
+const PING: Duration = Duration::from_secs(2);
+
+/// One php-fpm configuration and what controls it.
+#[derive(Debug, Serialize)]
+pub struct Installation {
+    pub config: PathBuf,
+    /// The service that controls it (`php8.2-fpm`, FreeBSD's `php_fpm`), if one does.
+    pub service: Option<String>,
+    /// The php-fpm binary, when known.
+    pub binary: Option<PathBuf>,
+    /// Its master's pid, when one runs.
+    pub master: Option<u32>,
+    pub pools: Vec<Pool>,
+}
+
+/// One pool, what it is set to, and how to watch it.
+#[derive(Debug, Serialize)]
+pub struct Pool {
+    pub name: String,
+    pub file: PathBuf,
+    pub listen: Option<String>,
+    pub pm: Option<String>,
+    pub ping_path: Option<String>,
+    pub status_path: Option<String>,
+    pub status_listen: Option<String>,
+    /// The target a watching run probes: php-fpm's ping over FastCGI.
+    pub target: Option<String>,
+    /// Ready-to-paste lines: root's crontab, mcron, the timer's ExecStart.
+    pub crontab: Option<String>,
+    pub mcron: Option<String>,
+    pub timer: Option<String>,
+    /// What needs attention before it can be watched.
+    pub problems: Vec<String>,
+}
+
+/// The whole look.
+#[derive(Debug, Serialize)]
+pub struct Findings {
+    pub installations: Vec<Installation>,
+    /// What needs attention beyond one pool (shared sockets, installed lines that fail).
+    pub problems: Vec<String>,
+    /// Worth knowing, not in the way.
+    pub notes: Vec<String>,
+}
+
+pub fn command(args: &DoctorArgs) -> Result<Exit> {
+    let findings = look(&args.fpm_config);
+    let attention = !findings.problems.is_empty()
+        || findings
+            .installations
+            .iter()
+            .flat_map(|i| &i.pools)
+            .any(|p| !p.problems.is_empty());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&findings)?);
+    } else {
+        print!("{}", text(&findings));
+    }
+    Ok(if attention {
+        Exit::Failing
+    } else {
+        Exit::Healthy
+    })
+}
+
+/// Looks at the host, with the extra configs given.
+pub fn look(extra: &[PathBuf]) -> Findings {
+    let procs = fpm::snapshot().unwrap_or_default();
+    let me = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/sbin/php-relaunch"));
+    let mut installations = Vec::new();
+    for (config, service, binary) in candidates(extra) {
+        let master = master(&config, service.as_deref(), &procs);
+        let binary = binary.or_else(|| {
+            fpm::running(Some(&config), None, &procs)
+                .ok()
+                .flatten()
+                .and_then(|(instance, _)| instance.binary().map(Path::to_owned))
+        });
+        let control = match (&service, &binary) {
+            (Some(service), _) => format!("--service {service}"),
+            (None, Some(bin)) => format!(
+                "--fpm-bin {} --fpm-config {}",
+                bin.display(),
+                config.display()
+            ),
+            (None, None) => format!("--fpm-bin PHP-FPM --fpm-config {}", config.display()),
+        };
+        let pools = fpm::read_config(&config)
+            .pools
+            .into_iter()
+            .map(|pool| advise(pool, &me, &control, service.as_deref()))
+            .collect();
+        installations.push(Installation {
+            config,
+            service,
+            binary,
+            master,
+            pools,
+        });
+    }
+    let mut problems = shared_sockets(&installations);
+    problems.extend(installed_lines_that_fail());
+    let notes = nginx_note().into_iter().collect();
+    Findings {
+        installations,
+        problems,
+        notes,
+    }
+}
+
+/// The configurations to look at: Debian's `/etc/php/X.Y/fpm/php-fpm.conf`, FreeBSD's
+/// `/usr/local/etc/php-fpm.conf`, and those given; with the service and binary of each when known.
+fn candidates(extra: &[PathBuf]) -> Vec<(PathBuf, Option<String>, Option<PathBuf>)> {
+    let mut found = Vec::new();
+    let mut versions: Vec<String> = fs::read_dir("/etc/php")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.sort();
+    for version in versions {
+        let config = PathBuf::from(format!("/etc/php/{version}/fpm/php-fpm.conf"));
+        if config.is_file() {
+            let service = format!("php{version}-fpm");
+            let binary =
+                fpm::trusted_binary(Path::new(&format!("/usr/sbin/php-fpm{version}"))).ok();
+            found.push((
+                config,
+                fpm::service_exists(&service).then_some(service),
+                binary,
+            ));
+        }
+    }
+    let freebsd = PathBuf::from("/usr/local/etc/php-fpm.conf");
+    if freebsd.is_file() {
+        let service = ["php_fpm", "php-fpm"]
+            .into_iter()
+            .find(|s| fpm::service_exists(s))
+            .map(str::to_owned);
+        let binary = fpm::trusted_binary(Path::new("/usr/local/sbin/php-fpm")).ok();
+        found.push((freebsd, service, binary));
+    }
+    for config in extra {
+        let config = config.canonicalize().unwrap_or_else(|_| config.clone());
+        if !found.iter().any(|(c, _, _)| *c == config) {
+            found.push((config, None, None));
+        }
+    }
+    found
+}
+
+/// The verified master of an installation, if one runs.
+fn master(config: &Path, service: Option<&str>, procs: &[fpm::Proc]) -> Option<u32> {
+    if let Some(service) = service {
+        let instance =
+            Instance::resolve(&Control::Service(Some(service.to_owned())), None, procs).ok()?;
+        return instance.master(procs).map(|p| p.pid);
+    }
+    let (instance, _) = fpm::running(Some(config), None, procs).ok()??;
+    instance.master(procs).map(|p| p.pid)
+}
+
+/// What a pool is set to, and the lines that watch it (or what to set first).
+fn advise(pool: PoolConf, me: &Path, control: &str, service: Option<&str>) -> Pool {
+    let get = |key: &str| pool.settings.get(key).cloned();
+    let listen = get("listen");
+    let ping_path = get("ping.path");
+    let mut problems = Vec::new();
+    let target = match (&listen, &ping_path) {
+        (Some(listen), Some(ping)) => Some(target_of(listen, ping)),
+        (None, _) => {
+            problems.push(format!("no `listen` in [{}]: nothing to watch", pool.name));
+            None
+        }
+        (Some(_), None) => {
+            let reload = service.map_or_else(
+                || "reload php-fpm (kill -USR2 its master)".to_owned(),
+                |s| format!("`service {s} reload`"),
+            );
+            problems.push(format!(
+                "no ping.path: add `ping.path = /ping` to [{}] in {}, then {reload}",
+                pool.name,
+                pool.file.display()
+            ));
+            None
+        }
+    };
+    let me = me.display();
+    let crontab = target
+        .as_ref()
+        .map(|t| format!("* * * * * {me} '{t}' 2 'ops@example.com' {control} >/dev/null 2>&1"));
+    let mcron = target.as_ref().map(|t| {
+        let words: Vec<String> = control.split(' ').map(|w| format!(" \"{w}\"")).collect();
+        format!(
+            "(job '(next-second (range 0 60 10)) (lambda () (system* \"{me}\" \"{t}\" \"2\" \"ops@example.com\"{})) \"php-relaunch {t}\")",
+            words.concat()
+        )
+    });
+    let timer = target
+        .as_ref()
+        .map(|t| format!("ExecStart={me} '{t}' 2 \"ops@example.com\" {control}"));
+    Pool {
+        name: pool.name,
+        file: pool.file,
+        listen,
+        pm: get("pm"),
+        ping_path,
+        status_path: get("pm.status_path"),
+        status_listen: get("pm.status_listen"),
+        target,
+        crontab,
+        mcron,
+        timer,
+        problems,
+    }
+}
+
+/// php-fpm's ping over FastCGI at a `listen` address: a socket path, `HOST:PORT`, or a port.
+fn target_of(listen: &str, ping: &str) -> String {
+    if listen.starts_with('/') {
+        return format!("unix://{listen};{ping}");
+    }
+    let (host, port) = match listen.rsplit_once(':') {
+        Some((host, port)) => (host.trim_matches(['[', ']']), port),
+        None => ("127.0.0.1", listen),
+    };
+    let host = match host {
+        "" | "0.0.0.0" | "*" => "127.0.0.1",
+        "::" => "[::1]",
+        host if host.contains(':') => return format!("fcgi://[{host}]:{port}{ping}"),
+        host => host,
+    };
+    format!("fcgi://{host}:{port}{ping}")
+}
+
+/// Pools of different configurations (or versions) that listen on the same address.
+fn shared_sockets(installations: &[Installation]) -> Vec<String> {
+    let mut seen: Vec<(&str, &str, &Path)> = Vec::new();
+    let mut problems = Vec::new();
+    for installation in installations {
+        for pool in &installation.pools {
+            let Some(listen) = pool.listen.as_deref() else {
+                continue;
+            };
+            if let Some((_, other, config)) = seen.iter().find(|(l, _, _)| *l == listen) {
+                problems.push(format!(
+                    "pools {other} ({}) and {} ({}) both listen on {listen}: only one of them gets it",
+                    config.display(),
+                    pool.name,
+                    installation.config.display()
+                ));
+            } else {
+                seen.push((listen, &pool.name, &installation.config));
+            }
+        }
+    }
+    problems
+}
+
+/// php-relaunch lines already in cron.d, root's crontab or systemd units, whose target does not
+/// answer healthy now.
+fn installed_lines_that_fail() -> Vec<String> {
+    let mut files: Vec<PathBuf> = [
+        "/etc/cron.d",
+        "/var/spool/cron/crontabs",
+        "/etc/systemd/system",
+    ]
+    .iter()
+    .filter_map(|dir| fs::read_dir(dir).ok())
+    .flat_map(|dir| dir.flatten().map(|e| e.path()))
+    .filter(|p| p.is_file())
+    .collect();
+    files.sort();
+    let mut problems = Vec::new();
+    for file in files {
+        let Ok(text) =
+            crate::secure_file::read_text(&file, crate::secure_file::Links::Follow, 1 << 20)
+        else {
+            continue;
+        };
+        for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+            let Some(target) = installed_target(line) else {
+                continue;
+            };
+            let answer = probe::probe(&target, PING, None).answer;
+            if !answer.is_healthy() {
+                problems.push(format!(
+                    "{}: php-relaunch watches {target}, which answers {answer}{}",
+                    file.display(),
+                    answer
+                        .detail()
+                        .map(|d| format!(" ({d})"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// The target of a php-relaunch line (a watching run's first argument), if the line is one.
+fn installed_target(line: &str) -> Option<Target> {
+    let at = line.find("php-relaunch ")?;
+    let word = line[at + "php-relaunch ".len()..]
+        .split_whitespace()
+        .next()?
+        .trim_matches(['\'', '"']);
+    word.parse().ok()
+}
+
+/// nginx without the heartbeat vhost: the HTTP lines of the README would not answer.
+fn nginx_note() -> Option<String> {
+    let nginx = Path::new("/usr/sbin/nginx");
+    if !nginx.is_file() {
+        return None;
+    }
+    let dump = spawn::run(
+        nginx,
+        &[std::ffi::OsStr::new("-T")],
+        None,
+        Duration::from_secs(5),
+    )
+    .ok()?;
+    (!dump.output.contains("php-heartbeat.php")).then(|| {
+        "nginx has no php-heartbeat.php location: the lines above go to php-fpm directly; to watch \
+         through nginx too, see /usr/share/doc/php-relaunch/nginx/heartbeat.conf"
+            .to_owned()
+    })
+}
+
+/// For a person.
+fn text(findings: &Findings) -> String {
+    let mut out = String::new();
+    if findings.installations.is_empty() {
+        let _ = writeln!(
+            out,
+            "no php-fpm configuration found (give one with --fpm-config)"
+        );
+    }
+    for i in &findings.installations {
+        let running = i
+            .master
+            .map_or_else(|| "not running".to_owned(), |pid| format!("master {pid}"));
+        let service = i.service.as_deref().unwrap_or("no service");
+        let _ = writeln!(out, "{} ({service}, {running})", i.config.display());
+        for pool in &i.pools {
+            let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+            let _ = writeln!(
+                out,
+                "  pool {}: listen {}, pm {}, ping.path {}, pm.status_path {}, pm.status_listen {}",
+                pool.name,
+                show(&pool.listen),
+                show(&pool.pm),
+                show(&pool.ping_path),
+                show(&pool.status_path),
+                show(&pool.status_listen)
+            );
+            for problem in &pool.problems {
+                let _ = writeln!(out, "    ! {problem}");
+            }
+            for (what, line) in [
+                ("crontab", &pool.crontab),
+                ("mcron", &pool.mcron),
+                ("timer", &pool.timer),
+            ] {
+                if let Some(line) = line {
+                    let _ = writeln!(out, "    {what}: {line}");
+                }
+            }
+        }
+    }
+    for problem in &findings.problems {
+        let _ = writeln!(out, "! {problem}");
+    }
+    for note in &findings.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses_become_ping_targets() {
+        for (listen, target) in [
+            (
+                "/run/php/php8.2-fpm.sock",
+                "unix:///run/php/php8.2-fpm.sock;/ping",
+            ),
+            ("127.0.0.1:9000", "fcgi://127.0.0.1:9000/ping"),
+            ("9001", "fcgi://127.0.0.1:9001/ping"),
+            ("0.0.0.0:9002", "fcgi://127.0.0.1:9002/ping"),
+            ("[::]:9003", "fcgi://[::1]:9003/ping"),
+        ] {
+            assert_eq!(target_of(listen, "/ping"), target, "{listen}");
+            assert!(target.parse::<Target>().is_ok());
+        }
+    }
+
+    #[test]
+    fn installed_lines_name_their_target() {
+        let line =
+            "* * * * * root /usr/sbin/php-relaunch 'unix:///run/php/x.sock;/ping' 2 '' >/dev/null";
+        assert_eq!(
+            installed_target(line).map(|t| t.to_string()).as_deref(),
+            Some("unix:///run/php/x.sock;/ping")
+        );
+        assert!(installed_target("ExecStart=/usr/sbin/php-relaunch report --since 7d").is_none());
+    }
+}
