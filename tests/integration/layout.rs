@@ -1,5 +1,5 @@
-//! The architecture as the README draws it: no module imports another that imports it back, and the
-//! README's Layout section names every source file, and only files that exist.
+//! The architecture as docs/design.md draws it: no module imports another that imports it back, and
+//! its Layout section names every source file, and only files that exist.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -80,12 +80,12 @@ fn no_module_imports_one_that_imports_it_back() {
 }
 
 #[test]
-fn the_readme_layout_names_every_source_file() {
-    let readme = fs::read_to_string(project().join("README.md")).unwrap();
+fn the_layout_in_the_docs_names_every_source_file() {
+    let readme = fs::read_to_string(project().join("docs/design.md")).unwrap();
     let layout = readme
         .split("\n## Layout")
         .nth(1)
-        .expect("README has a Layout section")
+        .expect("docs/design.md has a Layout section")
         .split("\n## ")
         .next()
         .unwrap();
