@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 host=$(rustc -vV | sed -n 's/^host: //p')
-cargo build --release --locked --quiet
+# cargo's progress goes to stderr: a first build takes a minute or two.
+cargo build --release --locked >&2
 echo "$PWD/target/$host/release/php-relaunch"

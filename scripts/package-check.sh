@@ -45,6 +45,13 @@ code=0
 /usr/sbin/php-relaunch http://127.0.0.1:9/heartbeat.php 1 || code=$?
 [ "$code" = 4 ] || fail "a run against nothing exited $code, not 4"
 [ -s /var/log/php-relaunch.log ] && [ -d /var/lib/php-relaunch ] || fail "no log or state after a run"
+# The rule rotates it, and the next run writes a fresh log: each run opens the log anew.
+rotation=$(mktemp)
+logrotate -f -s "$rotation" /etc/logrotate.d/php-relaunch
+rm -f "$rotation"
+[ -s /var/log/php-relaunch.log.1 ] && [ ! -e /var/log/php-relaunch.log ] || fail "logrotate did not rotate the log"
+/usr/sbin/php-relaunch http://127.0.0.1:9/heartbeat.php 1 || true
+[ "$(wc -l </var/log/php-relaunch.log)" = 1 ] || fail "the run after rotation did not start a new log"
 dpkg -r php-relaunch >/dev/null
 [ ! -e /usr/sbin/php-relaunch ] || fail "dpkg -r left the binary"
 [ -s /var/log/php-relaunch.log ] && [ -d /var/lib/php-relaunch ] || fail "dpkg -r took the log or state"
