@@ -49,7 +49,7 @@ code=0
 rotation=$(mktemp)
 logrotate -f -s "$rotation" /etc/logrotate.d/php-relaunch
 rm -f "$rotation"
-[ -s /var/log/php-relaunch.log.1 ] && [ ! -e /var/log/php-relaunch.log ] || fail "logrotate did not rotate the log"
+[ -s /var/log/php-relaunch.log.1 ] && [ ! -s /var/log/php-relaunch.log ] || fail "logrotate did not rotate the log"
 /usr/sbin/php-relaunch http://127.0.0.1:9/heartbeat.php 1 || true
 [ "$(wc -l </var/log/php-relaunch.log)" = 1 ] || fail "the run after rotation did not start a new log"
 dpkg -r php-relaunch >/dev/null
