@@ -25,19 +25,24 @@ lintian --fail-on error --suppress-tags shared-library-lacks-prerequisites,initi
 lintian --fail-on error "$deb" >/dev/null 2>&1 || fail "lintian reports errors"
 
 dpkg -i "$deb" >/dev/null
-/usr/sbin/php-relaunch --version | grep -q '^php-relaunch ' || fail "--version"
-man -w php-relaunch | grep -q 'man8/php-relaunch.8' || fail "man -w"
+# Outputs are taken whole before they are looked at: `grep -q` ending a pipe early would fail it.
+version=$(/usr/sbin/php-relaunch --version)
+[[ $version == "php-relaunch "* ]] || fail "--version says: $version"
+page=$(man -w php-relaunch)
+[[ $page == */man8/php-relaunch.8* ]] || fail "man -w says: $page"
 warnings=$(MANWIDTH=80 man --warnings php-relaunch 2>&1 >/dev/null)
 [ -z "$warnings" ] || fail "man warns: $warnings"
 for command in check reset pools hook idle-stop report; do
     man -w "php-relaunch-$command" >/dev/null || fail "no page for $command"
 done
-bash -c '. /usr/share/bash-completion/bash_completion; __load_completion php-relaunch; complete -p php-relaunch' 2>/dev/null | grep -q 'php-relaunch$' ||
-    fail "bash completion"
+completion=$(bash -c '. /usr/share/bash-completion/bash_completion; __load_completion php-relaunch; complete -p php-relaunch' 2>/dev/null || true)
+[[ $completion == *" php-relaunch" ]] || fail "bash completion: $completion"
 systemd-analyze verify /lib/systemd/system/php-relaunch.service /lib/systemd/system/php-relaunch.timer ||
     fail "systemd-analyze verify"
-logrotate -d /etc/logrotate.d/php-relaunch 2>&1 | grep -q 'php-relaunch.log' || fail "logrotate -d"
-grep -v '^\s*#' /etc/cron.d/php-relaunch | grep -q . && fail "a cron line is active after install"
+rules=$(logrotate -d /etc/logrotate.d/php-relaunch 2>&1) || fail "logrotate -d: $rules"
+[[ $rules == *"/var/log/php-relaunch.log"* ]] || fail "logrotate -d: $rules"
+active=$(grep -v '^\s*#' /etc/cron.d/php-relaunch || true)
+[ -z "${active//[[:space:]]/}" ] || fail "a cron line is active after install: $active"
 [ -e /etc/systemd/system/timers.target.wants/php-relaunch.timer ] && fail "the timer is enabled"
 
 # A run leaves a log line and a state file; removal keeps them, purge takes them.
