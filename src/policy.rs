@@ -90,13 +90,7 @@ pub fn hold(state: &State, limits: &Limits, now: i64) -> Option<Hold> {
             needed: limits.failures,
         });
     }
-    let window = i64::try_from(limits.within.as_secs()).unwrap_or(i64::MAX);
-    let recent = state
-        .relaunches
-        .iter()
-        .filter(|&&at| now.saturating_sub(at) < window)
-        .count();
-    if state.gave_up || recent >= usize::try_from(limits.max_restarts).unwrap_or(usize::MAX) {
+    if state.gave_up || budget_remaining(state, limits, now) == 0 {
         return Some(Hold::GiveUp {
             first: !state.gave_up,
         });
