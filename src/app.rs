@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 
-use crate::cli::{self, Generated, Invocation, Stop};
+use crate::cli::{self, Command, Generated, Invocation, Stop};
 use crate::config::{Config, ProbeConfig};
 use crate::doctor;
 use crate::exit::Exit;
@@ -20,35 +20,13 @@ use crate::state::{self, State};
 /// Does what the command line asked for and says how it went. Errors are printed here, on one
 /// line, and are exit 2 (a health `check` says "unhealthy" and exits 1: Docker reserves 2).
 pub fn run(invocation: Invocation) -> Exit {
-    let check = matches!(invocation, Invocation::Check(_));
-    let result = match invocation {
-        Invocation::Run(args) => Config::from_run(*args).and_then(|config| run::watch(&config)),
-        Invocation::Check(args) => ProbeConfig::new(args.target, args.timeout, args.probe)
-            .map(|config| check_command(&config)),
-        Invocation::Reset(args) => {
-            let path = args.state.unwrap_or_else(|| state::default_path(&args.url));
-            reset(&path).map(|message| {
-                println!("{message}");
-                Exit::Healthy
-            })
-        }
-        Invocation::Pools(args) => pools::command(&args),
-        Invocation::IdleStop(args) => ondemand::idle_stop::command(&args),
-        Invocation::Report(args) => history::command(&args),
-        Invocation::Doctor(args) => doctor::command(&args),
-        Invocation::Generate(args) => match args.what {
-            Generated::Man => cli::generate::man(&args.dir),
-            Generated::Completions => cli::generate::completions(&args.dir),
-        }
-        .map(|()| Exit::Healthy),
-        Invocation::Hook(args) => {
-            let listen = hook::Listen {
-                path: args.listen,
-                group: args.socket_group,
-                idle_exit: args.idle_exit,
-                stdin: args.stdin,
-            };
-            Config::from_run(args.run).and_then(|config| hook::serve(&config, &listen))
+    let (check, result) = match invocation {
+        Invocation::Run(args) => (
+            false,
+            Config::from_run(*args).and_then(|config| run::watch(&config)),
+        ),
+        Invocation::Command(command) => {
+            (matches!(*command, Command::Check(_)), command_run(*command))
         }
     };
     result.unwrap_or_else(|err| {
@@ -57,6 +35,39 @@ pub fn run(invocation: Invocation) -> Exit {
             message: format!("{err:#}"),
         })
     })
+}
+
+/// One of the commands.
+fn command_run(command: Command) -> Result<Exit> {
+    match command {
+        Command::Check(args) => ProbeConfig::new(args.target, args.timeout, args.probe)
+            .map(|config| check_command(&config)),
+        Command::Reset(args) => {
+            let path = args.state.unwrap_or_else(|| state::default_path(&args.url));
+            reset(&path).map(|message| {
+                println!("{message}");
+                Exit::Healthy
+            })
+        }
+        Command::Pools(args) => pools::command(&args),
+        Command::IdleStop(args) => ondemand::idle_stop::command(&args),
+        Command::Report(args) => history::command(&args),
+        Command::Doctor(args) => doctor::command(&args),
+        Command::Generate(args) => match args.what {
+            Generated::Man => cli::generate::man(&args.dir),
+            Generated::Completions => cli::generate::completions(&args.dir),
+        }
+        .map(|()| Exit::Healthy),
+        Command::Hook(args) => {
+            let listen = hook::Listen {
+                path: args.listen,
+                group: args.socket_group,
+                idle_exit: args.idle_exit,
+                stdin: args.stdin,
+            };
+            Config::from_run(args.run).and_then(|config| hook::serve(&config, &listen))
+        }
+    }
 }
 
 /// Ends a command that could not start: help was printed, or a mistake is told in one line.

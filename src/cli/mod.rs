@@ -203,22 +203,8 @@ impl FromArgMatches for Command {
 pub enum Invocation {
     /// The classic run.
     Run(Box<RunArgs>),
-    /// `check`.
-    Check(CheckArgs),
-    /// `reset`.
-    Reset(ResetArgs),
-    /// `pools …`.
-    Pools(PoolsArgs),
-    /// `hook …`.
-    Hook(Box<HookArgs>),
-    /// `idle-stop …`.
-    IdleStop(IdleStopArgs),
-    /// `report …`.
-    Report(ReportArgs),
-    /// `doctor …`.
-    Doctor(DoctorArgs),
-    /// `generate …`.
-    Generate(GenerateArgs),
+    /// One of the commands.
+    Command(Box<Command>),
 }
 
 /// Why parsing ended the process instead.
@@ -245,16 +231,7 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, Stop> {
         Ok(Cli {
             command: Some(command),
             ..
-        }) => Ok(match command {
-            Command::Check(args) => Invocation::Check(args),
-            Command::Reset(args) => Invocation::Reset(args),
-            Command::Pools(args) => Invocation::Pools(args),
-            Command::Hook(args) => Invocation::Hook(args),
-            Command::IdleStop(args) => Invocation::IdleStop(args),
-            Command::Report(args) => Invocation::Report(args),
-            Command::Doctor(args) => Invocation::Doctor(args),
-            Command::Generate(args) => Invocation::Generate(args),
-        }),
+        }) => Ok(Invocation::Command(Box::new(command))),
         Ok(Cli { command: None, run }) => Ok(Invocation::Run(Box::new(run))),
         Err(err)
             if matches!(
@@ -306,10 +283,14 @@ fn parse_check_fast(args: &[OsString]) -> Option<Result<Invocation, Stop>> {
             probe: ProbeArgs::default(),
         })
     });
-    Some(parsed.map(Invocation::Check).map_err(|err| Stop::Mistake {
-        check: true,
-        message: format!("{err:#}"),
-    }))
+    Some(
+        parsed
+            .map(|args| Invocation::Command(Box::new(Command::Check(args))))
+            .map_err(|err| Stop::Mistake {
+                check: true,
+                message: format!("{err:#}"),
+            }),
+    )
 }
 
 /// clap explains an error over several lines; cron mail and logs want one.
@@ -379,7 +360,7 @@ mod tests {
                 Ok(Cli {
                     command: Some(Command::Check(args)),
                     ..
-                }) => Ok(Invocation::Check(args)),
+                }) => Ok(Invocation::Command(Box::new(Command::Check(args)))),
                 Ok(other) => panic!("{other:?}"),
                 Err(err) => Err(Stop::Mistake {
                     check: true,
@@ -449,24 +430,28 @@ mod tests {
 
     #[test]
     fn subcommands_are_commands_of_one_tree() {
+        let command = |args: &[&str]| match parse(&argv(args)) {
+            Ok(Invocation::Command(command)) => *command,
+            other => panic!("{args:?}: {other:?}"),
+        };
         assert!(matches!(
-            parse(&argv(&["pools", "status", "www", "2", "--json"])),
-            Ok(Invocation::Pools(PoolsArgs {
+            command(&["pools", "status", "www", "2", "--json"]),
+            Command::Pools(PoolsArgs {
                 json: true,
                 command: PoolsCommand::Status(Chosen {
                     replica: Some(2),
                     ..
                 }),
                 ..
-            }))
+            })
         ));
         assert!(matches!(
-            parse(&argv(&["reset", "http://127.0.0.1/hb.php"])),
-            Ok(Invocation::Reset(_))
+            command(&["reset", "http://127.0.0.1/hb.php"]),
+            Command::Reset(_)
         ));
         assert!(matches!(
-            parse(&argv(&["check", "unix:///x.sock", "--expect", "ok"])),
-            Ok(Invocation::Check(_))
+            command(&["check", "unix:///x.sock", "--expect", "ok"]),
+            Command::Check(_)
         ));
     }
 }
