@@ -15,6 +15,7 @@ use crate::exit::Exit;
 use crate::fpm::{self, Control, Instance, PoolConf};
 use crate::probe::{self, Target};
 use crate::spawn;
+use crate::stdout;
 
 /// How long a ping of an installed line's target may take.
 const PING: Duration = Duration::from_secs(2);
@@ -71,9 +72,9 @@ pub fn command(args: &DoctorArgs) -> Result<Exit> {
             .flat_map(|i| &i.pools)
             .any(|p| !p.problems.is_empty());
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&findings)?);
+        stdout::print(&(serde_json::to_string_pretty(&findings)? + "\n"))?;
     } else {
-        print!("{}", text(&findings));
+        stdout::print(&text(&findings))?;
     }
     Ok(if attention {
         Exit::Failing

@@ -27,6 +27,7 @@ mod run;
 mod secure_file;
 mod spawn;
 mod state;
+mod stdout;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

@@ -9,14 +9,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use std::io::Write as _;
-
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, TimeZone, Timelike};
 use serde::Serialize;
 
 use crate::cli::{By, ReportArgs};
 use crate::exit::Exit;
+use crate::stdout;
 use lines::{Line, parse, parse_access};
 
 /// What happened in one bucket (or in all of them).
@@ -133,11 +132,8 @@ pub fn command(args: &ReportArgs) -> Result<Exit> {
     } else {
         render::text(&history)
     };
-    // A reader that stops early (`| head`) is not an error.
-    match std::io::stdout().lock().write_all(text.as_bytes()) {
-        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(err.into()),
-        _ => Ok(Exit::Healthy),
-    }
+    stdout::print(&text)?;
+    Ok(Exit::Healthy)
 }
 
 /// `--until`: RFC 3339, or local `YYYY-MM-DD[THH:MM[:SS]]`.
