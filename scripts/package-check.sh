@@ -32,8 +32,10 @@ page=$(man -w php-relaunch)
 [[ $page == */man8/php-relaunch.8* ]] || fail "man -w says: $page"
 warnings=$(MANWIDTH=80 man --warnings php-relaunch 2>&1 >/dev/null)
 [ -z "$warnings" ] || fail "man warns: $warnings"
-for command in check reset pools hook idle-stop report; do
+for command in check reset pools hook idle-stop report doctor; do
     man -w "php-relaunch-$command" >/dev/null || fail "no page for $command"
+    warnings=$(MANWIDTH=80 man --warnings "php-relaunch-$command" 2>&1 >/dev/null)
+    [ -z "$warnings" ] || fail "man php-relaunch-$command warns: $warnings"
 done
 completion=$(bash -c '. /usr/share/bash-completion/bash_completion; __load_completion php-relaunch; complete -p php-relaunch' 2>/dev/null || true)
 [[ $completion == *" php-relaunch" ]] || fail "bash completion: $completion"
