@@ -14,6 +14,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::probe::status::Counters;
 
+/// `time` in unix seconds, as the state keeps times (0 before 1970, which no clock here reads).
+pub fn unix_seconds(time: std::time::SystemTime) -> i64 {
+    time.duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// Where state files live by default.
 pub const DIR: &str = "/var/lib/php-relaunch";
 

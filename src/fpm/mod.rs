@@ -109,6 +109,20 @@ pub struct StuckKill {
     pub refused: Vec<u32>,
 }
 
+/// The unix socket a pool config listens on (`listen = /path`); `None` for a TCP address.
+pub fn listen_socket(config: &Path) -> Option<PathBuf> {
+    config_setting(config, "listen")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+}
+
+/// Whether an executable is a php-fpm binary by its name (`php-fpm`, `php-fpm8.2`).
+pub fn is_php_fpm(exe: &Path) -> bool {
+    exe.file_name()
+        .and_then(OsStr::to_str)
+        .is_some_and(|name| name.starts_with("php-fpm"))
+}
+
 /// The running master of `config` (or of the config a pid file's master shows), whichever trusted
 /// php-fpm binary runs it, as an instance controlled directly; `None` when none runs. Only a
 /// process of our user from a trusted binary named php-fpm… is looked at, so no title of another
@@ -125,11 +139,7 @@ pub fn running(
             && pid_file.is_none_or(|_| Some(p.pid) == named)
             && master_config(&p.cmd).is_some()
     }) {
-        let Some(exe) = p.exe.as_deref().filter(|exe| {
-            exe.file_name()
-                .and_then(OsStr::to_str)
-                .is_some_and(|name| name.starts_with("php-fpm"))
-        }) else {
+        let Some(exe) = p.exe.as_deref().filter(|exe| is_php_fpm(exe)) else {
             continue;
         };
         let Ok(bin) = trust::binary(exe) else {

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Local};
 
-use super::listen_path;
 use crate::cli::IdleStopArgs;
 use crate::exit::Exit;
 use crate::fpm::{self, Instance, Proc, sockets};
@@ -49,7 +48,7 @@ pub fn command(args: &IdleStopArgs) -> Result<Exit> {
         health::save_state(&state_path, &state, &before);
         return Ok(Exit::Healthy);
     };
-    let socket = listen_path(&config).with_context(|| {
+    let socket = fpm::listen_socket(&config).with_context(|| {
         format!(
             "'{}' has no unix socket in `listen`: idle-stop is for socket-activated pools",
             config.display()
@@ -66,7 +65,7 @@ pub fn command(args: &IdleStopArgs) -> Result<Exit> {
     }
     let now = SystemTime::now();
     let idle = idle(&instance, &procs, args);
-    if !policy::idle_long_enough(&mut state, idle, unix(now), args.idle_for) {
+    if !policy::idle_long_enough(&mut state, idle, state::unix_seconds(now), args.idle_for) {
         health::save_state(&state_path, &state, &before);
         return Ok(Exit::Healthy);
     }
@@ -131,9 +130,4 @@ fn idle(instance: &Instance, procs: &[Proc], args: &IdleStopArgs) -> bool {
                 })
         }
     }
-}
-
-fn unix(time: SystemTime) -> i64 {
-    time.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

@@ -24,11 +24,7 @@ pub fn dormancy(socket: &Path) -> Dormancy {
     let inodes = sockets::listening(socket);
     let holders = sockets::holders(&inodes);
     let php_fpm = holders.iter().any(|pid| {
-        std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| {
-            exe.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("php-fpm"))
-        })
+        std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| fpm::is_php_fpm(&exe))
     });
     if php_fpm {
         return Dormancy::Awake;
@@ -60,13 +56,6 @@ fn restart_hint(socket: &Path) -> String {
         Some(name) => format!("systemctl restart php-fpm-ondemand@{name}.socket"),
         None => "restart the socket unit (or activator) that holds it".to_owned(),
     }
-}
-
-/// The unix socket of a pool's config (`listen = /path`), for `idle-stop`.
-pub fn listen_path(config: &Path) -> Option<std::path::PathBuf> {
-    fpm::config_setting(config, "listen")
-        .map(std::path::PathBuf::from)
-        .filter(|p| p.is_absolute())
 }
 
 #[cfg(test)]

@@ -16,9 +16,7 @@ pub struct Nginx;
 
 /// The unix socket nginx reaches a replica on, from its config's `listen`.
 fn socket(replica: &Replica) -> Option<PathBuf> {
-    fpm::config_setting(&replica.fpm_config, "listen")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
+    fpm::listen_socket(&replica.fpm_config)
 }
 
 impl Balancer for Nginx {

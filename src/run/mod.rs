@@ -23,6 +23,7 @@ use crate::policy;
 use crate::poll::poll_until;
 use crate::report::{Report, Trigger};
 use crate::spawn;
+use crate::state;
 use system::System;
 
 /// How often a hook run asks again for the lock a cron run holds.
@@ -106,7 +107,7 @@ fn check(
     let started = Instant::now();
     let (mut state, before) = health::load_state(&config.probe.state);
     state.target = config.probe.target.to_string();
-    if policy::discard_future(&mut state, unix_now()) {
+    if policy::discard_future(&mut state, state::unix_seconds(SystemTime::now())) {
         // Saved without them, so this is said once.
         eprintln!(
             "php-relaunch: state file '{}' held times after now (the clock was set back?): discarded them",
@@ -118,7 +119,7 @@ fn check(
     let arm = || watchdog.arm(started + config.run_timeout);
     let (seen, report) = pipeline::check(config, &mut state, &mut system, trigger, arm);
     if let Some(path) = config.metrics_file.as_ref().filter(|_| !config.dry_run) {
-        let now = unix_now();
+        let now = state::unix_seconds(SystemTime::now());
         metrics::count(&mut state.totals, &seen, report.as_ref(), now);
         let text = metrics::render(&state.target, &seen, &state, &config.limits, now);
         if let Err(err) = metrics::write(path, &text) {
@@ -182,10 +183,4 @@ fn until_next_minute() -> Duration {
     let now = Local::now();
     let into_minute = Duration::new(u64::from(now.second()), now.nanosecond() % 1_000_000_000);
     Duration::from_mins(1).saturating_sub(into_minute)
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

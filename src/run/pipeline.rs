@@ -2,7 +2,7 @@
 //! that takes them (through [`Host`]) → a typed [`Report`]. Nothing here touches the machine but
 //! through the host, so every path is tested with a scripted one.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Local};
 
@@ -15,7 +15,7 @@ use crate::metrics::Seen;
 use crate::ondemand::Dormancy;
 use crate::policy::{self, Course, Decision, Done, Hold};
 use crate::report::{Action, Mail, Report, RunState, Trigger};
-use crate::state::State;
+use crate::state::{State, unix_seconds};
 
 /// Runs one check, booking it in `state`. `None` when the heartbeat is healthy and there is nothing
 /// to tell (the hot path: no log line, no time zone read); a run the hook started always tells, since
@@ -378,11 +378,6 @@ fn mail(host: &mut impl Host, report: &mut Report) {
             report.note(err);
         }
     }
-}
-
-fn unix_seconds(time: SystemTime) -> i64 {
-    time.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn local(unix: i64) -> String {
