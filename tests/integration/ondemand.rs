@@ -4,7 +4,7 @@
 //! service's read-only socket directory (a mount namespace, as `ReadOnlyPaths=` makes).
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -101,20 +101,7 @@ impl OnDemand {
     }
 
     fn idle_stop(&self, extra: &[&str]) -> Output {
-        let d = self.dir.path();
-        php_relaunch()
-            .arg("idle-stop")
-            .arg("--fpm-config")
-            .arg(&self.config)
-            .arg("--state")
-            .arg(d.join("idle.json"))
-            .arg("--log")
-            .arg(d.join("log"))
-            .arg("--lock")
-            .arg(d.join("lock"))
-            .args(extra)
-            .output()
-            .unwrap()
+        idle_stop(self.dir.path(), ("--fpm-config", &self.config), extra)
     }
 
     fn log_lines(&self) -> Vec<String> {
@@ -142,6 +129,24 @@ impl Drop for OnDemand {
         }
         let _ = wait_until_quietly(Duration::from_secs(5), || self.processes().is_empty());
     }
+}
+
+/// `php-relaunch idle-stop POOL EXTRA…` with its state, log and lock in `dir`; `pool` is
+/// `("--fpm-config", CONF)` or `("--pid-file", PATH)`.
+fn idle_stop(dir: &Path, pool: (&str, &Path), extra: &[&str]) -> Output {
+    php_relaunch()
+        .arg("idle-stop")
+        .arg(pool.0)
+        .arg(pool.1)
+        .arg("--state")
+        .arg(dir.join("idle.json"))
+        .arg("--log")
+        .arg(dir.join("log"))
+        .arg("--lock")
+        .arg(dir.join("lock"))
+        .args(extra)
+        .output()
+        .unwrap()
 }
 
 /// Stops the master the way `idle-stop` and the old recipe both do (QUIT) and waits for it.
@@ -253,17 +258,11 @@ fn a_pool_that_is_not_socket_activated_is_never_stopped() {
     let fpm = crate::common::Fpm::new(dir.path());
     fpm.start();
     let master = fpm.master().unwrap();
-    let out = php_relaunch()
-        .args(["idle-stop", "--idle-for", "1s", "--fpm-config"])
-        .arg(&fpm.config)
-        .arg("--state")
-        .arg(dir.path().join("idle.json"))
-        .arg("--log")
-        .arg(dir.path().join("log"))
-        .arg("--lock")
-        .arg(dir.path().join("lock"))
-        .output()
-        .unwrap();
+    let out = idle_stop(
+        dir.path(),
+        ("--fpm-config", &fpm.config),
+        &["--idle-for", "1s"],
+    );
     assert_eq!(out.status.code(), Some(1));
     let said = stderr(&out);
     assert!(
@@ -275,17 +274,11 @@ fn a_pool_that_is_not_socket_activated_is_never_stopped() {
     assert!(alive(master));
 
     // Named by its pid file, the same.
-    let out = php_relaunch()
-        .args(["idle-stop", "--idle-for", "1s", "--pid-file"])
-        .arg(&fpm.pid_file)
-        .arg("--state")
-        .arg(dir.path().join("idle.json"))
-        .arg("--log")
-        .arg(dir.path().join("log"))
-        .arg("--lock")
-        .arg(dir.path().join("lock"))
-        .output()
-        .unwrap();
+    let out = idle_stop(
+        dir.path(),
+        ("--pid-file", &fpm.pid_file),
+        &["--idle-for", "1s"],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("(it is not socket-activated)"));
     assert!(alive(master));
@@ -356,27 +349,12 @@ fn a_watching_run_does_not_wake_a_sleeping_pool_and_alerts_when_its_socket_is_lo
 fn under_light_load_with_idle_gaps_pools_sleep_and_wake_without_a_failed_request() {
     let pool = OnDemand::start(true);
     let stopper = {
-        let args: Vec<PathBuf> = vec![
-            pool.config.clone(),
-            pool.dir.path().join("idle.json"),
-            pool.dir.path().join("log"),
-            pool.dir.path().join("lock"),
-        ];
+        let (config, dir) = (pool.config.clone(), pool.dir.path().to_owned());
         let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let finished = std::sync::Arc::clone(&done);
         let handle = thread::spawn(move || {
             while !finished.load(std::sync::atomic::Ordering::SeqCst) {
-                let out = php_relaunch()
-                    .args(["idle-stop", "--idle-for", "1s", "--fpm-config"])
-                    .arg(&args[0])
-                    .arg("--state")
-                    .arg(&args[1])
-                    .arg("--log")
-                    .arg(&args[2])
-                    .arg("--lock")
-                    .arg(&args[3])
-                    .output()
-                    .unwrap();
+                let out = idle_stop(&dir, ("--fpm-config", &config), &["--idle-for", "1s"]);
                 assert!(out.status.success(), "{}", stderr(&out));
                 thread::sleep(Duration::from_secs(1));
             }
