@@ -18,26 +18,7 @@ temp_site
 front_port=$(free_port)
 sed "s#/run/php-relaunch/hook.sock#$dir/hook.sock#" nginx/hook.conf >"$dir/hook.conf"
 echo '<?php echo "hello";' >"$dir/www/hello.php"
-cat >"$dir/front.conf" <<CONF
-user www-data;
-worker_processes 1;
-pid $dir/front.pid;
-error_log $dir/front-error.log;
-events { worker_connections 1024; }
-http {
-    include $dir/hook.conf;
-    server {
-        listen 127.0.0.1:$front_port;
-        root $dir/www;
-        location ~ \.php\$ {
-            include $dir/fastcgi_params;
-            fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name;
-            fastcgi_pass unix:$dir/php-fpm.sock;
-        }
-    }
-}
-CONF
-/usr/sbin/nginx -c "$dir/front.conf"
+front_up "$dir" front "$front_port" "$dir/php-fpm.sock" "include $dir/hook.conf;"
 "$bin" hook --listen "$dir/hook.sock" "$url" 5 --log "$dir/log" --lock "$dir/lock" \
     --state "$dir/state.json" --fpm-bin "$dir/php-fpm" --fpm-config "$dir/php-fpm.conf" \
     --max-restarts 1000 2>"$dir/hook.err" &

@@ -34,32 +34,12 @@ pm.max_children = 4
 pm.process_idle_timeout = 10s
 CONF
 port=$(free_port)
-cp /etc/nginx/fastcgi_params "$dir/"
-cat >"$dir/nginx.conf" <<CONF
-user www-data;
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/nginx-error.log;
-events { worker_connections 64; }
-http {
-    access_log off;
-    server {
-        listen 127.0.0.1:$port;
-        root $dir/www;
-        location ~ \.php\$ {
-            include $dir/fastcgi_params;
-            fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name;
-            fastcgi_pass unix:$dir/sockets/www.sock;
-        }
-    }
-}
-CONF
 /usr/bin/python3 tests/fixtures/activator.py "$dir/sockets/www.sock" --read-only-dir -- \
     "$dir/php-fpm" --nodaemonize --fpm-config "$dir/php-fpm.conf" >/dev/null 2>&1 &
 activator=$!
 trap 'kill $activator 2>/dev/null; kill $(cat "$dir/nginx.pid" 2>/dev/null) 2>/dev/null; for p in $(pids_of_exe "$dir/php-fpm"); do kill -KILL $p; done; rm -rf "$dir"' EXIT
 while [ ! -e "$dir/sockets/www.sock.ready" ]; do sleep 0.05; done
-/usr/sbin/nginx -c "$dir/nginx.conf"
+front_up "$dir" nginx "$port" "$dir/sockets/www.sock" "access_log off;"
 
 /usr/bin/python3 - "$dir" "$port" "$bin" "$rounds" <<'PY'
 import os, statistics, subprocess, sys, time

@@ -67,6 +67,34 @@ pids_of_exe() {
     done
 }
 
+# front_up DIR NAME PORT SOCKET HTTP-LINE: an nginx (config DIR/NAME.conf, pid DIR/NAME.pid) on
+# 127.0.0.1:PORT serving DIR/www's PHP pages through php-fpm at SOCKET, with HTTP-LINE added at
+# http {} level (an include, or `access_log off;`).
+front_up() {
+    local dir=$1 name=$2 port=$3 socket=$4 extra=$5
+    cp /etc/nginx/fastcgi_params "$dir/"
+    cat >"$dir/$name.conf" <<CONF
+user www-data;
+worker_processes 1;
+pid $dir/$name.pid;
+error_log $dir/$name-error.log;
+events { worker_connections 1024; }
+http {
+    $extra
+    server {
+        listen 127.0.0.1:$port;
+        root $dir/www;
+        location ~ \.php\$ {
+            include $dir/fastcgi_params;
+            fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name;
+            fastcgi_pass unix:$socket;
+        }
+    }
+}
+CONF
+    /usr/sbin/nginx -c "$dir/$name.conf"
+}
+
 site_down() {
     local dir=$1 pid
     if [ -f "$dir/nginx.pid" ]; then
