@@ -115,14 +115,15 @@ pub fn command(args: &ReportArgs) -> Result<Exit> {
         None => Local::now(),
     };
     let since = until - chrono::Duration::from_std(args.since).context("--since is too long")?;
-    if lines::with_rotations(&args.log).is_empty() {
+    let own = lines::with_rotations(&args.log);
+    if own.is_empty() {
         eprintln!(
             "php-relaunch: no log at '{}' (nor rotated copies of it)",
             args.log.display()
         );
         return Ok(Exit::Failing);
     }
-    let history = read(args, since, until)?;
+    let history = read(args, &own, since, until)?;
     if let Some(svg) = &args.svg {
         std::fs::write(svg, render::svg(&history))
             .with_context(|| format!("--svg: writing '{}'", svg.display()))?;
@@ -278,14 +279,13 @@ impl Tally {
     }
 }
 
-fn read(args: &ReportArgs, since: DateTime<Local>, until: DateTime<Local>) -> Result<History> {
-    let own = lines::with_rotations(&args.log);
-    if own.is_empty() {
-        bail!(
-            "no log at '{}' (nor rotated copies of it)",
-            args.log.display()
-        );
-    }
+/// Counts `own` (the log and its rotated copies, oldest first) and the access logs.
+fn read(
+    args: &ReportArgs,
+    own: &[PathBuf],
+    since: DateTime<Local>,
+    until: DateTime<Local>,
+) -> Result<History> {
     let mut tally = Tally {
         by: args.by,
         since,
@@ -295,8 +295,8 @@ fn read(args: &ReportArgs, since: DateTime<Local>, until: DateTime<Local>) -> Re
         open: BTreeMap::new(),
         downtimes: Vec::new(),
     };
-    let mut files = own.clone();
-    for path in &own {
+    let mut files = own.to_vec();
+    for path in own {
         lines::each_line(path, |line| tally.own(line))
             .with_context(|| format!("reading '{}'", path.display()))?;
     }
