@@ -16,6 +16,7 @@ use crate::policy;
 use crate::pools;
 use crate::run;
 use crate::state::{self, State};
+use crate::stdout::{errln, outln};
 
 /// Does what the command line asked for and says how it went. Errors are printed here, on one
 /// line, and are exit 2 (a health `check` says "unhealthy" and exits 1: Docker reserves 2).
@@ -45,7 +46,7 @@ fn command_run(command: Command) -> Result<Exit> {
         Command::Reset(args) => {
             let path = args.state.unwrap_or_else(|| state::default_path(&args.url));
             reset(&path).map(|message| {
-                println!("{message}");
+                outln!("{message}");
                 Exit::Healthy
             })
         }
@@ -78,14 +79,14 @@ pub fn stop(stop: Stop) -> Exit {
             check: true,
             message,
         } => {
-            println!("unhealthy: bad arguments: {message}");
+            outln!("unhealthy: bad arguments: {message}");
             Exit::Failing
         }
         Stop::Mistake {
             check: false,
             message,
         } => {
-            eprintln!("php-relaunch: {message}");
+            errln!("php-relaunch: {message}");
             Exit::Usage
         }
     }
@@ -104,7 +105,7 @@ fn check_command(config: &ProbeConfig) -> Exit {
         health::check(config, &mut State::default())
     };
     let (line, healthy) = health::report(config, &verdict);
-    println!("{line}");
+    outln!("{line}");
     if healthy {
         Exit::Healthy
     } else {
@@ -112,20 +113,22 @@ fn check_command(config: &ProbeConfig) -> Exit {
     }
 }
 
-/// `php-relaunch reset`: forget the relaunches that spent the budget, so relaunching resumes.
+/// `php-relaunch reset`: forget the relaunches that spent the budget, so relaunching resumes. A
+/// state file that cannot be read as one is replaced by a fresh state: that is what a reset is for
+/// (#19).
 fn reset(path: &std::path::Path) -> Result<String> {
     let (mut state, warning) = state::load(path)?;
-    if let Some(warning) = warning {
-        anyhow::bail!(warning);
-    }
     let was_spent = policy::reset(&mut state);
     state::save(path, &state)?;
-    Ok(if was_spent {
-        format!("restart budget restored ({})", path.display())
-    } else {
-        format!(
+    Ok(match warning {
+        Some(warning) => format!(
+            "{}; replaced it with a fresh state",
+            warning.trim_end_matches("; starting afresh")
+        ),
+        None if was_spent => format!("restart budget restored ({})", path.display()),
+        None => format!(
             "restart budget was not spent; relaunch history cleared ({})",
             path.display()
-        )
+        ),
     })
 }

@@ -92,9 +92,9 @@ pub struct Incident {
 /// How many characters of a target a state file name keeps.
 const NAME_CHARS: usize = 120;
 
-/// The default state file of a target: `/var/lib/php-relaunch/<target in safe characters>.json`. A
-/// name that would be cut ends in a short hash of the whole target instead, so two long targets alike
-/// in their first 120 characters never share a file.
+/// The default state file of a target: `/var/lib/php-relaunch/<target in safe characters>-<hash>.json`.
+/// The readable part is lossy (`/a_b`, `/a/b` and `/a?b` all read `a_b`) and cut at 120 characters,
+/// so the name always ends in a hash of the whole target: two targets never share a file (#19).
 pub fn default_path(target: &str) -> PathBuf {
     let mut name = String::new();
     for c in target.chars() {
@@ -107,11 +107,7 @@ pub fn default_path(target: &str) -> PathBuf {
             name.push(c);
         }
     }
-    let name = name.trim_matches('_');
-    if name.len() <= NAME_CHARS {
-        return Path::new(DIR).join(format!("{name}.json"));
-    }
-    let short: String = name.chars().take(NAME_CHARS).collect();
+    let short: String = name.trim_matches('_').chars().take(NAME_CHARS).collect();
     Path::new(DIR).join(format!("{short}-{:016x}.json", fnv1a(target.as_bytes())))
 }
 
@@ -266,14 +262,34 @@ mod tests {
 
     #[test]
     fn default_paths_are_readable_and_safe() {
+        let path = default_path("unix:///run/php/php8.2-fpm.sock;/status?json");
+        let name = path.file_name().unwrap().to_str().unwrap();
+        assert_eq!(path.parent(), Some(Path::new(DIR)));
+        assert!(
+            name.starts_with("unix_run_php_php8.2-fpm.sock_status_json-")
+                && name.ends_with(".json"),
+            "{name}"
+        );
         assert_eq!(
+            path,
             default_path("unix:///run/php/php8.2-fpm.sock;/status?json"),
-            Path::new("/var/lib/php-relaunch/unix_run_php_php8.2-fpm.sock_status_json.json")
+            "stable"
         );
-        assert_eq!(
-            default_path("fcgi://127.0.0.1:9000/status?json"),
-            Path::new("/var/lib/php-relaunch/fcgi_127.0.0.1_9000_status_json.json")
-        );
+    }
+
+    #[test]
+    fn targets_alike_in_safe_characters_get_names_of_their_own() {
+        let names: std::collections::HashSet<PathBuf> = [
+            "http://127.0.0.1/a_b",
+            "http://127.0.0.1/a/b",
+            "http://127.0.0.1/a?b",
+            "http://127.0.0.1/a__b",
+            "http://127.0.0.1/a_b/",
+        ]
+        .into_iter()
+        .map(default_path)
+        .collect();
+        assert_eq!(names.len(), 5, "{names:#?}");
     }
 
     #[test]

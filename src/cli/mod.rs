@@ -384,7 +384,7 @@ mod tests {
             mistake_of(&["check", "unix:///x.sock", "0"]),
             (
                 true,
-                "TIMEOUT must be greater than 0 seconds, got '0'".to_owned()
+                "TIMEOUT must be at least 0.001 seconds, got '0'".to_owned()
             )
         );
         let (check, message) = mistake_of(&["check"]);
@@ -408,7 +408,7 @@ mod tests {
         );
         let (_, timeout) = mistake_of(&["http://127.0.0.1/", "-1"]);
         assert!(
-            timeout.starts_with("TIMEOUT must be greater than 0"),
+            timeout.starts_with("TIMEOUT must be at least 0.001 seconds"),
             "{timeout}"
         );
     }

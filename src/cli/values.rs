@@ -46,9 +46,10 @@ pub fn seconds(name: &str, text: &str) -> Result<Duration> {
         .ok()
         .filter(|v: &f64| v.is_finite())
         .with_context(|| format!("{name} must be a number of seconds, got '{text}'"))?;
+    // Below a millisecond nothing can answer, and the value would print as "0s" (#19).
     ensure!(
-        value > 0.0,
-        "{name} must be greater than 0 seconds, got '{text}'"
+        value >= 0.001,
+        "{name} must be at least 0.001 seconds, got '{text}'"
     );
     ensure!(
         value <= 86_400.0,
@@ -234,11 +235,15 @@ mod tests {
             Duration::from_millis(500)
         );
         assert_eq!(seconds("TIMEOUT", "5").unwrap(), Duration::from_secs(5));
-        for bad in ["0", "-1", "abc", "", "NaN", "inf", "1e9"] {
+        for bad in ["0", "-1", "abc", "", "NaN", "inf", "1e9", "1e-10", "0.0009"] {
             assert!(seconds("TIMEOUT", bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            seconds("TIMEOUT", "0.001").unwrap(),
+            Duration::from_millis(1)
+        );
         let err = seconds("TIMEOUT", "0").unwrap_err().to_string();
-        assert_eq!(err, "TIMEOUT must be greater than 0 seconds, got '0'");
+        assert_eq!(err, "TIMEOUT must be at least 0.001 seconds, got '0'");
     }
 
     #[test]

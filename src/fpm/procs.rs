@@ -223,9 +223,10 @@ mod tests {
         let seen = me_as_seen(&child);
         assert_eq!(seen.exe.as_deref(), Some(Path::new("/usr/bin/sleep")));
 
-        // The same pid, judged as another user's or another parent's: left alone.
+        // The same pid, judged as another user's or another parent's: left alone. (Any uid but
+        // ours: the tests run as root and as `nobody` alike.)
         let mut other = seen.clone();
-        other.uid = Some(65534);
+        other.uid = seen.uid.map(|uid| uid ^ 1);
         assert_eq!(signal(&other, Signal::KILL).unwrap(), Sent::Changed);
         other = seen.clone();
         other.ppid = Some(1);

@@ -7,6 +7,7 @@ use crate::cli::{PoolsArgs, PoolsCommand};
 use crate::exit::Exit;
 use crate::journal::Journal;
 use crate::lock;
+use crate::stdout::{errln, outln};
 
 /// `php-relaunch pools …`: exit 0 when all went well, 1 when a replica failed or a stop was refused,
 /// 5 when another run holds the lock; errors (a bad pools file) are exit 2.
@@ -23,7 +24,7 @@ pub fn command(cli: &PoolsArgs) -> Result<Exit> {
         PoolsCommand::Deploy { pool, .. } => (Some(pool.clone()), None),
     };
     let Some(_lock) = lock::try_acquire(&cli.lock)? else {
-        eprintln!(
+        errln!(
             "php-relaunch: another php-relaunch run holds the lock '{}'",
             cli.lock.display()
         );
@@ -31,9 +32,9 @@ pub fn command(cli: &PoolsArgs) -> Result<Exit> {
     };
     let mut journal = Journal::open(&cli.log)?;
     let mut say = |line: String| {
-        println!("{line}");
+        outln!("{line}");
         if let Err(err) = journal.append_step(&line) {
-            eprintln!("php-relaunch: {err:#}");
+            errln!("php-relaunch: {err:#}");
         }
     };
     let mut failed = 0;
@@ -78,17 +79,17 @@ fn pools_list(all: &[Pool], json: bool) -> Result<Exit> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        outln!("{}", serde_json::to_string_pretty(&list)?);
     } else {
         for p in all {
-            println!(
+            outln!(
                 "{}: {} replicas, balancer {}",
                 p.name,
                 p.replicas.len(),
                 p.balancer.name()
             );
             for r in &p.replicas {
-                println!(
+                outln!(
                     "  {}: {} {} ping {}",
                     r.name,
                     r.fpm_bin.display(),
@@ -113,10 +114,10 @@ fn pools_status(
         rows.extend(status(pool, &replicas)?);
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         for row in &rows {
-            println!(
+            outln!(
                 "{}: {}, ping {}, balancer {}{}",
                 row.replica,
                 row.master_pid

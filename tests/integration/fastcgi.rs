@@ -237,6 +237,7 @@ fn slow_requests_are_counted_from_the_previous_check() {
 fn bad_check_arguments_are_unhealthy_never_exit_2() {
     for args in [
         &["unix:///x.sock", "0"][..],
+        &["unix:///x.sock", "1e-10"],
         &[],
         &["unix:///x.sock", "1", "--bogus"],
         &["ftp://x", "1"],

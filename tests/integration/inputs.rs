@@ -58,11 +58,15 @@ fn every_bad_input_is_refused_before_anything_happens() {
         ),
         (
             with(&[&url, "0"]),
-            "TIMEOUT must be greater than 0 seconds, got '0'",
+            "TIMEOUT must be at least 0.001 seconds, got '0'",
         ),
         (
             with(&[&url, "-1"]),
-            "TIMEOUT must be greater than 0 seconds, got '-1'",
+            "TIMEOUT must be at least 0.001 seconds, got '-1'",
+        ),
+        (
+            with(&[&url, "1e-10"]),
+            "TIMEOUT must be at least 0.001 seconds, got '1e-10'",
         ),
         (
             with(&[&url, "soon"]),

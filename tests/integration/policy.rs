@@ -229,6 +229,35 @@ fn reset_restores_a_spent_budget() {
 }
 
 #[test]
+fn reset_mends_a_corrupt_state_file() {
+    let site = Site::start();
+    fs::write(&site.state, "{\"relaunches\": [1, 2,").unwrap();
+    let out = crate::common::php_relaunch()
+        .args(["reset", &site.heartbeat(), "--state"])
+        .arg(&site.state)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let said = crate::common::stdout(&out);
+    assert!(
+        said.starts_with(&format!(
+            "state file '{}' is corrupt (",
+            site.state.display()
+        )) && said.ends_with("); replaced it with a fresh state\n"),
+        "{said}"
+    );
+    let mended: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&site.state).unwrap()).unwrap();
+    assert!(mended.is_object(), "{mended}");
+
+    // And runs read it again without a word.
+    let out = site.run(&site.heartbeat(), "2", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+}
+
+#[test]
 fn a_pause_file_changes_nothing() {
     let site = Site::start();
     let pause = site.dir.path().join("pause");

@@ -220,6 +220,38 @@ fn pools_command(pools_file: &std::path::Path, dir: &std::path::Path, args: &[&s
 }
 
 #[test]
+fn a_reader_that_stops_early_never_interrupts_a_command() {
+    let pool = Pool::start("www");
+    let before: Vec<u32> = pool.replicas.iter().map(|r| r.master().unwrap()).collect();
+    for args in [&["list"][..], &["status", "--json"], &["restart"]] {
+        // `pools … | head -c0`: the pipe is closed before the command writes a byte.
+        let mut child = crate::common::php_relaunch()
+            .arg("pools")
+            .args(args)
+            .arg("--config")
+            .arg(&pool.pools_file)
+            .arg("--log")
+            .arg(pool.dir.path().join("log"))
+            .arg("--lock")
+            .arg(pool.dir.path().join("lock"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+    }
+    // The restart was done whole: every replica replaced and serving.
+    let after: Vec<u32> = pool.replicas.iter().map(|r| r.master().unwrap()).collect();
+    assert!(
+        before.iter().zip(&after).all(|(b, a)| b != a),
+        "{before:?} {after:?}"
+    );
+    assert_eq!(crate::common::curl_status(&pool.url("hello.php")), "200");
+}
+
+#[test]
 fn rolling_restarts_under_load_fail_no_request() {
     let pool = Pool::start("www");
     let before: Vec<u32> = pool.replicas.iter().map(|r| r.master().unwrap()).collect();
