@@ -9,8 +9,10 @@ command -v cargo-deb >/dev/null || cargo install cargo-deb --locked
 echo "building the release binary (about a minute the first time)…" >&2
 bin=$(scripts/build.sh)
 rm -rf target/assets
-"$bin" generate man target/assets/man
+# The generators live in a build of their own (feature `generate`): the installed binary does not carry them.
+generate() { cargo run --quiet --locked --features generate -- generate "$@"; }
+generate man target/assets/man
 gzip -9n target/assets/man/*.8
-"$bin" generate completions target/assets/completions
+generate completions target/assets/completions
 cargo deb --no-build --target "$host" --quiet --output target/debian/ >&2
 ls -t target/debian/php-relaunch_*.deb | head -1

@@ -4,7 +4,9 @@
 
 use anyhow::Result;
 
-use crate::cli::{self, Command, Generated, Invocation, Stop};
+#[cfg(feature = "generate")]
+use crate::cli::{self, Generated};
+use crate::cli::{Command, Invocation, Stop};
 use crate::config::{Config, ProbeConfig};
 use crate::doctor;
 use crate::exit::Exit;
@@ -54,6 +56,7 @@ fn command_run(command: Command) -> Result<Exit> {
         Command::IdleStop(args) => ondemand::idle_stop::command(&args),
         Command::Report(args) => history::command(&args),
         Command::Doctor(args) => doctor::command(&args),
+        #[cfg(feature = "generate")]
         Command::Generate(args) => match args.what {
             Generated::Man => cli::generate::man(&args.dir),
             Generated::Completions => cli::generate::completions(&args.dir),

@@ -477,7 +477,8 @@ pub enum By {
     Day,
 }
 
-// `generate man|completions DIR` (hidden).
+// `generate man|completions DIR` (hidden; only in a build with the `generate` feature).
+#[cfg(feature = "generate")]
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
     /// What to write
@@ -490,6 +491,7 @@ pub struct GenerateArgs {
 }
 
 /// What `generate` writes.
+#[cfg(feature = "generate")]
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Generated {
     Man,

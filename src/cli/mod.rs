@@ -4,13 +4,16 @@
 //! file system come after, in `config`.
 
 mod args;
+#[cfg(feature = "generate")]
 pub mod generate;
 pub mod values;
 
 pub use args::{
-    By, CheckArgs, DoctorArgs, GenerateArgs, Generated, HookArgs, IdleStopArgs, PoolsArgs,
-    PoolsCommand, ProbeArgs, ReportArgs, ResetArgs, RunArgs,
+    By, CheckArgs, DoctorArgs, HookArgs, IdleStopArgs, PoolsArgs, PoolsCommand, ProbeArgs,
+    ReportArgs, ResetArgs, RunArgs,
 };
+#[cfg(feature = "generate")]
+pub use args::{GenerateArgs, Generated};
 
 use args::CHECK_TIMEOUT;
 
@@ -89,7 +92,8 @@ pub enum Command {
     Report(ReportArgs),
     /// `doctor …`.
     Doctor(DoctorArgs),
-    /// `generate man|completions DIR` (hidden, for packaging).
+    /// `generate man|completions DIR` (hidden; only in a build with the `generate` feature).
+    #[cfg(feature = "generate")]
     Generate(GenerateArgs),
 }
 
@@ -143,18 +147,20 @@ impl Subcommand for Command {
             ReportArgs::augment_args,
             DoctorArgs::augment_args,
         ];
-        COMMANDS
+        let cmd = COMMANDS
             .iter()
             .zip(defer)
             .fold(cmd, |cmd, (&(name, about), args)| {
                 cmd.subcommand(clap::Command::new(name).about(about).defer(args))
-            })
-            .subcommand(
-                clap::Command::new("generate")
-                    .about("Write the man pages or the shell completions into DIR (for packaging)")
-                    .hide(true)
-                    .defer(GenerateArgs::augment_args),
-            )
+            });
+        #[cfg(feature = "generate")]
+        let cmd = cmd.subcommand(
+            clap::Command::new("generate")
+                .about("Write the man pages or the shell completions into DIR (for packaging)")
+                .hide(true)
+                .defer(GenerateArgs::augment_args),
+        );
+        cmd
     }
 
     fn augment_subcommands_for_update(cmd: clap::Command) -> clap::Command {
@@ -162,7 +168,8 @@ impl Subcommand for Command {
     }
 
     fn has_subcommand(name: &str) -> bool {
-        name == "generate" || COMMANDS.iter().any(|(command, _)| *command == name)
+        (cfg!(feature = "generate") && name == "generate")
+            || COMMANDS.iter().any(|(command, _)| *command == name)
     }
 }
 
@@ -174,6 +181,7 @@ impl FromArgMatches for Command {
             Some(("pools", args)) => PoolsArgs::from_arg_matches(args).map(Command::Pools),
             Some(("report", args)) => ReportArgs::from_arg_matches(args).map(Command::Report),
             Some(("doctor", args)) => DoctorArgs::from_arg_matches(args).map(Command::Doctor),
+            #[cfg(feature = "generate")]
             Some(("generate", args)) => GenerateArgs::from_arg_matches(args).map(Command::Generate),
             Some(("idle-stop", args)) => {
                 IdleStopArgs::from_arg_matches(args).map(Command::IdleStop)
