@@ -36,7 +36,7 @@ Targets (URL):
 
 Classification of the heartbeat answer:
   200-399                      healthy: exit 0, print nothing, change nothing
-  --relaunch-on codes, timeout php-fpm is dead or hung: relaunch it
+  --relaunch-on codes, timeout  php-fpm is dead or hung: relaunch it
   refused, DNS failure         http: the web server is down: log and alert, php-fpm untouched
                                fcgi, unix: php-fpm is down: relaunch it
   any other status             log and alert, no relaunch
