@@ -125,8 +125,25 @@ install_missing() {
     for pkg in "$@"; do
         dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
     done
-    if [ ${#missing[@]} -gt 0 ]; then
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    [ ${#missing[@]} -gt 0 ] || return 0
+    # Services the packages bring are installed, not started nor enabled: the tests run private
+    # instances, and a test host must not be left serving Apache on port 80 beside its nginx. A
+    # policy-rc.d of the host's own is respected (and kept).
+    local before own_policy=0 service
+    before=$(ls /etc/init.d 2>/dev/null || true)
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        own_policy=1
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
     fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || {
+        [ $own_policy = 0 ] || rm -f /usr/sbin/policy-rc.d
+        return 1
+    }
+    [ $own_policy = 0 ] || rm -f /usr/sbin/policy-rc.d
+    for service in $(comm -13 <(echo "$before" | sort) <(ls /etc/init.d | sort)); do
+        update-rc.d "$service" disable >/dev/null 2>&1 || true
+        deb-systemd-helper disable "$service.service" >/dev/null 2>&1 || true
+    done
 }
