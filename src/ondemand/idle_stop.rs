@@ -30,6 +30,8 @@ pub fn command(args: &IdleStopArgs) -> Result<Exit> {
         );
         return Ok(Exit::Busy);
     };
+    // The log is opened before anything is done: exit 2 promises that nothing was (#19).
+    let mut journal = Journal::open(&args.log)?;
     let named = args
         .fpm_config
         .as_deref()
@@ -102,7 +104,10 @@ pub fn command(args: &IdleStopArgs) -> Result<Exit> {
             "requests outlived the grace time: ended by {signal}"
         ));
     }
-    Journal::open(&args.log)?.append(&report)?;
+    // The pool is stopped whatever becomes of its line: a full disk does not turn that into exit 2.
+    if let Err(err) = journal.append(&report) {
+        eprintln!("php-relaunch: {err:#}");
+    }
     Ok(exit)
 }
 

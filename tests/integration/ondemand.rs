@@ -237,6 +237,36 @@ fn idle_stop_stops_a_pool_idle_for_long_enough_and_never_a_busy_one() {
 }
 
 #[test]
+fn idle_stop_with_a_log_it_cannot_write_stops_nothing() {
+    let pool = OnDemand::start(true);
+    assert_eq!(pool.status("hello.php"), "200");
+    let master = pool.master().unwrap();
+    pool.wait_for_no_workers();
+    let not_a_log = pool.dir.path().join("not-a-log");
+    fs::create_dir(&not_a_log).unwrap();
+    for _ in 0..3 {
+        let out = php_relaunch()
+            .arg("idle-stop")
+            .arg("--fpm-config")
+            .arg(&pool.config)
+            .arg("--state")
+            .arg(pool.dir.path().join("idle.json"))
+            .arg("--log")
+            .arg(&not_a_log)
+            .arg("--lock")
+            .arg(pool.dir.path().join("lock"))
+            .args(["--idle-for", "1s"])
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains("not-a-log"), "{}", stderr(&out));
+        assert!(alive(master), "exit 2, and nothing was done");
+        thread::sleep(Duration::from_millis(700));
+    }
+}
+
+#[test]
 fn a_request_in_flight_while_idle_stop_decides_finishes() {
     let pool = OnDemand::start(true);
     for _ in 0..3 {
