@@ -43,8 +43,15 @@ pub fn run(invocation: Invocation) -> Exit {
 /// One of the commands.
 fn command_run(command: Command) -> Result<Exit> {
     match command {
-        Command::Check(args) => ProbeConfig::new(args.target, args.timeout, args.probe)
-            .map(|config| check_command(&config)),
+        Command::Check(args) => {
+            let mut probe = args.probe;
+            // `check` takes no lock, so it never writes the state a cron run owns: its counters
+            // live in a file of their own (#19).
+            probe
+                .state
+                .get_or_insert_with(|| check_state_path(&args.target.to_string()));
+            ProbeConfig::new(args.target, args.timeout, probe).map(|config| check_command(&config))
+        }
         Command::Reset(args) => {
             let path = args.state.unwrap_or_else(|| state::default_path(&args.url));
             reset(&path).map(|message| {
@@ -95,6 +102,11 @@ pub fn stop(stop: Stop) -> Exit {
     }
 }
 
+/// The default file of `check`'s counters for `target`: never the watching runs' state file.
+fn check_state_path(target: &str) -> std::path::PathBuf {
+    state::default_path(&format!("check:{target}"))
+}
+
 /// `php-relaunch check`: probe once, say why on stdout; exit 0 healthy, 1 not.
 fn check_command(config: &ProbeConfig) -> Exit {
     // The state file is read only when a counter's growth is judged: the hot path stays I/O-free.
@@ -134,4 +146,22 @@ fn reset(path: &std::path::Path) -> Result<String> {
             path.display()
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_never_shares_a_watching_runs_state_file() {
+        for target in [
+            "unix:///run/php/php8.2-fpm.sock;/status?json",
+            "fcgi://127.0.0.1:9000/status",
+        ] {
+            let check = check_state_path(target);
+            assert_ne!(check, state::default_path(target));
+            let name = check.file_name().unwrap().to_str().unwrap();
+            assert!(name.starts_with("check_"), "{name}");
+        }
+    }
 }

@@ -67,12 +67,10 @@ fn synopsis(command: &clap::Command, name: &str) -> String {
     let mut form = words.clone();
     let mut positionals = String::new();
     for arg in command.get_arguments().filter(|a| !a.is_hide_set()) {
-        let values: Vec<String> = arg
-            .get_value_names()
-            .map_or_else(
-                || vec![arg.get_id().as_str().to_uppercase()],
-                |names| names.iter().map(ToString::to_string).collect(),
-            );
+        let values: Vec<String> = arg.get_value_names().map_or_else(
+            || vec![arg.get_id().as_str().to_uppercase()],
+            |names| names.iter().map(ToString::to_string).collect(),
+        );
         if arg.is_positional() {
             let value = values.join(" ");
             let _ = if arg.is_required_set() {

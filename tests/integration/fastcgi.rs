@@ -197,6 +197,41 @@ fn status_thresholds_report_the_reason() {
 }
 
 #[test]
+fn check_keeps_its_counters_apart_from_the_watching_runs_state() {
+    let pool = Pool::start(false);
+    let status = pool.fpm.target("/status?json");
+    let tag = pool
+        .dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .replace(
+            |c: char| !c.is_ascii_alphanumeric() && c != '.' && c != '-',
+            "_",
+        );
+    let ours = || -> Vec<String> {
+        fs::read_dir("/var/lib/php-relaunch")
+            .map(|dir| {
+                dir.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.contains(&tag))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_check(&[&status, "2", "--slow-requests", "0"], 0, "healthy: ");
+    let written = ours();
+    for name in &written {
+        fs::remove_file(std::path::Path::new("/var/lib/php-relaunch").join(name)).unwrap();
+    }
+    // One file, and not the one a cron run watching the same target keeps its budget in.
+    assert_eq!(written.len(), 1, "{written:?}");
+    assert!(written[0].starts_with("check_"), "{written:?}");
+}
+
+#[test]
 fn slow_requests_are_counted_from_the_previous_check() {
     let pool = Pool::start(false);
     let slowlog = pool.dir.path().join("slow.log");
