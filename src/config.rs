@@ -10,6 +10,7 @@ use lettre::Address;
 use crate::alert::Transport;
 use crate::cli::{ProbeArgs, RunArgs};
 use crate::fpm::{self, Control};
+use crate::lock;
 use crate::policy::Limits;
 use crate::pools::{self, Pool};
 use crate::probe::status::Thresholds;
@@ -136,7 +137,12 @@ impl Config {
             recipients: run.emails.0,
             php_cgi: run.php_cgi,
             log: run.log,
-            lock: run.lock,
+            lock: run.lock.unwrap_or_else(|| {
+                lock::instance_path(&fpm::instance_key(
+                    &control,
+                    pool.as_ref().map(|p| p.name.as_str()),
+                ))
+            }),
             control,
             pid_file: run.pid_file,
             transport: run.smtp.unwrap_or(Transport::Sendmail),

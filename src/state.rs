@@ -96,8 +96,14 @@ const NAME_CHARS: usize = 120;
 /// The readable part is lossy (`/a_b`, `/a/b` and `/a?b` all read `a_b`) and cut at 120 characters,
 /// so the name always ends in a hash of the whole target: two targets never share a file (#19).
 pub fn default_path(target: &str) -> PathBuf {
+    Path::new(DIR).join(format!("{}.json", file_stem(target)))
+}
+
+/// A file name for `key` (a target, a lock's instance): its safe characters, cut at 120, then a hash
+/// of the whole key, so two keys never share a name.
+pub fn file_stem(key: &str) -> String {
     let mut name = String::new();
-    for c in target.chars() {
+    for c in key.chars() {
         let c = if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
             c
         } else {
@@ -108,7 +114,7 @@ pub fn default_path(target: &str) -> PathBuf {
         }
     }
     let short: String = name.trim_matches('_').chars().take(NAME_CHARS).collect();
-    Path::new(DIR).join(format!("{short}-{:016x}.json", fnv1a(target.as_bytes())))
+    format!("{short}-{:016x}", fnv1a(key.as_bytes()))
 }
 
 /// FNV-1a, 64 bits: stable across releases and platforms (std's hasher promises neither), and all a

@@ -52,13 +52,10 @@ pub struct RunArgs {
     )]
     pub log: PathBuf,
 
-    /// The lock that keeps runs from overlapping; created 0600, never followed through a symlink
-    #[arg(
-        long = "lock",
-        value_name = "PATH",
-        default_value = "/run/php-relaunch.lock"
-    )]
-    pub lock: PathBuf,
+    /// The lock that keeps runs for the same php-fpm from overlapping; created 0600, never followed
+    /// through a symlink [default: one per php-fpm master, under /run/php-relaunch/]
+    #[arg(long = "lock", value_name = "PATH")]
+    pub lock: Option<PathBuf>,
 
     /// The php-fpm service to relaunch through `service` [default: detected from the running master and the
     /// init scripts present, e.g. php8.2-fpm]
@@ -297,13 +294,9 @@ pub struct PoolsArgs {
     pub log: PathBuf,
 
     /// The lock shared with the watching runs, so a cron run never relaunches in the middle
-    #[arg(
-        long = "lock",
-        value_name = "PATH",
-        default_value = "/run/php-relaunch.lock",
-        global = true
-    )]
-    pub lock: PathBuf,
+    /// [default: the pool's own, under /run/php-relaunch/, as `--pool NAME` runs take it]
+    #[arg(long = "lock", value_name = "PATH", global = true)]
+    pub lock: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: PoolsCommand,
@@ -418,13 +411,10 @@ pub struct IdleStopArgs {
     )]
     pub log: PathBuf,
 
-    /// The lock shared with the watching runs
-    #[arg(
-        long = "lock",
-        value_name = "PATH",
-        default_value = "/run/php-relaunch.lock"
-    )]
-    pub lock: PathBuf,
+    /// The lock shared with the watching runs [default: the master's own, under /run/php-relaunch/,
+    /// as runs with the same --fpm-config take it]
+    #[arg(long = "lock", value_name = "PATH")]
+    pub lock: Option<PathBuf>,
 }
 
 // `report [--log PATH] [--access-log PATH]... [--since DURATION] [--until TIME] [--by hour|day]

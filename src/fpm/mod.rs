@@ -109,6 +109,31 @@ pub struct StuckKill {
     pub refused: Vec<u32>,
 }
 
+/// What names one php-fpm instance among the runs that may act on it, for its lock: the pools
+/// file's pool (its replicas are restarted together), else the master's config (the one master a
+/// service or `--fpm-config` runs), else the service.
+pub fn instance_key(control: &Control, pool: Option<&str>) -> String {
+    match (pool, control) {
+        (Some(pool), _) => pool_key(pool),
+        (None, Control::Direct { config, .. }) => config_key(config),
+        (None, Control::Service(Some(name))) => match conventional_config(name) {
+            Some(config) => config_key(&config),
+            None => format!("service:{name}"),
+        },
+        (None, Control::Service(None)) => "service:detected".to_owned(),
+    }
+}
+
+/// The instance key of the master that runs `config` (canonical, as `--fpm-config` is kept).
+pub fn config_key(config: &Path) -> String {
+    format!("fpm:{}", config.display())
+}
+
+/// The instance key of a pools file's pool.
+pub fn pool_key(pool: &str) -> String {
+    format!("pool:{pool}")
+}
+
 /// The unix socket a pool config listens on (`listen = /path`); `None` for a TCP address.
 pub fn listen_socket(config: &Path) -> Option<PathBuf> {
     config_setting(config, "listen")

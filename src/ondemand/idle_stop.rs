@@ -23,13 +23,26 @@ use crate::state;
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn command(args: &IdleStopArgs) -> Result<Exit> {
-    let Some(_lock) = lock::try_acquire(&args.lock)? else {
-        eprintln!(
-            "php-relaunch: another php-relaunch run holds the lock '{}'",
-            args.lock.display()
-        );
-        return Ok(Exit::Busy);
+    let lock_path = args.lock.clone().unwrap_or_else(|| {
+        let key = match &args.fpm_config {
+            Some(config) => {
+                fpm::config_key(&config.canonicalize().unwrap_or_else(|_| config.clone()))
+            }
+            None => format!(
+                "pid-file:{}",
+                args.pid_file.as_deref().unwrap_or(Path::new("-")).display()
+            ),
+        };
+        lock::instance_path(&key)
+    });
+    let mut lock = match lock::try_acquire(&lock_path)? {
+        Ok(lock) => lock,
+        Err(holder) => {
+            eprintln!("php-relaunch: {}", lock::busy_message(&lock_path, &holder));
+            return Ok(Exit::Busy);
+        }
     };
+    lock.say_holder(&lock::holder("idle-stop"));
     // The log is opened before anything is done: exit 2 promises that nothing was (#19).
     let mut journal = Journal::open(&args.log)?;
     let named = args

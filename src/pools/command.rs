@@ -5,6 +5,7 @@ use anyhow::Result;
 use super::{Pool, deploy, load, rolling_restart, select, start, status, stop};
 use crate::cli::{PoolsArgs, PoolsCommand};
 use crate::exit::Exit;
+use crate::fpm;
 use crate::journal::Journal;
 use crate::lock;
 use crate::stdout::{errln, outln};
@@ -23,13 +24,28 @@ pub fn command(cli: &PoolsArgs) -> Result<Exit> {
         | PoolsCommand::Restart(chosen) => (chosen.pool.clone(), chosen.replica),
         PoolsCommand::Deploy { pool, .. } => (Some(pool.clone()), None),
     };
-    let Some(_lock) = lock::try_acquire(&cli.lock)? else {
-        errln!(
-            "php-relaunch: another php-relaunch run holds the lock '{}'",
-            cli.lock.display()
-        );
-        return Ok(Exit::Busy);
+    let selected = select(&all, pool.as_deref(), replica)?;
+    // Each pool's own lock, the one its `--pool NAME` runs take; all of them before anything is done.
+    let paths = match &cli.lock {
+        Some(path) => vec![path.clone()],
+        None => selected
+            .iter()
+            .map(|(pool, _)| lock::instance_path(&fpm::pool_key(&pool.name)))
+            .collect(),
     };
+    let mut locks = Vec::new();
+    for path in &paths {
+        match lock::try_acquire(path)? {
+            Ok(lock) => locks.push(lock),
+            Err(holder) => {
+                errln!("php-relaunch: {}", lock::busy_message(path, &holder));
+                return Ok(Exit::Busy);
+            }
+        }
+    }
+    for lock in &mut locks {
+        lock.say_holder(&lock::holder("pools"));
+    }
     let mut journal = Journal::open(&cli.log)?;
     let mut say = |line: String| {
         outln!("{line}");
@@ -38,7 +54,7 @@ pub fn command(cli: &PoolsArgs) -> Result<Exit> {
         }
     };
     let mut failed = 0;
-    for (pool, replicas) in select(&all, pool.as_deref(), replica)? {
+    for (pool, replicas) in selected {
         failed += match &cli.command {
             PoolsCommand::Restart(_) => rolling_restart(pool, &replicas, &mut say),
             PoolsCommand::Deploy { dir, .. } => deploy(pool, dir, &mut say)?,

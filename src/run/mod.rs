@@ -24,6 +24,7 @@ use crate::poll::poll_until;
 use crate::report::{Report, Trigger};
 use crate::spawn;
 use crate::state;
+use crate::stdout::errln;
 use system::System;
 
 /// How often a hook run asks again for the lock a cron run holds.
@@ -32,8 +33,15 @@ const LOCK_RETRY: Duration = Duration::from_millis(100);
 /// Runs the checks the configuration asks for; with `--every`, repeats them until the minute is over
 /// and reports the most serious outcome.
 pub fn watch(config: &Config) -> Result<Exit> {
-    let Some(_lock) = lock::try_acquire(&config.lock)? else {
-        return Ok(Exit::Busy);
+    let mut lock = match lock::try_acquire(&config.lock)? {
+        Ok(lock) => Some(lock),
+        Err(holder) => {
+            errln!(
+                "php-relaunch: {}",
+                lock::busy_message(&config.lock, &holder)
+            );
+            return Ok(Exit::Busy);
+        }
     };
     let (mut journal, watchdog) = open(config, Trigger::Cron)?;
     // Only --every needs the wall clock's minute (and the time zone file that Local reads).
@@ -41,9 +49,13 @@ pub fn watch(config: &Config) -> Result<Exit> {
     let mut worst = Exit::Healthy;
     loop {
         let started = Instant::now();
-        let exit = check(config, journal.as_mut(), &watchdog, Trigger::Cron);
-        watchdog.disarm();
-        worst = worst.max(exit);
+        // A check another run is making of this php-fpm right now (a hook's) stands for this one.
+        if let Some(lock) = lock.as_mut() {
+            lock.say_holder(&lock::holder("cron"));
+            let exit = check(config, journal.as_mut(), &watchdog, Trigger::Cron);
+            watchdog.disarm();
+            worst = worst.max(exit);
+        }
         let (Some(every), Some(minute_over)) = (config.every, minute_over) else {
             break;
         };
@@ -52,7 +64,11 @@ pub fn watch(config: &Config) -> Result<Exit> {
         if next + config.probe.timeout >= minute_over {
             break;
         }
+        // The lock is let go while the loop sleeps: other runs for this php-fpm (the hook's, a
+        // `pools` command) are not kept waiting for a check that is not being made (#19).
+        drop(lock.take());
         thread::sleep(next.saturating_duration_since(Instant::now()));
+        lock = lock::try_acquire(&config.lock)?.ok();
     }
     Ok(worst)
 }
@@ -64,8 +80,8 @@ pub fn answer(config: &Config, events: u64, ignored: u64) -> Result<Option<Exit>
     let deadline = Instant::now() + config.run_timeout;
     let acquired = poll_until(deadline, LOCK_RETRY, || {
         match lock::try_acquire(&config.lock) {
-            Ok(Some(lock)) => Ok(Ok(lock)),
-            Ok(None) => Err(()),
+            Ok(Ok(lock)) => Ok(Ok(lock)),
+            Ok(Err(_)) => Err(()),
             Err(err) => Ok(Err(err)),
         }
     });
@@ -77,7 +93,8 @@ pub fn answer(config: &Config, events: u64, ignored: u64) -> Result<Option<Exit>
         );
         return Ok(None);
     };
-    let _lock = lock?;
+    let mut lock = lock?;
+    lock.say_holder(&lock::holder("hook"));
     let trigger = Trigger::Hook { events, ignored };
     let (mut journal, watchdog) = open(config, trigger)?;
     let exit = check(config, journal.as_mut(), &watchdog, trigger);

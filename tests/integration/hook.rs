@@ -513,3 +513,42 @@ fn the_shipped_units_pass_systemd_analyze_verify() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stderr(&out), "");
 }
+
+/// Waits, if need be, for the first 20 seconds of a minute, so a loop started now runs for half a
+/// minute more (`--every` stops at the end of the cron minute).
+fn early_in_a_minute() {
+    use chrono::Timelike as _;
+    wait_until(
+        "the first 20 seconds of a minute",
+        Duration::from_secs(61),
+        || chrono::Local::now().second() < 20,
+    );
+}
+
+#[test]
+fn a_hook_beside_an_every_loop_answers_while_the_loop_sleeps() {
+    let site = HookSite::start();
+    let socket = site.socket.display().to_string();
+    let hook = Hook::spawn(site.hook_command(&["--listen", &socket]));
+    wait_until("the socket", Duration::from_secs(10), || {
+        site.socket.exists()
+    });
+    early_in_a_minute();
+    // The same php-fpm, the same lock: a check now, the next in 30 s.
+    let mut every = site
+        .site
+        .command(&site.site.heartbeat(), "2", &["--every", "30"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_secs(1));
+    relaunched_by_the_first_502(&site);
+    assert!(
+        every.try_wait().unwrap().is_none(),
+        "the hook answered while the loop slept, not after it ended"
+    );
+    let status = every.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    hook.stop();
+}

@@ -9,6 +9,7 @@ mod files;
 mod hook;
 mod inputs;
 mod layout;
+mod locks;
 mod ondemand;
 mod policy;
 mod pools;
