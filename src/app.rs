@@ -7,6 +7,7 @@ use anyhow::Result;
 use crate::cli::{self, Command, Generated, Invocation, Stop};
 use crate::config::{Config, ProbeConfig};
 use crate::doctor;
+use crate::escape;
 use crate::exit::Exit;
 use crate::health;
 use crate::history;
@@ -70,7 +71,8 @@ fn command_run(command: Command) -> Result<Exit> {
     }
 }
 
-/// Ends a command that could not start: help was printed, or a mistake is told in one line.
+/// Ends a command that could not start: help was printed, or a mistake is told in one line, escaped
+/// (it may quote a value from a file others wrote, #18).
 pub fn stop(stop: Stop) -> Exit {
     match stop {
         Stop::Printed => Exit::Healthy,
@@ -78,14 +80,14 @@ pub fn stop(stop: Stop) -> Exit {
             check: true,
             message,
         } => {
-            println!("unhealthy: bad arguments: {message}");
+            println!("unhealthy: bad arguments: {}", escape::field(&message));
             Exit::Failing
         }
         Stop::Mistake {
             check: false,
             message,
         } => {
-            eprintln!("php-relaunch: {message}");
+            eprintln!("php-relaunch: {}", escape::field(&message));
             Exit::Usage
         }
     }
