@@ -3,6 +3,8 @@
 //! (#13, #18). Each output applies this once, where it is rendered (the log line, the alert, `check`'s
 //! line, `doctor`, `report`, error messages), so a field added later cannot forget it.
 
+use std::fmt::Write as _;
+
 /// The longest piece of outside text kept in one field, in characters.
 pub const MAX_FIELD: usize = 1000;
 
@@ -27,7 +29,7 @@ pub fn printable(text: &str, keep: &[char]) -> String {
         } else if c.is_ascii_control() {
             out.extend(c.escape_debug());
         } else {
-            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
         }
     }
     out
@@ -55,7 +57,7 @@ pub fn json(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if is_unsafe(c) && c != '\n' {
-            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
         } else {
             out.push(c);
         }

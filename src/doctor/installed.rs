@@ -204,7 +204,11 @@ fn tcp_listening(port: u16) -> Vec<u64> {
         ) else {
             continue;
         };
-        inodes.extend(text.lines().skip(1).filter_map(|line| listening_on(line, port)));
+        inodes.extend(
+            text.lines()
+                .skip(1)
+                .filter_map(|line| listening_on(line, port)),
+        );
     }
     inodes
 }
@@ -245,7 +249,10 @@ mod tests {
 
     #[test]
     fn http_and_other_hosts_are_never_probed() {
-        for target in ["http://127.0.0.1/php-heartbeat.php", "fcgi://192.0.2.1:9000/ping"] {
+        for target in [
+            "http://127.0.0.1/php-heartbeat.php",
+            "fcgi://192.0.2.1:9000/ping",
+        ] {
             assert!(wakes(&target.parse().unwrap()).is_some(), "{target}");
         }
         assert!(is_loopback("127.0.0.1") && is_loopback("[::1]") && is_loopback("localhost"));

@@ -15,9 +15,9 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::DoctorArgs;
+use crate::escape;
 use crate::exit::Exit;
 use crate::fpm::{self, Control, Instance, PoolConf};
-use crate::escape;
 use crate::spawn;
 use crate::stdout;
 
@@ -370,7 +370,7 @@ mod tests {
             ("[::]:9003", "fcgi://[::1]:9003/ping"),
         ] {
             assert_eq!(target_of(listen, "/ping"), target, "{listen}");
-            assert!(target.parse::<Target>().is_ok());
+            assert!(target.parse::<crate::probe::Target>().is_ok());
         }
     }
 }

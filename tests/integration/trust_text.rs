@@ -74,9 +74,11 @@ impl FakeServer {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        wait_until("nobody's fake FastCGI server", Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        wait_until(
+            "nobody's fake FastCGI server",
+            Duration::from_secs(10),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
         FakeServer { port, child }
     }
 }
@@ -115,7 +117,10 @@ fn decoded(message: &str) -> String {
     let Some((head, body)) = message.split_once("\n\n") else {
         return message.to_owned();
     };
-    if !head.to_ascii_lowercase().contains("content-transfer-encoding: base64") {
+    if !head
+        .to_ascii_lowercase()
+        .contains("content-transfer-encoding: base64")
+    {
         return message.to_owned();
     }
     let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -242,7 +247,11 @@ fn doctor_reads_no_file_others_can_write_and_connects_to_nothing_found_there() {
         }
     }
     let nobodys = Made(spool.join("nobody"));
-    assert!(!nobodys.0.exists(), "{} exists already", nobodys.0.display());
+    assert!(
+        !nobodys.0.exists(),
+        "{} exists already",
+        nobodys.0.display()
+    );
     fs::write(&nobodys.0, line("nobody")).unwrap();
     rustix::fs::chown(
         &nobodys.0,
@@ -347,9 +356,7 @@ impl Drop for Sleeping {
         for pid in pids_of_exe(&self.bin) {
             signal(pid, Signal::KILL);
         }
-        let _ = wait_until_quietly(Duration::from_secs(5), || {
-            pids_of_exe(&self.bin).is_empty()
-        });
+        let _ = wait_until_quietly(Duration::from_secs(5), || pids_of_exe(&self.bin).is_empty());
     }
 }
 
@@ -363,12 +370,19 @@ fn doctor_leaves_a_sleeping_on_demand_pool_asleep() {
     )));
     fs::write(
         &cron.0,
-        format!("* * * * * root /usr/sbin/php-relaunch '{target}' 2 '' --on-demand >/dev/null 2>&1\n"),
+        format!(
+            "* * * * * root /usr/sbin/php-relaunch '{target}' 2 '' --on-demand >/dev/null 2>&1\n"
+        ),
     )
     .unwrap();
     let config = pool.config.display().to_string();
     let out = doctor(&["--fpm-config", &config]);
-    assert_eq!(pool.activations(), 0, "doctor woke the pool: {}", stdout(&out));
+    assert_eq!(
+        pool.activations(),
+        0,
+        "doctor woke the pool: {}",
+        stdout(&out)
+    );
     assert!(pids_of_exe(&pool.bin).is_empty(), "php-fpm was started");
     let said = stdout(&out);
     let about: Vec<&str> = said
