@@ -9,6 +9,7 @@ use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
 use lettre::{Address, Message, SmtpTransport, Transport as _};
 
+use crate::escape;
 use crate::journal;
 use crate::report::{Action, Report, RunState};
 use crate::spawn;
@@ -40,7 +41,9 @@ pub struct Alert {
 }
 
 /// The subject names the host and what happened; the body carries the log line's facts, the php-fpm
-/// processes as they were before the relaunch, and the evidence.
+/// processes as they were before the relaunch, and the evidence. Escaped here, once (#18): the
+/// subject is one bounded line, the body keeps its own line breaks and tabs and nothing else raw, and
+/// the error (a reply's or a server's words) stays on its line.
 pub fn compose(host: &str, report: &Report) -> Alert {
     let verdict = report.verdict();
     let what = match (report.state, &report.action) {
@@ -81,7 +84,7 @@ pub fn compose(host: &str, report: &Report) -> Alert {
     }
     let _ = writeln!(body, "Final state:    {}", report.state);
     if let Some(error) = &report.error {
-        let _ = writeln!(body, "Error:          {error}");
+        let _ = writeln!(body, "Error:          {}", escape::field(error));
     }
     if !report.processes.is_empty() {
         let _ = writeln!(body, "\nphp-fpm processes before the relaunch:");
@@ -99,8 +102,8 @@ pub fn compose(host: &str, report: &Report) -> Alert {
     }
     let _ = writeln!(body, "\nLog line:\n{}", journal::line(report).trim_end());
     Alert {
-        subject: format!("php-relaunch on {host}: {what}"),
-        body,
+        subject: escape::field(&format!("php-relaunch on {host}: {what}")),
+        body: escape::printable(&body, &['\n', '\t']),
     }
 }
 

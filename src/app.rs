@@ -9,6 +9,7 @@ use crate::cli::{self, Generated};
 use crate::cli::{Command, Invocation, Stop};
 use crate::config::{Config, ProbeConfig};
 use crate::doctor;
+use crate::escape;
 use crate::exit::Exit;
 use crate::health;
 use crate::history;
@@ -81,7 +82,8 @@ fn command_run(command: Command) -> Result<Exit> {
     }
 }
 
-/// Ends a command that could not start: help was printed, or a mistake is told in one line.
+/// Ends a command that could not start: help was printed, or a mistake is told in one line, escaped
+/// (it may quote a value from a file others wrote, #18).
 pub fn stop(stop: Stop) -> Exit {
     match stop {
         Stop::Printed => Exit::Healthy,
@@ -89,14 +91,14 @@ pub fn stop(stop: Stop) -> Exit {
             check: true,
             message,
         } => {
-            outln!("unhealthy: bad arguments: {message}");
+            outln!("unhealthy: bad arguments: {}", escape::field(&message));
             Exit::Failing
         }
         Stop::Mistake {
             check: false,
             message,
         } => {
-            errln!("php-relaunch: {message}");
+            errln!("php-relaunch: {}", escape::field(&message));
             Exit::Usage
         }
     }

@@ -27,7 +27,11 @@ const TAIL_BYTES: u64 = 4096;
 pub fn gather(status_page: Option<&str>, logs: &[PathBuf]) -> String {
     let mut text = String::new();
     if let Some(page) = status_page {
-        let _ = writeln!(text, "php-fpm status page (?json&full):\n{}\n", page.trim());
+        let _ = writeln!(
+            text,
+            "php-fpm status page (?json&full):\n{}\n",
+            printable(page.trim(), &['\n', '\t'])
+        );
     }
     for log in logs {
         if let Some(tail) = tail(log) {

@@ -3,6 +3,7 @@
 //! `check`.
 
 use crate::config::ProbeConfig;
+use crate::escape;
 use crate::probe::status::{self, Counters};
 use crate::probe::{self, Answer, Verdict};
 use crate::state::{self, State};
@@ -87,7 +88,8 @@ pub fn describe(answer: &Answer, config: &ProbeConfig) -> String {
     }
 }
 
-/// `php-relaunch check`: the one line for stdout, and whether the target is healthy.
+/// `php-relaunch check`: the one line for stdout, and whether the target is healthy. The line is
+/// escaped and bounded here (#18): a reply's words never reach the terminal raw.
 pub fn report(config: &ProbeConfig, verdict: &Verdict) -> (String, bool) {
     let healthy = verdict.answer.is_healthy();
     let what = describe(&verdict.answer, config);
@@ -100,5 +102,5 @@ pub fn report(config: &ProbeConfig, verdict: &Verdict) -> (String, bool) {
     } else {
         format!("unhealthy: {}: {what}", config.target)
     };
-    (line, healthy)
+    (escape::field(&line), healthy)
 }

@@ -3,6 +3,9 @@
 //! Shape (stable; `report` and people's greps parse it):
 //! `TIMESTAMP url=URL verdict=V latency=S action=A old_pid=P new_pid=P took=S state=S mail=M
 //! trigger=cron|hook events=N [ignored=N] [error="…"]`
+//!
+//! The whole line is escaped once here (#18): whatever a field carries from outside (a target from a
+//! pools file, a reply, a server's error), no control or bidi character reaches the file raw.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -12,11 +15,12 @@ use std::path::Path;
 use anyhow::{Context, Result, ensure};
 use chrono::SecondsFormat;
 
+use crate::escape;
 use crate::report::Report;
 use crate::secure_file::{self, Mode};
 
 /// Longest `error=` text kept, so a line stays a line.
-const MAX_ERROR: usize = 1000;
+const MAX_ERROR: usize = escape::MAX_FIELD;
 
 /// The log line of `report`, newline included.
 pub fn line(report: &Report) -> String {
@@ -39,6 +43,7 @@ pub fn line(report: &Report) -> String {
     if let Some(error) = &report.error {
         let _ = write!(line, " error=\"{}\"", one_line(error));
     }
+    let mut line = escape::printable(&line, &[]);
     line.push('\n');
     line
 }
@@ -47,13 +52,14 @@ fn pid(pid: Option<u32>) -> String {
     pid.map_or_else(|| "-".to_owned(), |p| p.to_string())
 }
 
-/// Quotes become apostrophes and control characters spaces, so the field can be parsed; long text is cut.
+/// Quotes become apostrophes and control (and bidi) characters spaces, so the field can be parsed;
+/// long text is cut.
 fn one_line(text: &str) -> String {
     let mut out: String = text
         .chars()
         .map(|c| match c {
             '"' => '\'',
-            c if c.is_control() => ' ',
+            c if escape::is_unsafe(c) => ' ',
             c => c,
         })
         .take(MAX_ERROR)

@@ -490,6 +490,13 @@ pub enum Generated {
 
 // `doctor [--fpm-config CONF]... [--json]` (no doc comment: it would replace the `about` in COMMANDS).
 #[derive(Args, Debug)]
+#[command(after_help = "\
+doctor reads and changes nothing. It reads php-relaunch lines only from root's own files (root's \
+crontab, /etc/crontab, /etc/cron.d, /etc/systemd/system), and only those owned by root and writable \
+by no one else; other users' crontabs are never read. It probes an installed line's FastCGI target \
+only when a connection wakes nothing: nothing listens, or a running php-fpm master holds the socket. \
+HTTP targets, other hosts and sockets held by anything else (a socket-activated pool asleep) are \
+named, not probed. Everything printed is escaped.")]
 pub struct DoctorArgs {
     /// Also look at this php-fpm configuration (beside Debian's /etc/php/*/fpm/php-fpm.conf and
     /// FreeBSD's /usr/local/etc/php-fpm.conf); may be given more than once

@@ -14,6 +14,7 @@ use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, TimeZone, Timelike};
 use serde::Serialize;
 
 use crate::cli::{By, ReportArgs};
+use crate::escape;
 use crate::exit::Exit;
 use crate::stdout;
 use lines::{Line, parse, parse_access};
@@ -128,10 +129,11 @@ pub fn command(args: &ReportArgs) -> Result<Exit> {
         std::fs::write(svg, render::svg(&history))
             .with_context(|| format!("--svg: writing '{}'", svg.display()))?;
     }
+    // Verdicts and file names come from logs others may write: escaped once, here (#18).
     let text = if args.json {
-        serde_json::to_string_pretty(&history)? + "\n"
+        escape::json(&serde_json::to_string_pretty(&history)?) + "\n"
     } else {
-        render::text(&history)
+        escape::printable(&render::text(&history), &['\n'])
     };
     stdout::print(&text)?;
     Ok(Exit::Healthy)

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
+use crate::escape::cut;
 use crate::poll::poll_until;
 
 /// The protocol version, the first byte of every record.
@@ -303,7 +304,10 @@ pub fn parse_cgi(stdout: &[u8]) -> Result<(u16, &[u8]), Error> {
                 .next()
                 .and_then(|code| code.parse().ok())
                 .filter(|code| (100..=999).contains(code))
-                .ok_or_else(|| protocol(format!("bad Status header '{}'", value.trim())))?;
+                .ok_or_else(|| {
+                    // The peer's words, bounded here; escaped where they are printed.
+                    protocol(format!("bad Status header '{}'", cut(value.trim(), 100)))
+                })?;
         }
     }
     Ok((status, body))

@@ -372,8 +372,9 @@ fn mail(host: &mut impl Host, report: &mut Report) {
     match host.send(&alert) {
         Ok(()) => report.mail = Mail::Sent,
         Err(err) => {
+            // The mail server's words: escaped here for stderr, by the renderers for the log.
             let err = format!("mail: {err:#}");
-            eprintln!("php-relaunch: {err}");
+            eprintln!("php-relaunch: {}", crate::escape::field(&err));
             report.mail = Mail::Failed;
             report.note(err);
         }

@@ -17,3 +17,4 @@ mod relaunch;
 mod report;
 mod security;
 mod system_service;
+mod trust_text;

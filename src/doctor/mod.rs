@@ -1,6 +1,10 @@
 //! `php-relaunch doctor`: looks at this host — php-fpm installations and their pools, the services that
 //! control them, nginx, php-relaunch lines already installed — and says what to watch and how, as
-//! ready-to-paste lines. It reads and asks; it changes nothing.
+//! ready-to-paste lines. It reads; it changes nothing and wakes nothing: installed lines are read
+//! from root's own files only, and their targets probed only where that starts no php-fpm
+//! (`installed`).
+
+mod installed;
 
 use std::fmt::Write as _;
 use std::fs;
@@ -11,14 +15,11 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::DoctorArgs;
+use crate::escape;
 use crate::exit::Exit;
 use crate::fpm::{self, Control, Instance, PoolConf};
-use crate::probe::{self, Target};
 use crate::spawn;
 use crate::stdout;
-
-/// How long a ping of an installed line's target may take.
-const PING: Duration = Duration::from_secs(2);
 
 /// One php-fpm configuration and what controls it.
 #[derive(Debug, Serialize)]
@@ -71,10 +72,11 @@ pub fn command(args: &DoctorArgs) -> Result<Exit> {
             .iter()
             .flat_map(|i| &i.pools)
             .any(|p| !p.problems.is_empty());
+    // Pool names, paths and the problems found quote files and processes: escaped once, here (#18).
     if args.json {
-        stdout::print(&(serde_json::to_string_pretty(&findings)? + "\n"))?;
+        stdout::print(&(escape::json(&serde_json::to_string_pretty(&findings)?) + "\n"))?;
     } else {
-        stdout::print(&text(&findings))?;
+        stdout::print(&escape::printable(&text(&findings), &['\n']))?;
     }
     Ok(if attention {
         Exit::Failing
@@ -119,8 +121,10 @@ pub fn look(extra: &[PathBuf]) -> Findings {
         });
     }
     let mut problems = shared_sockets(&installations);
-    problems.extend(installed_lines_that_fail());
-    let notes = nginx_note().into_iter().collect();
+    let installed = installed::look();
+    problems.extend(installed.problems);
+    let mut notes = installed.notes;
+    notes.extend(nginx_note());
     Findings {
         installations,
         problems,
@@ -279,57 +283,6 @@ fn shared_sockets(installations: &[Installation]) -> Vec<String> {
     problems
 }
 
-/// php-relaunch lines already in cron.d, root's crontab or systemd units, whose target does not
-/// answer healthy now.
-fn installed_lines_that_fail() -> Vec<String> {
-    let mut files: Vec<PathBuf> = [
-        "/etc/cron.d",
-        "/var/spool/cron/crontabs",
-        "/etc/systemd/system",
-    ]
-    .iter()
-    .filter_map(|dir| fs::read_dir(dir).ok())
-    .flat_map(|dir| dir.flatten().map(|e| e.path()))
-    .filter(|p| p.is_file())
-    .collect();
-    files.sort();
-    let mut problems = Vec::new();
-    for file in files {
-        let Ok(text) =
-            crate::secure_file::read_text(&file, crate::secure_file::Links::Follow, 1 << 20)
-        else {
-            continue;
-        };
-        for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
-            let Some(target) = installed_target(line) else {
-                continue;
-            };
-            let answer = probe::probe(&target, PING, None).answer;
-            if !answer.is_healthy() {
-                problems.push(format!(
-                    "{}: php-relaunch watches {target}, which answers {answer}{}",
-                    file.display(),
-                    answer
-                        .detail()
-                        .map(|d| format!(" ({d})"))
-                        .unwrap_or_default()
-                ));
-            }
-        }
-    }
-    problems
-}
-
-/// The target of a php-relaunch line (a watching run's first argument), if the line is one.
-fn installed_target(line: &str) -> Option<Target> {
-    let at = line.find("php-relaunch ")?;
-    let word = line[at + "php-relaunch ".len()..]
-        .split_whitespace()
-        .next()?
-        .trim_matches(['\'', '"']);
-    word.parse().ok()
-}
-
 /// nginx without the heartbeat vhost: the HTTP lines of the README would not answer.
 fn nginx_note() -> Option<String> {
     let nginx = Path::new("/usr/sbin/nginx");
@@ -417,18 +370,7 @@ mod tests {
             ("[::]:9003", "fcgi://[::1]:9003/ping"),
         ] {
             assert_eq!(target_of(listen, "/ping"), target, "{listen}");
-            assert!(target.parse::<Target>().is_ok());
+            assert!(target.parse::<crate::probe::Target>().is_ok());
         }
-    }
-
-    #[test]
-    fn installed_lines_name_their_target() {
-        let line =
-            "* * * * * root /usr/sbin/php-relaunch 'unix:///run/php/x.sock;/ping' 2 '' >/dev/null";
-        assert_eq!(
-            installed_target(line).map(|t| t.to_string()).as_deref(),
-            Some("unix:///run/php/x.sock;/ping")
-        );
-        assert!(installed_target("ExecStart=/usr/sbin/php-relaunch report --since 7d").is_none());
     }
 }
