@@ -111,7 +111,7 @@ fn item_4_report_svg_follows_no_link_and_writes_nowhere_others_can_write() {
             stderr(&out),
             format!(
                 "php-relaunch: --svg '{}': refusing to write in '{}': it is owned by uid 33, \
-                 not by root: write it where only root can, then copy it\n",
+                 not by root: choose a directory only root can write\n",
                 link.display(),
                 docroot.display()
             )
@@ -209,7 +209,7 @@ fn item_5_hook_listen_changes_no_root_file_whatever_www_data_swaps_in() {
             said,
             format!(
                 "php-relaunch: --listen '{}': refusing to write in '{}': it is owned by uid 33, \
-                 not by root: write it where only root can, then copy it\n",
+                 not by root: choose a directory only root can write\n",
                 socket.display(),
                 run_php.display()
             )
