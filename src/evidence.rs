@@ -168,7 +168,7 @@ mod tests {
         // Names that sort after anything this year, but are older by time.
         let old = evidence.join("29991231T235959-502.txt");
         fs::write(&old, "old").unwrap();
-        let file = File::options().write(true).open(&old).unwrap();
+        let file = fs::File::options().write(true).open(&old).unwrap();
         file.set_modified(SystemTime::UNIX_EPOCH).unwrap();
         let mut written = Vec::new();
         for i in 0..KEEP {
