@@ -74,7 +74,9 @@ impl<R: io::Read> io::Read for Bounded<R> {
             self.hit = self.inner.read(&mut probe)? > 0;
             return Ok(0);
         }
-        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         self.left -= n as u64;
         Ok(n)
@@ -297,7 +299,10 @@ mod tests {
                 r#"127.0.0.1 - {user} [29/Nov/2026:22:34:36 +0100] "GET / HTTP/1.1" 502 166 "-" "curl""#
             );
             let (time, status) = parse_access(&line).unwrap();
-            assert_eq!((time.to_rfc3339().as_str(), status), ("2026-11-29T22:34:36+01:00", 502));
+            assert_eq!(
+                (time.to_rfc3339().as_str(), status),
+                ("2026-11-29T22:34:36+01:00", 502)
+            );
         }
     }
 }

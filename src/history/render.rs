@@ -25,7 +25,12 @@ pub fn text(history: &History) -> String {
         history.skipped
     );
     for cut in &history.cut {
-        let _ = writeln!(out, "not read to its end: {}: {}", cut.file.display(), cut.why);
+        let _ = writeln!(
+            out,
+            "not read to its end: {}: {}",
+            cut.file.display(),
+            cut.why
+        );
     }
     if !history.owned_by_others.is_empty() {
         let names: Vec<String> = history

@@ -279,9 +279,7 @@ fn listening(path: &Path, group: &str) -> Result<UnixDatagram> {
             path.display()
         ),
     }
-    place
-        .bind_datagram(gid)
-        .with_context(|| format!("--listen: giving '{}' to group {group}", path.display()))
+    place.bind_datagram(gid)
 }
 
 #[cfg(test)]

@@ -44,8 +44,11 @@ pub struct Place {
 /// What is at the name now, if anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Existing {
+    /// No entry by that name.
     Nothing,
+    /// A regular file.
     File,
+    /// A unix socket.
     Socket,
     /// A symbolic link, directory, FIFO or device.
     Other(FileType),
@@ -60,9 +63,13 @@ pub fn place(path: &Path, what: &str) -> Result<Place> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let canonical = dir
-        .canonicalize()
-        .with_context(|| format!("{what} '{}': no directory '{}'", path.display(), dir.display()))?;
+    let canonical = dir.canonicalize().with_context(|| {
+        format!(
+            "{what} '{}': no directory '{}'",
+            path.display(),
+            dir.display()
+        )
+    })?;
     let refuse = |at: &Path, why: String| -> anyhow::Error {
         anyhow::anyhow!(
             "{what} '{}': refusing to write in '{}': {why}: choose a directory only root can write",
@@ -135,7 +142,9 @@ impl Place {
                 })
             }
             Err(rustix::io::Errno::NOENT) => Ok(Existing::Nothing),
-            Err(err) => Err(err).with_context(|| format!("{} '{}'", self.what, self.path.display())),
+            Err(err) => {
+                Err(err).with_context(|| format!("{} '{}'", self.what, self.path.display()))
+            }
         }
     }
 
@@ -196,12 +205,20 @@ impl Place {
                 Err(rustix::io::Errno::EXIST) => {}
                 Err(err) => {
                     return Err(err).with_context(|| {
-                        format!("{}: a temporary file beside '{}'", self.what, self.path.display())
+                        format!(
+                            "{}: a temporary file beside '{}'",
+                            self.what,
+                            self.path.display()
+                        )
                     });
                 }
             }
         }
-        bail!("{}: no free temporary name beside '{}'", self.what, self.path.display())
+        bail!(
+            "{}: no free temporary name beside '{}'",
+            self.what,
+            self.path.display()
+        )
     }
 
     /// `.NAME.XXXXXXXXXXXXXXXX`: the name (cut so the whole stays a valid name) and 64 random bits
@@ -275,7 +292,9 @@ mod tests {
         assert!(err.to_string().contains("is a symlink"), "{err}");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
 
-        let kept = place(&path, "evidence").unwrap().write(b"three", 0o600, true);
+        let kept = place(&path, "evidence")
+            .unwrap()
+            .write(b"three", 0o600, true);
         assert!(kept.is_err(), "an existing file is kept");
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
     }

@@ -75,7 +75,14 @@ fn own_log(dir: &Path) -> std::path::PathBuf {
 
 fn report(log: &Path, extra: &[&str]) -> Output {
     php_relaunch()
-        .args(["report", "--since", "3d", "--until", "2026-11-30T12:00", "--log"])
+        .args([
+            "report",
+            "--since",
+            "3d",
+            "--until",
+            "2026-11-30T12:00",
+            "--log",
+        ])
         .arg(log)
         .args(extra)
         .env("TZ", "UTC")
@@ -184,8 +191,9 @@ fn hook_once(site: &Site, socket: &Path) -> (Option<i32>, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let ended =
-        wait_until_quietly(Duration::from_secs(10), || matches!(child.try_wait(), Ok(Some(_))));
+    let ended = wait_until_quietly(Duration::from_secs(10), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
     if !ended {
         signal(child.id(), rustix::process::Signal::TERM);
     }
@@ -204,7 +212,11 @@ fn item_5_hook_listen_changes_no_root_file_whatever_www_data_swaps_in() {
     let mut swapper = racer(&socket, &victim, 200_000);
     for _ in 0..20 {
         let (code, said) = hook_once(&site, &socket);
-        assert_eq!(code, Some(2), "the hook listened in www-data's directory: {said}");
+        assert_eq!(
+            code,
+            Some(2),
+            "the hook listened in www-data's directory: {said}"
+        );
         assert_eq!(
             said,
             format!(
@@ -271,8 +283,7 @@ fn run_within(mut cmd: Command, limit: Duration) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let ended =
-        wait_until_quietly(limit, || matches!(child.try_wait(), Ok(Some(_))));
+    let ended = wait_until_quietly(limit, || matches!(child.try_wait(), Ok(Some(_))));
     if !ended {
         let _ = child.kill();
     }
@@ -348,7 +359,17 @@ fn item_11_access_log_502s_cannot_be_hidden_by_a_user_name_nor_flooded_by_a_gzip
     // Basic-auth user names shaped to push nginx's time field out of place.
     for user in ["[evil", "[29/Nov/2026:22:00:00 +0000]", "a] \\\"x", "plain"] {
         let status = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-m", "5", "--noproxy", "*", "-w", "%{http_code}"])
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-m",
+                "5",
+                "--noproxy",
+                "*",
+                "-w",
+                "%{http_code}",
+            ])
             .arg("-u")
             .arg(format!("{user}:pw"))
             .arg(nginx.url("x.php"))
