@@ -3,14 +3,12 @@
 //! symlink), the newest 50 kept; the same text goes into the alert.
 
 use std::fmt::Write as _;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::{Context, Result};
-use rustix::fs::OFlags;
 
 use crate::escape::printable;
 use crate::journal;
@@ -82,14 +80,8 @@ pub fn save(dir: &Path, stamp: &str, verdict: &str, text: &str) -> Result<PathBu
         .create(dir)
         .with_context(|| format!("creating evidence directory '{}'", dir.display()))?;
     let path = dir.join(format!("{stamp}-{verdict}.txt"));
-    let mut file: File = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(OFlags::NOFOLLOW.bits().cast_signed())
-        .open(&path)
-        .with_context(|| format!("creating evidence file '{}'", path.display()))?;
-    file.write_all(text.as_bytes())?;
+    // Never replaces an earlier file of the same second and verdict.
+    secure_file::place(&path, "evidence file")?.write(text.as_bytes(), 0o600, true)?;
     prune(dir, KEEP, &path)?;
     Ok(path)
 }
@@ -180,7 +172,7 @@ mod tests {
         // Names that sort after anything this year, but are older by time.
         let old = evidence.join("29991231T235959-502.txt");
         fs::write(&old, "old").unwrap();
-        let file = File::options().write(true).open(&old).unwrap();
+        let file = fs::File::options().write(true).open(&old).unwrap();
         file.set_modified(SystemTime::UNIX_EPOCH).unwrap();
         let mut written = Vec::new();
         for i in 0..KEEP {

@@ -4,16 +4,14 @@
 //! in the state file, so they survive between runs.
 
 use std::fmt::Write as _;
-use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 
 use crate::policy::{self, Limits};
 use crate::report::{Action, Report, RunState};
+use crate::secure_file;
 use crate::state::{State, Totals};
 
 /// What one check saw, for the metrics: whether the target was healthy, the verdict, the latency.
@@ -146,29 +144,10 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Replaces the file at `path` with `text`: a temporary file in the same directory, 0644, renamed
-/// over it. A symlink at `path` is refused and left as it is.
+/// Replaces the file at `path` with `text`, 0644 so node_exporter's user can read it, through the one
+/// primitive for root's files: a symlink at `path` is refused and left as it is.
 pub fn write(path: &Path, text: &str) -> Result<()> {
-    if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
-        bail!(
-            "--metrics-file '{}' is a symlink: not written, left as it is",
-            path.display()
-        );
-    }
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut temp = tempfile::Builder::new()
-        .prefix(".php-relaunch-metrics-")
-        .tempfile_in(dir)
-        .with_context(|| format!("--metrics-file: a temporary file in '{}'", dir.display()))?;
-    temp.write_all(text.as_bytes())?;
-    temp.as_file()
-        .set_permissions(fs::Permissions::from_mode(0o644))?;
-    temp.persist(path)
-        .with_context(|| format!("--metrics-file: replacing '{}'", path.display()))?;
-    Ok(())
+    secure_file::replace(path, "--metrics-file", text.as_bytes(), 0o644)
 }
 
 #[cfg(test)]

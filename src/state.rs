@@ -3,16 +3,15 @@
 //! is a fresh start; a corrupt one is reported and treated as fresh, never a reason to stop watching.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
-use rustix::fs::OFlags;
 use serde::{Deserialize, Serialize};
 
 use crate::probe::status::Counters;
+use crate::secure_file::{self, Links};
 
 /// `time` in unix seconds, as the state keeps times (0 before 1970, which no clock here reads).
 pub fn unix_seconds(time: std::time::SystemTime) -> i64 {
@@ -125,14 +124,15 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// The largest state file read: a few hundred bytes is usual, and a larger one is not ours.
+const MAX_STATE: usize = 1 << 20;
+
 /// Loads the state; `Ok((state, Some(warning)))` when the file was unusable and a fresh state is used.
+/// The file is read as one others might have replaced: never through a link, never blocking (a FIFO
+/// is refused at once, before the run's deadline is armed), regular files only, at most 1 MiB.
 pub fn load(path: &Path) -> Result<(State, Option<String>)> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(OFlags::NOFOLLOW.bits().cast_signed())
-        .open(path);
-    let mut file = match file {
-        Ok(file) => file,
+    let text = match secure_file::read_text(path, Links::Refuse, MAX_STATE) {
+        Ok(text) => text,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok((State::default(), None)),
         Err(_)
             if path
@@ -151,13 +151,6 @@ pub fn load(path: &Path) -> Result<(State, Option<String>)> {
             ));
         }
     };
-    let mut text = String::new();
-    if let Err(err) = file.read_to_string(&mut text) {
-        return Err(anyhow!(
-            "cannot read state file '{}': {err}",
-            path.display()
-        ));
-    }
     match serde_json::from_str(&text) {
         Ok(state) => Ok((state, None)),
         Err(err) => Ok((
@@ -170,26 +163,17 @@ pub fn load(path: &Path) -> Result<(State, Option<String>)> {
     }
 }
 
-/// Replaces the state file atomically: a crash leaves either the old file or the new one, whole.
+/// Replaces the state file atomically, 0600, through the one primitive for root's files: a crash
+/// leaves either the old file or the new one, whole.
 pub fn save(path: &Path, state: &State) -> Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     fs::create_dir_all(dir).with_context(|| format!("creating '{}'", dir.display()))?;
-    let mut temp = tempfile::Builder::new()
-        .prefix(".state-")
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temporary file in '{}'", dir.display()))?;
     let mut json = serde_json::to_vec_pretty(state)?;
     json.push(b'\n');
-    temp.write_all(&json)?;
-    temp.as_file().sync_all()?;
-    // rename(2) replaces a symlink at `path` itself, never what it points to.
-    temp.persist(path)
-        .with_context(|| format!("replacing state file '{}'", path.display()))?;
-    File::open(dir)?.sync_all()?;
-    Ok(())
+    secure_file::replace(path, "state file", &json, 0o600)
 }
 
 #[cfg(test)]
@@ -253,7 +237,7 @@ mod tests {
     }
 
     #[test]
-    fn symlinks_are_refused_and_replaced_not_followed() {
+    fn symlinks_are_refused_and_left_not_followed() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("precious");
         fs::write(&target, "keep").unwrap();
@@ -261,9 +245,10 @@ mod tests {
         std::os::unix::fs::symlink(&target, &link).unwrap();
         let err = load(&link).unwrap_err().to_string();
         assert!(err.contains("is a symbolic link"), "{err}");
-        save(&link, &State::default()).unwrap();
+        let err = save(&link, &State::default()).unwrap_err().to_string();
+        assert!(err.contains("is a symlink"), "{err}");
         assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
-        assert!(!link.symlink_metadata().unwrap().file_type().is_symlink());
+        assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
     }
 
     #[test]

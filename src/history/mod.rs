@@ -93,6 +93,11 @@ pub struct History {
     pub files: Vec<PathBuf>,
     /// Lines that could not be read.
     pub skipped: u64,
+    /// Files not read to their end, and why (a gzip bomb, a file too slow to read).
+    pub cut: Vec<Cut>,
+    /// Files owned by a user other than root (or the one running the report): nginx's logs belong
+    /// to the pool user on Debian, who can add or change lines in them, so their counts are claims.
+    pub owned_by_others: Vec<PathBuf>,
     /// Every bucket from `since` to `until`, empty ones included (`logged` says whether any line
     /// fell in it).
     pub buckets: Vec<Bucket>,
@@ -100,6 +105,13 @@ pub struct History {
     pub incidents: Incidents,
     /// Whether access logs were read.
     pub visitors: bool,
+}
+
+/// A file not read to its end.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cut {
+    pub file: PathBuf,
+    pub why: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -126,8 +138,7 @@ pub fn command(args: &ReportArgs) -> Result<Exit> {
     }
     let history = read(args, &own, since, until)?;
     if let Some(svg) = &args.svg {
-        std::fs::write(svg, render::svg(&history))
-            .with_context(|| format!("--svg: writing '{}'", svg.display()))?;
+        crate::secure_file::replace(svg, "--svg", render::svg(&history).as_bytes(), 0o644)?;
     }
     // Verdicts and file names come from logs others may write: escaped once, here (#18).
     let text = if args.json {
@@ -298,9 +309,24 @@ fn read(
         downtimes: Vec::new(),
     };
     let mut files = own.to_vec();
+    let mut cut = Vec::new();
+    let mut owned_by_others = Vec::new();
+    let me = rustix::process::geteuid().as_raw();
+    let mut note = |path: &PathBuf, read: lines::FileRead| {
+        if let Some(why) = read.cut {
+            cut.push(Cut {
+                file: path.clone(),
+                why,
+            });
+        }
+        if read.owner != 0 && read.owner != me {
+            owned_by_others.push(path.clone());
+        }
+    };
     for path in own {
-        lines::each_line(path, |line| tally.own(line))
+        let read = lines::each_line(path, |line| tally.own(line))
             .with_context(|| format!("reading '{}'", path.display()))?;
+        note(path, read);
     }
     for log in &args.access_log {
         let rotated = lines::with_rotations(log);
@@ -308,8 +334,9 @@ fn read(
             bail!("no access log at '{}'", log.display());
         }
         for path in rotated {
-            lines::each_line(&path, |line| tally.access(line))
+            let read = lines::each_line(&path, |line| tally.access(line))
                 .with_context(|| format!("reading '{}'", path.display()))?;
+            note(&path, read);
             files.push(path);
         }
     }
@@ -328,6 +355,8 @@ fn read(
         },
         files,
         skipped: tally.skipped,
+        cut,
+        owned_by_others,
         buckets: tally.all_buckets(),
         totals,
         incidents: Incidents {

@@ -24,6 +24,26 @@ pub fn text(history: &History) -> String {
         history.files.len(),
         history.skipped
     );
+    for cut in &history.cut {
+        let _ = writeln!(
+            out,
+            "not read to its end: {}: {}",
+            cut.file.display(),
+            cut.why
+        );
+    }
+    if !history.owned_by_others.is_empty() {
+        let names: Vec<String> = history
+            .owned_by_others
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        let _ = writeln!(
+            out,
+            "owned by other users, who can add or change lines (their counts are claims): {}",
+            names.join(", ")
+        );
+    }
     let t = &history.totals;
     let series = |pick: &dyn Fn(&Counts) -> u64| -> Vec<u64> {
         history.buckets.iter().map(|b| pick(&b.counts)).collect()

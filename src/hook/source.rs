@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io::{self, BufRead, ErrorKind, Read};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -13,10 +13,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use rustix::fs::Mode;
 
 use super::event::{self, MAX_EVENT};
 use crate::fpm;
+use crate::secure_file::{self, Existing};
 
 /// What the reader has counted since the last run took its events.
 #[derive(Debug, Clone, Copy)]
@@ -250,27 +250,12 @@ fn activated() -> Result<UnixDatagram> {
 }
 
 /// Binds `--listen PATH`: 0660, owner root (us), group `group`, its directory made (0755) if missing.
-/// A stale socket file is replaced; a live one (another hook answers on it) is refused, as is
-/// anything that is not a socket.
+/// The directory must be one only root can change (or sticky, #18): there the socket is bound under a
+/// temporary name, given to the group and renamed into place, so no link swapped in by others is ever
+/// followed. A stale socket file is replaced; a live one (another hook answers on it) is refused, as
+/// is anything that is not a socket.
 fn listening(path: &Path, group: &str) -> Result<UnixDatagram> {
     let gid = fpm::gid_of(group).with_context(|| format!("--socket-group: no group '{group}'"))?;
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            ensure!(
-                UnixDatagram::unbound()?.connect(path).is_err(),
-                "--listen '{}' is held by a running php-relaunch hook: stop it first",
-                path.display()
-            );
-            fs::remove_file(path)
-                .with_context(|| format!("--listen: removing the stale '{}'", path.display()))?;
-        }
-        Ok(_) => bail!(
-            "--listen '{}' exists and is not a socket: not replacing it",
-            path.display()
-        ),
-        Err(err) if err.kind() == ErrorKind::NotFound => {}
-        Err(err) => bail!("--listen '{}': {err}", path.display()),
-    }
     if let Some(parent) = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty() && !p.exists())
@@ -281,14 +266,20 @@ fn listening(path: &Path, group: &str) -> Result<UnixDatagram> {
             .create(parent)
             .with_context(|| format!("--listen: creating '{}'", parent.display()))?;
     }
-    // Created 0660 from the start: no moment in which others may send.
-    let umask = rustix::process::umask(Mode::from_raw_mode(0o117));
-    let bound = UnixDatagram::bind(path);
-    rustix::process::umask(umask);
-    let socket = bound.with_context(|| format!("--listen: binding '{}'", path.display()))?;
-    rustix::fs::chown(path, None, Some(rustix::fs::Gid::from_raw(gid)))
-        .with_context(|| format!("--listen: giving '{}' to group {group}", path.display()))?;
-    Ok(socket)
+    let place = secure_file::place(path, "--listen")?;
+    match place.existing()? {
+        Existing::Socket => ensure!(
+            UnixDatagram::unbound()?.connect(path).is_err(),
+            "--listen '{}' is held by a running php-relaunch hook: stop it first",
+            path.display()
+        ),
+        Existing::Nothing => {}
+        Existing::File | Existing::Other(_) => bail!(
+            "--listen '{}' exists and is not a socket: not replacing it",
+            path.display()
+        ),
+    }
+    place.bind_datagram(gid)
 }
 
 #[cfg(test)]

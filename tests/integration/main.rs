@@ -17,4 +17,5 @@ mod relaunch;
 mod report;
 mod security;
 mod system_service;
+mod trust_files;
 mod trust_text;

@@ -2,7 +2,12 @@
 //! symlink, only regular files we own, created with tight permissions, close-on-exec (std's default),
 //! so php-fpm started by a relaunch never inherits them. What others can write or replace (pid files,
 //! php-fpm's logs, configs): opened without blocking, regular files only, and read up to a bound, so a
-//! FIFO, a device or `/dev/zero` behind a name can neither hang a run nor fill its memory.
+//! FIFO, a device or `/dev/zero` behind a name can neither hang a run nor fill its memory. What root
+//! creates or replaces goes through [`write`].
+
+mod write;
+
+pub use write::{Existing, place, replace};
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
