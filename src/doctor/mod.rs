@@ -214,7 +214,7 @@ fn advise(pool: PoolConf, me: &Path, control: &str, service: Option<&str>) -> Po
     let me = me.display();
     let crontab = target
         .as_ref()
-        .map(|t| format!("* * * * * {me} '{t}' 2 'ops@example.com' {control} >/dev/null 2>&1"));
+        .map(|t| crontab_line(&me.to_string(), &t.to_string(), control));
     let mcron = target.as_ref().map(|t| {
         let words: Vec<String> = control.split(' ').map(|w| format!(" \"{w}\"")).collect();
         format!(
@@ -353,8 +353,31 @@ fn text(findings: &Findings) -> String {
     out
 }
 
+/// The crontab line doctor suggests; README.md and the package's /etc/cron.d file show the same
+/// (a unit test holds them to it).
+fn crontab_line(me: &str, target: &str, control: &str) -> String {
+    format!("* * * * * {me} '{target}' 2 'ops@example.com' {control} >/dev/null 2>&1")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_readme_and_cron_d_show_the_line_doctor_gives() {
+        let line = super::crontab_line(
+            "/usr/sbin/php-relaunch",
+            "unix:///run/php/php8.2-fpm.sock;/ping",
+            "--service php8.2-fpm",
+        );
+        let readme = include_str!("../../README.md");
+        assert!(readme.lines().any(|l| l == line), "README lacks\n{line}");
+        let cron_d = include_str!("../../debian/cron.d");
+        let as_cron_d = format!("#{}", line.replacen("* * * * * ", "* * * * * root ", 1));
+        assert!(
+            cron_d.lines().any(|l| l == as_cron_d),
+            "cron.d lacks\n{as_cron_d}"
+        );
+    }
+
     use super::*;
 
     #[test]
