@@ -214,7 +214,7 @@ fn advise(pool: PoolConf, me: &Path, control: &str, service: Option<&str>) -> Po
     let me = me.display();
     let crontab = target
         .as_ref()
-        .map(|t| crontab_line(&me.to_string(), &t.to_string(), control));
+        .map(|t| crontab_line(&me.to_string(), t, control));
     let mcron = target.as_ref().map(|t| {
         let words: Vec<String> = control.split(' ').map(|w| format!(" \"{w}\"")).collect();
         format!(
