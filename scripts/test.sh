@@ -11,6 +11,8 @@ source scripts/loopback-site.sh
 install_missing nginx php8.2-fpm php8.2-cgi python3-aiosmtpd mcron curl apache2 gcc time util-linux prometheus-node-exporter
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --all-targets --locked --features generate -- -D warnings
 echo "building and running the tests (the first build takes a few minutes)…" >&2
 cargo test --locked
+scripts/unit-tests-as-nobody.sh
 scripts/package-check.sh
