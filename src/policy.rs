@@ -32,6 +32,8 @@ pub fn decide(answer: &Answer, relaunch_on: &[u16], fastcgi: bool) -> Decision {
         answer if answer.is_healthy() => Decision::Healthy,
         Answer::Status(_) => Decision::UnexpectedStatus,
         Answer::Timeout => Decision::Relaunch,
+        // Another user's listener answers where php-fpm should (#18): php-fpm is not serving.
+        Answer::Untrusted(_) => Decision::Relaunch,
         Answer::Refused(_) if fastcgi => Decision::Relaunch,
         Answer::Unhealthy(_) => Decision::Unhealthy,
         Answer::Dns(_) | Answer::Failed(_) if fastcgi => Decision::Unhealthy,

@@ -83,6 +83,8 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
 struct PoolId {
     title: String,
     uid: Option<u32>,
+    /// Its `listen` setting, whose socket a worker of it holds.
+    listen: Option<String>,
 }
 
 /// The php-fpm this run keeps: how to control it and how to recognise its processes.
@@ -204,6 +206,7 @@ impl Instance {
                     // Without `user`, the pool runs as the master's user.
                     None => Some(owner),
                 },
+                listen: sockets::pool_listen(pool),
             })
             .collect();
         Ok(Instance {
@@ -258,16 +261,27 @@ impl Instance {
             .collect()
     }
 
-    /// A worker of ours whose master is gone: our binary, one of our pools' titles and users, and no
-    /// live process of our binary as its parent (which would make it another master's worker).
+    /// A worker of ours whose master is gone: our binary, one of our pools' titles and users, no
+    /// live process of our binary as its parent (which would make it another master's worker), and
+    /// holding that pool's listening socket, as root's master bound it (#18: a title, a user and a
+    /// binary are what the pool user can show too, with a php-fpm of its own).
     fn is_orphan(&self, p: &Proc, procs: &[Proc]) -> bool {
         let ours = |q: &Proc| !q.gone && self.binary.is_some() && q.exe == self.binary;
         ours(p)
-            && self
-                .pools
-                .iter()
-                .any(|pool| p.cmd == pool.title && pool.uid.is_some() && p.uid == pool.uid)
             && !procs.iter().any(|q| Some(q.pid) == p.ppid && ours(q))
+            && self.pools.iter().any(|pool| {
+                p.cmd == pool.title
+                    && pool.uid.is_some()
+                    && p.uid == pool.uid
+                    && pool.listen.as_deref().is_some_and(|listen| {
+                        let inodes: Vec<u64> = sockets::pool_listeners(listen)
+                            .into_iter()
+                            .filter(crate::listener::Listener::trusted)
+                            .map(|l| l.inode)
+                            .collect();
+                        sockets::holds(p.pid, &inodes)
+                    })
+            })
     }
 
     /// The master, its workers, and this php-fpm's orphaned workers.

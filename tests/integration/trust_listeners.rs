@@ -13,8 +13,8 @@ use std::time::Duration;
 use rustix::process::Signal;
 
 use crate::common::{
-    Fpm, NOBODY, Nginx, Site, alive, field, free_port, php_relaunch, shared_tempdir, signal,
-    state, stderr, stdout, wait_until,
+    Fpm, NOBODY, Nginx, Site, alive, field, free_port, php_relaunch, shared_tempdir, signal, state,
+    stderr, stdout, wait_until,
 };
 
 const WWW_DATA: u32 = 33;
@@ -171,6 +171,33 @@ fn tcp_site() -> Site {
     }
 }
 
+/// The site's php-fpm on a unix socket in a directory the pool user owns, as /run/php on Debian.
+fn site_with_socket_in_pool_users_dir() -> Site {
+    let dir = shared_tempdir();
+    let run = dir.path().join("run");
+    fs::create_dir(&run).unwrap();
+    std::os::unix::fs::chown(&run, Some(WWW_DATA), Some(WWW_DATA)).unwrap();
+    let mut fpm = Fpm::new(dir.path());
+    let socket = run.join("www.sock");
+    let conf = fs::read_to_string(&fpm.config).unwrap().replace(
+        &fpm.socket.display().to_string(),
+        &socket.display().to_string(),
+    );
+    fs::write(&fpm.config, conf).unwrap();
+    fpm.socket = socket;
+    fpm.start();
+    let nginx = Nginx::new(dir.path(), &format!("unix:{}", fpm.socket.display()));
+    nginx.start();
+    Site {
+        log: dir.path().join("php-relaunch.log"),
+        lock: dir.path().join("php-relaunch.lock"),
+        state: dir.path().join("state.json"),
+        fpm,
+        nginx,
+        dir,
+    }
+}
+
 fn last_line(site: &Site) -> String {
     site.log_lines().pop().unwrap_or_default()
 }
@@ -185,7 +212,11 @@ fn assert_untrusted(site: &Site, out: &Output, uid: u32) {
         stdout(out),
         stderr(out)
     );
-    assert_eq!(field(&line, "verdict"), Some("untrusted-listener"), "{line}");
+    assert_eq!(
+        field(&line, "verdict"),
+        Some("untrusted-listener"),
+        "{line}"
+    );
     assert!(
         field(&line, "error").is_some_and(|e| e.contains(&format!("uid {uid}"))),
         "{line}"
@@ -211,7 +242,11 @@ fn item_1_an_answer_from_a_listener_root_does_not_trust_never_counts_as_healthy(
     // `check` says the same, without relaunching anything.
     let out = php_relaunch().args(["check", &fcgi, "2"]).output().unwrap();
     assert_ne!(out.status.code(), Some(0), "{}", stdout(&out));
-    assert!(stdout(&out).contains("untrusted-listener"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("untrusted-listener"),
+        "{}",
+        stdout(&out)
+    );
     drop(nobody);
 
     // Between the kill and the start of a relaunch, www-data takes the port: php-fpm cannot bind
@@ -223,10 +258,16 @@ fn item_1_an_answer_from_a_listener_root_does_not_trust_never_counts_as_healthy(
     let out = site.run(&site.fpm.target("/ping"), "1", &[]);
     assert!(www_data.bound(), "www-data took the port");
     let line = last_line(&site);
-    assert_eq!(field(&line, "action"), Some("kill+start"), "{line}");
+    assert!(
+        field(&line, "action").is_some_and(|a| a.starts_with("kill+start")),
+        "{line}"
+    );
     assert_eq!(out.status.code(), Some(1), "{line}");
     assert_eq!(field(&line, "state"), Some("down"), "{line}");
-    assert!(site.fpm.master().is_none(), "php-fpm could not bind its port");
+    assert!(
+        site.fpm.master().is_none(),
+        "php-fpm could not bind its port"
+    );
     let out = site.run(&site.fpm.target("/ping"), "1", &[]);
     assert_ne!(out.status.code(), Some(0), "{}", last_line(&site));
     assert_ne!(field(&last_line(&site), "state"), Some("recovered"));
@@ -234,8 +275,7 @@ fn item_1_an_answer_from_a_listener_root_does_not_trust_never_counts_as_healthy(
 
     // The unix socket in a directory www-data owns (/run/php on Debian): php-fpm is dead, www-data
     // binds the path, nginx serves its "pong" as the heartbeat.
-    let site = Site::start();
-    std::os::unix::fs::chown(site.dir.path(), Some(WWW_DATA), Some(WWW_DATA)).unwrap();
+    let site = site_with_socket_in_pool_users_dir();
     site.fpm.stop();
     let www_data = Attacker::pong_unix(WWW_DATA, &site.fpm.socket);
     www_data.wait_bound();
@@ -284,7 +324,13 @@ fn item_1_pools_stop_keeps_the_only_real_replica_when_nobody_answers_for_the_oth
         .arg(dir.path().join("lock"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     assert_eq!(
         stdout(&out),
         "www/1: refusing to stop www/1: no other replica of pool 'www' is serving\n"
@@ -326,7 +372,9 @@ fn orphan_impostor(bin: &Path) -> (tempfile::TempDir, u32) {
             .into_iter()
             .filter(|&p| {
                 fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
-                    stat.rsplit(')').next().and_then(|s| s.split_whitespace().nth(1))
+                    stat.rsplit(')')
+                        .next()
+                        .and_then(|s| s.split_whitespace().nth(1))
                         == Some(master.to_string().as_str())
                 })
             })
@@ -357,7 +405,11 @@ fn item_7_an_orphan_impostor_does_not_turn_a_graceful_restart_into_kill_and_star
     let said = stdout(&out);
     assert_eq!(field(&said, "action"), Some("would-restart"), "{said}");
     assert!(alive(real));
-    assert_eq!(state(orphan), Some('T'), "the impostor's orphan is left alone");
+    assert_eq!(
+        state(orphan),
+        Some('T'),
+        "the impostor's orphan is left alone"
+    );
     signal(orphan, Signal::KILL);
 }
 
