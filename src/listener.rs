@@ -37,10 +37,18 @@ pub fn trusted_uid(uid: u32) -> bool {
 /// Why a set of listeners is not to be believed: `None` when each is trusted.
 pub fn distrust(listeners: &[Listener], what: &str) -> Option<String> {
     let foreign = listeners.iter().find(|l| !l.trusted())?;
-    Some(match foreign.uid {
-        Some(uid) => format!("{what} is held by uid {uid}, not by root: not believed"),
-        None => format!("{what} has no known owner: not believed"),
-    })
+    distrust_owner(foreign.uid, what)
+}
+
+/// Why a listener of owner `uid` is not to be believed: `None` when it is root's or ours.
+pub fn distrust_owner(uid: Option<u32>, what: &str) -> Option<String> {
+    match uid {
+        Some(uid) if trusted_uid(uid) => None,
+        Some(uid) => Some(format!(
+            "{what} is held by uid {uid}, not by root: not believed"
+        )),
+        None => Some(format!("{what} has no known owner: not believed")),
+    }
 }
 
 /// /proc/net/tcp's state of a listening socket.
@@ -172,6 +180,12 @@ pub fn unix(path: &Path) -> Vec<Listener> {
         .collect()
 }
 
+/// A bound file's (major, minor, inode).
+type FileId = (u32, u32, u64);
+
+/// A listening unix socket: the file it is bound to, if it has one, and the socket.
+type Bound = (Option<FileId>, Listener);
+
 /// Netlink and sock_diag constants (linux/netlink.h, linux/sock_diag.h, linux/unix_diag.h).
 mod diag {
     pub const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -190,11 +204,11 @@ mod diag {
 
 /// Every listening unix socket of this network namespace: the bound file's (major, minor, inode)
 /// if it has one, and the socket. Empty when sock_diag cannot be asked.
-fn unix_table() -> Vec<(Option<(u32, u32, u64)>, Listener)> {
+fn unix_table() -> Vec<Bound> {
     dump_unix().unwrap_or_default()
 }
 
-fn dump_unix() -> rustix::io::Result<Vec<(Option<(u32, u32, u64)>, Listener)>> {
+fn dump_unix() -> rustix::io::Result<Vec<Bound>> {
     let fd = rustix::net::socket(
         AddressFamily::NETLINK,
         SocketType::RAW,
@@ -216,7 +230,10 @@ fn dump_unix() -> rustix::io::Result<Vec<(Option<(u32, u32, u64)>, Listener)>> {
 
 /// nlmsghdr + unix_diag_req asking for every listening unix socket with its file and owner.
 fn dump_request() -> Vec<u8> {
-    use diag::*;
+    use diag::{
+        AF_UNIX, LISTENING, NLM_F_DUMP, NLM_F_REQUEST, SOCK_DIAG_BY_FAMILY, UDIAG_SHOW_UID,
+        UDIAG_SHOW_VFS,
+    };
     let mut req = Vec::with_capacity(40);
     req.extend_from_slice(&40u32.to_ne_bytes());
     req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
@@ -241,10 +258,7 @@ fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
 
 /// Reads the messages of one datagram into `found`: `Some(true)` at the end of the dump, `None`
 /// on an error message or a malformed one.
-fn parse_messages(
-    mut bytes: &[u8],
-    found: &mut Vec<(Option<(u32, u32, u64)>, Listener)>,
-) -> Option<bool> {
+fn parse_messages(mut bytes: &[u8], found: &mut Vec<Bound>) -> Option<bool> {
     while bytes.len() >= 16 {
         let len = usize::try_from(u32_at(bytes, 0)?).ok()?;
         let kind = u16_at(bytes, 4)?;
@@ -262,7 +276,7 @@ fn parse_messages(
 }
 
 /// unix_diag_msg (family, type, state, pad, inode, cookie) and its attributes.
-fn unix_diag_msg(msg: &[u8]) -> Option<(Option<(u32, u32, u64)>, Listener)> {
+fn unix_diag_msg(msg: &[u8]) -> Option<Bound> {
     let inode = u64::from(u32_at(msg, 4)?);
     let mut attrs = msg.get(16..)?;
     let (mut vfs, mut uid) = (None, None);

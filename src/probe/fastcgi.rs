@@ -373,8 +373,7 @@ impl Connection {
         match &self.stream {
             Stream::Unix(s) => {
                 let uid = crate::listener::unix_peer_uid(s);
-                let listener = crate::listener::Listener { inode: 0, uid };
-                crate::listener::distrust(&[listener], "the socket that answered")
+                crate::listener::distrust_owner(uid, "the socket that answered")
             }
             Stream::Tcp(s) => {
                 let listeners = crate::listener::tcp(s.peer_addr().ok()?);
