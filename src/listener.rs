@@ -69,7 +69,7 @@ pub fn tcp(to: SocketAddr) -> Vec<Listener> {
         .filter(|l| canonical(l.0.ip()) == canonical(to.ip()))
         .map(|l| l.1)
         .collect();
-    if !exact.is_empty() {
+    if !exact.is_empty() || !local(to.ip()) {
         return exact;
     }
     all.iter()
@@ -90,6 +90,12 @@ pub fn tcp_on(ip: Option<IpAddr>, port: u16) -> Vec<Listener> {
             .map(|l| l.1)
             .collect(),
     }
+}
+
+/// Whether `ip` is an address of this host (one a socket can be bound to), so that a wildcard
+/// listener here is the one that takes connections to it. Another host's address is not.
+fn local(ip: IpAddr) -> bool {
+    !ip.is_unspecified() && std::net::UdpSocket::bind(SocketAddr::new(canonical(ip), 0)).is_ok()
 }
 
 /// An IPv4-mapped IPv6 address as the IPv4 address it is.
@@ -320,6 +326,8 @@ mod tests {
         let port = wildcard.local_addr().unwrap().port();
         let to = SocketAddr::from(([127, 0, 0, 1], port));
         assert_eq!(tcp(to).len(), 1, "a wildcard listener takes loopback");
+        let elsewhere = SocketAddr::from(([192, 0, 2, 1], port));
+        assert!(tcp(elsewhere).is_empty(), "not another host's address");
     }
 
     #[test]
