@@ -85,6 +85,7 @@ pub fn describe(answer: &Answer, config: &ProbeConfig) -> String {
         Answer::Refused(detail) => format!("refused: {detail}"),
         Answer::Dns(detail) => format!("cannot resolve: {detail}"),
         Answer::Failed(detail) | Answer::Unhealthy(detail) => detail.clone(),
+        Answer::Untrusted(detail) => format!("untrusted-listener: {detail}"),
     }
 }
 

@@ -14,6 +14,7 @@ mod health;
 mod history;
 mod hook;
 mod journal;
+mod listener;
 mod load;
 mod lock;
 mod metrics;

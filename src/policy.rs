@@ -31,7 +31,8 @@ pub fn decide(answer: &Answer, relaunch_on: &[u16], fastcgi: bool) -> Decision {
         Answer::Status(code) if relaunch_on.contains(code) => Decision::Relaunch,
         answer if answer.is_healthy() => Decision::Healthy,
         Answer::Status(_) => Decision::UnexpectedStatus,
-        Answer::Timeout => Decision::Relaunch,
+        // Another user's listener answering where php-fpm should (#18): php-fpm is not serving.
+        Answer::Timeout | Answer::Untrusted(_) => Decision::Relaunch,
         Answer::Refused(_) if fastcgi => Decision::Relaunch,
         Answer::Unhealthy(_) => Decision::Unhealthy,
         Answer::Dns(_) | Answer::Failed(_) if fastcgi => Decision::Unhealthy,
@@ -395,6 +396,11 @@ mod tests {
                 Answer::Unhealthy("lacks pong".into()),
                 &default,
                 Decision::Unhealthy,
+            ),
+            (
+                Answer::Untrusted("the port is held by uid 65534".into()),
+                &default,
+                Decision::Relaunch,
             ),
         ];
         for (answer, relaunch_on, want) in cases {

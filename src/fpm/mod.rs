@@ -83,6 +83,8 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
 struct PoolId {
     title: String,
     uid: Option<u32>,
+    /// Its `listen` setting, whose socket a worker of it holds.
+    listen: Option<String>,
 }
 
 /// The php-fpm this run keeps: how to control it and how to recognise its processes.
@@ -229,6 +231,7 @@ impl Instance {
                     // Without `user`, the pool runs as the master's user.
                     None => Some(owner),
                 },
+                listen: sockets::pool_listen(pool),
             })
             .collect();
         Ok(Instance {
@@ -283,16 +286,27 @@ impl Instance {
             .collect()
     }
 
-    /// A worker of ours whose master is gone: our binary, one of our pools' titles and users, and no
-    /// live process of our binary as its parent (which would make it another master's worker).
+    /// A worker of ours whose master is gone: our binary, one of our pools' titles and users, no
+    /// live process of our binary as its parent (which would make it another master's worker), and
+    /// holding that pool's listening socket, as root's master bound it (#18: a title, a user and a
+    /// binary are what the pool user can show too, with a php-fpm of its own).
     fn is_orphan(&self, p: &Proc, procs: &[Proc]) -> bool {
         let ours = |q: &Proc| !q.gone && self.binary.is_some() && q.exe == self.binary;
         ours(p)
-            && self
-                .pools
-                .iter()
-                .any(|pool| p.cmd == pool.title && pool.uid.is_some() && p.uid == pool.uid)
             && !procs.iter().any(|q| Some(q.pid) == p.ppid && ours(q))
+            && self.pools.iter().any(|pool| {
+                p.cmd == pool.title
+                    && pool.uid.is_some()
+                    && p.uid == pool.uid
+                    && pool.listen.as_deref().is_some_and(|listen| {
+                        let inodes: Vec<u64> = sockets::pool_listeners(listen)
+                            .into_iter()
+                            .filter(crate::listener::Listener::trusted)
+                            .map(|l| l.inode)
+                            .collect();
+                        sockets::holds(p.pid, &inodes)
+                    })
+            })
     }
 
     /// The master, its workers, and this php-fpm's orphaned workers.
@@ -543,6 +557,11 @@ mod tests {
     }
 
     fn direct(config: &str, bin: &str) -> Instance {
+        direct_listening(config, bin, None)
+    }
+
+    /// With the pool listening on `listen`.
+    fn direct_listening(config: &str, bin: &str, listen: Option<String>) -> Instance {
         Instance {
             via: Via::Direct {
                 bin: bin.into(),
@@ -556,12 +575,22 @@ mod tests {
             pools: vec![PoolId {
                 title: "php-fpm: pool www".into(),
                 uid: Some(WWW),
+                listen,
             }],
         }
     }
 
+    /// A pool socket this test process holds (root's, or ours), as an orphaned worker holds its
+    /// pool's; and this process's pid, to play that orphan.
+    fn held_socket() -> (std::net::TcpListener, String, u32) {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listen = socket.local_addr().unwrap().to_string();
+        (socket, listen, std::process::id())
+    }
+
     #[test]
     fn family_is_this_master_its_workers_and_its_orphans_only() {
+        let (_socket, listen, me) = held_socket();
         let ours = "/srv/a/php-fpm";
         let theirs = "/usr/sbin/php-fpm7.4";
         let procs = vec![
@@ -576,22 +605,25 @@ mod tests {
                 theirs,
             ),
             proc(21, 20, "php-fpm: pool www", theirs),
-            // A worker of our binary left behind by an earlier, dead master.
-            proc(30, 1, "php-fpm: pool www", ours),
+            // A worker of our binary left behind by an earlier, dead master, holding the pool's
+            // socket; and one with the same title and user that does not hold it (#18).
+            proc(me, 1, "php-fpm: pool www", ours),
+            proc(31, 1, "php-fpm: pool www", ours),
             proc(40, 1, "nginx: master process", "/usr/sbin/nginx"),
         ];
-        let instance = direct("/srv/a/fpm.conf", ours);
+        let instance = direct_listening("/srv/a/fpm.conf", ours, Some(listen));
         assert_eq!(instance.master(&procs).map(|p| p.pid), Some(10));
         let family: Vec<u32> = instance.family(&procs).iter().map(|p| p.pid).collect();
-        assert_eq!(family, [10, 11, 12, 30]);
+        assert_eq!(family, [10, 11, 12, me]);
     }
 
     #[test]
     fn plans() {
+        let (_socket, listen, me) = held_socket();
         let bin = "/srv/a/php-fpm";
         let master = proc(10, 1, "php-fpm: master process (/srv/a/fpm.conf)", bin);
         let worker = proc(11, 10, "php-fpm: pool www", bin);
-        let instance = direct("/srv/a/fpm.conf", bin);
+        let instance = direct_listening("/srv/a/fpm.conf", bin, Some(listen));
 
         assert_eq!(instance.plan(&[]), Plan::Start);
         assert_eq!(
@@ -605,8 +637,12 @@ mod tests {
 
         let mut zombie = master;
         zombie.gone = true;
-        let orphan = proc(11, 1, "php-fpm: pool www", bin);
-        assert_eq!(instance.plan(&[zombie, orphan]), Plan::KillStart);
+        let orphan = proc(me, 1, "php-fpm: pool www", bin);
+        assert_eq!(instance.plan(&[zombie.clone(), orphan]), Plan::KillStart);
+        // One in name only (not holding the pool's socket) is not ours: nothing to kill.
+        let mut stopped = proc(12, 1, "php-fpm: pool www", bin);
+        stopped.stopped = true;
+        assert_eq!(instance.plan(&[zombie, stopped]), Plan::Start);
     }
 
     #[test]

@@ -1,40 +1,22 @@
-//! Who holds a unix socket, from the kernel's own tables: the listening sockets bound to a path
-//! (/proc/net/unix) and the processes that have one of them open (/proc/PID/fd). A title, a pid
-//! file or the socket file itself says nothing here: /proc/net/unix keeps listing a name after its
-//! file was removed, and a file may be left where nothing listens any more.
+//! Who holds a unix socket, from the kernel's own tables: the listening sockets bound to the very
+//! file at a path (sock_diag, by the file's device and inode in our mount namespace, see
+//! [`crate::listener`]) and the processes that have one of them open (/proc/PID/fd). A title, a pid
+//! file or a path string says nothing here: /proc/net/unix lists names that a socket in another
+//! mount namespace may share (#18), and a file may be left where nothing listens any more.
 
 use std::fs;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
-use crate::secure_file::{self, Links};
+use crate::listener;
 
-/// /proc/net/unix's flag of a listening socket (`__SO_ACCEPTCON`).
-const ACCEPTING: u32 = 0x0001_0000;
-
-/// The most of /proc/net/unix read: a host with a million sockets has bigger problems.
-const MAX_TABLE: usize = 256 << 20;
-
-/// The inodes of the listening sockets bound to `path`.
+/// The inodes of the listening sockets bound to the socket file at `path` and owned by root (or
+/// us): a socket activator's, or php-fpm's master's.
 pub fn listening(path: &Path) -> Vec<u64> {
-    let Ok(table) =
-        secure_file::read_bounded(Path::new("/proc/net/unix"), Links::Follow, MAX_TABLE)
-    else {
-        return Vec::new();
-    };
-    let wanted = path.as_os_str().as_encoded_bytes();
-    String::from_utf8_lossy(&table)
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            // Num RefCount Protocol Flags Type St Inode Path
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let flags = u32::from_str_radix(fields.get(3)?, 16).ok()?;
-            let bound = fields.get(7)?;
-            (flags & ACCEPTING != 0 && bound.as_bytes() == wanted)
-                .then(|| fields.get(6)?.parse().ok())
-                .flatten()
-        })
+    listener::unix(path)
+        .into_iter()
+        .filter(listener::Listener::trusted)
+        .map(|l| l.inode)
         .collect()
 }
 
@@ -43,24 +25,74 @@ pub fn holders(inodes: &[u64]) -> Vec<u32> {
     if inodes.is_empty() {
         return Vec::new();
     }
-    let names: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
     let Ok(procs) = fs::read_dir("/proc") else {
         return Vec::new();
     };
     let mut found: Vec<u32> = procs
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
-                fds.flatten().any(|fd| {
-                    fs::read_link(fd.path())
-                        .is_ok_and(|link| names.iter().any(|n| link.as_os_str() == n.as_str()))
-                })
-            })
-        })
+        .filter(|&pid| holds(pid, inodes))
         .collect();
     found.sort_unstable();
     found
+}
+
+/// Whether process `pid` has one of the sockets `inodes` open.
+pub fn holds(pid: u32, inodes: &[u64]) -> bool {
+    if inodes.is_empty() {
+        return false;
+    }
+    let names: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
+    fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+        fds.flatten().any(|fd| {
+            fs::read_link(fd.path())
+                .is_ok_and(|link| names.iter().any(|n| link.as_os_str() == n.as_str()))
+        })
+    })
+}
+
+/// The listening sockets of a pool's `listen` setting (`/path`, `ADDR:PORT`, `[V6]:PORT` or a bare
+/// `PORT`), with their owners; empty when nothing listens there.
+pub fn pool_listeners(listen: &str) -> Vec<listener::Listener> {
+    let listen = listen.trim();
+    if listen.starts_with('/') {
+        return listener::unix(Path::new(listen));
+    }
+    let (host, port) = match listen.rsplit_once(':') {
+        Some((host, port)) => (
+            Some(host.trim_start_matches('[').trim_end_matches(']')),
+            port,
+        ),
+        None => (None, listen),
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        return Vec::new();
+    };
+    let ip = host.and_then(|h| h.parse().ok());
+    listener::tcp_on(ip, port)
+}
+
+/// A pool's `listen` setting with php-fpm's `$pool` replaced by its name.
+pub(super) fn pool_listen(pool: &super::PoolConf) -> Option<String> {
+    let listen = pool.settings.get("listen")?;
+    Some(listen.replace("$pool", &pool.name))
+}
+
+/// Why the php-fpm that `control` names does not serve its pools, if another user holds one of their
+/// listening sockets (#18: php-fpm dead and its port or socket path taken, so the web server serves
+/// that user's answers as the heartbeat). `None` when each socket found is root's (or ours), or the
+/// config is not known without scanning every process (a service left to detect).
+pub fn pools_distrust(control: &super::Control) -> Option<String> {
+    let config = match control {
+        super::Control::Direct { config, .. } => config.clone(),
+        super::Control::Service(Some(name)) => super::service::conventional_config(name)?,
+        super::Control::Service(None) => return None,
+    };
+    super::conf::read(&config).pools.iter().find_map(|pool| {
+        let listen = pool_listen(pool)?;
+        let what = format!("php-fpm pool '{}''s socket {listen}", pool.name);
+        listener::distrust(&pool_listeners(&listen), &what)
+    })
 }
 
 /// Whether `path` is a socket file (not followed through a link).
@@ -74,7 +106,7 @@ mod tests {
     use std::os::unix::net::{UnixDatagram, UnixListener};
 
     #[test]
-    fn a_listening_socket_and_its_holder_are_found_by_path() {
+    fn a_listening_socket_and_its_holder_are_found_by_its_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pool.sock");
         let listener = UnixListener::bind(&path).unwrap();
@@ -83,12 +115,11 @@ mod tests {
         assert_eq!(holders(&inodes), [std::process::id()]);
         assert!(is_socket_file(&path));
 
-        // The name stays listed after its file is gone: the file is checked apart.
+        // /proc/net/unix keeps the name after its file is gone; the file is what counts.
         fs::remove_file(&path).unwrap();
-        assert_eq!(listening(&path), inodes);
+        assert!(listening(&path).is_empty());
         assert!(!is_socket_file(&path));
         drop(listener);
-        assert!(listening(&path).is_empty());
 
         // A datagram socket does not listen.
         let _datagram = UnixDatagram::bind(&path).unwrap();

@@ -370,6 +370,22 @@ impl Connection {
         Ok(Connection { stream, deadline })
     }
 
+    /// Why the listening socket this connection reached is not to be believed, if it is not (#18):
+    /// a unix socket's listener (`SO_PEERCRED`) or a TCP listener on this host (/proc/net/tcp{,6})
+    /// owned by another user than root or us. A listener on another host cannot be checked: `None`.
+    pub fn distrust(&self) -> Option<String> {
+        match &self.stream {
+            Stream::Unix(s) => {
+                let uid = crate::listener::unix_peer_uid(s);
+                crate::listener::distrust_owner(uid, "the socket that answered")
+            }
+            Stream::Tcp(s) => {
+                let listeners = crate::listener::tcp(s.peer_addr().ok()?);
+                crate::listener::distrust(&listeners, "the port that answered")
+            }
+        }
+    }
+
     /// Sends `bytes` within the deadline.
     pub fn send(&mut self, bytes: &[u8]) -> Result<(), Error> {
         self.write_all(bytes).map_err(|err| io_error(&err))

@@ -2,6 +2,7 @@
 //! body, no proxy, no redirects followed.
 
 use std::io::{self, Read};
+use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant};
 
 use ureq::Agent;
@@ -43,6 +44,22 @@ pub fn probe_http(url: &str, timeout: Duration) -> Verdict {
         latency: started.elapsed(),
         body,
     }
+}
+
+/// Why the listener of `url` on this host is not to be believed, if it is not (#18): the TCP
+/// listener that takes connections to the URL's host and port, when that host is this one. A URL of
+/// another host cannot be checked so: `None`.
+pub fn distrust(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let (host, port) = super::split_host_port(authority);
+    let port = port.map_or(Some(80), |p| p.parse().ok())?;
+    let listeners: Vec<_> = (host, port)
+        .to_socket_addrs()
+        .ok()?
+        .flat_map(crate::listener::tcp)
+        .collect();
+    crate::listener::distrust(&listeners, &format!("the listener of {host}:{port}"))
 }
 
 fn classify(err: ureq::Error) -> Answer {

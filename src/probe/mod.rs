@@ -30,6 +30,9 @@ pub enum Answer {
     /// A healthy status, but the body or the pool's status page failed a check: `--expect`, or a
     /// status threshold. The reason says which.
     Unhealthy(String),
+    /// An answer from a listening socket root does not trust (another user's, #18): never healthy,
+    /// whatever it said. The reason names the listener and its owner.
+    Untrusted(String),
 }
 
 /// One probe: what came back, how long it took, and the body for later checks.
@@ -55,13 +58,15 @@ impl Answer {
             Answer::Refused(detail)
             | Answer::Dns(detail)
             | Answer::Failed(detail)
-            | Answer::Unhealthy(detail) => Some(detail),
+            | Answer::Unhealthy(detail)
+            | Answer::Untrusted(detail) => Some(detail),
             Answer::Status(_) | Answer::Timeout => None,
         }
     }
 }
 
-/// The log's `verdict=` token: the status code, `timeout`, `refused`, `dns`, `error` or `unhealthy`.
+/// The log's `verdict=` token: the status code, `timeout`, `refused`, `dns`, `error`, `unhealthy` or
+/// `untrusted-listener`.
 impl fmt::Display for Answer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -71,14 +76,24 @@ impl fmt::Display for Answer {
             Answer::Dns(_) => f.write_str("dns"),
             Answer::Failed(_) => f.write_str("error"),
             Answer::Unhealthy(_) => f.write_str("unhealthy"),
+            Answer::Untrusted(_) => f.write_str("untrusted-listener"),
         }
     }
 }
 
-/// Probes `target` once within `timeout`; a healthy answer whose body lacks `expect` is unhealthy.
+/// Probes `target` once within `timeout`; a healthy answer whose body lacks `expect` is unhealthy,
+/// and one from a listener on this host that root does not trust is [`Answer::Untrusted`].
 pub fn probe(target: &Target, timeout: Duration, expect: Option<&str>) -> Verdict {
     let mut verdict = match target {
-        Target::Http(url) => http::probe_http(url, timeout),
+        Target::Http(url) => {
+            let mut verdict = http::probe_http(url, timeout);
+            if verdict.answer.is_healthy()
+                && let Some(reason) = http::distrust(url)
+            {
+                verdict.answer = Answer::Untrusted(reason);
+            }
+            verdict
+        }
         Target::FastCgi {
             address, script, ..
         } => probe_fastcgi(address, script.as_ref(), timeout),
@@ -101,7 +116,10 @@ fn probe_fastcgi(address: &Address, script: Option<&Script>, timeout: Duration) 
     let result = exchange(address, script, started + timeout);
     let latency = started.elapsed();
     let (answer, body) = match result {
-        Ok((status, body)) => (Answer::Status(status), body),
+        Ok((status, _, Some(reason))) if Answer::Status(status).is_healthy() => {
+            (Answer::Untrusted(reason), Vec::new())
+        }
+        Ok((status, body, _)) => (Answer::Status(status), body),
         Err(fastcgi::Error::Timeout) => (Answer::Timeout, Vec::new()),
         Err(fastcgi::Error::Refused(detail)) => (Answer::Refused(detail), Vec::new()),
         Err(err @ (fastcgi::Error::Io(_) | fastcgi::Error::Protocol(_))) => {
@@ -115,17 +133,19 @@ fn probe_fastcgi(address: &Address, script: Option<&Script>, timeout: Duration) 
     }
 }
 
-/// One FastCGI exchange: GET_VALUES without a script, a GET request with one.
+/// One FastCGI exchange: GET_VALUES without a script, a GET request with one. With the status and
+/// body, why the listener that answered is not to be believed, if it is not.
 fn exchange(
     address: &Address,
     script: Option<&Script>,
     deadline: Instant,
-) -> Result<(u16, Vec<u8>), fastcgi::Error> {
+) -> Result<(u16, Vec<u8>, Option<String>), fastcgi::Error> {
     let mut conn = fastcgi::Connection::open(address, deadline)?;
+    let distrust = conn.distrust();
     let Some(script) = script else {
         conn.send(&fastcgi::get_values_request())?;
         fastcgi::read_get_values_result(&mut conn)?;
-        return Ok((200, Vec::new()));
+        return Ok((200, Vec::new(), distrust));
     };
     let params = params(address, script);
     let params: Vec<(&str, &str)> = params.iter().map(|(n, v)| (*n, v.as_str())).collect();
@@ -134,7 +154,7 @@ fn exchange(
     // GET_VALUES above: php-fpm keeps that connection open, and only its one record is wanted.)
     let reply = fastcgi::read_reply(&mut BufReader::with_capacity(16 * 1024, conn))?;
     let (status, body) = fastcgi::parse_cgi(&reply.stdout)?;
-    Ok((status, body.to_vec()))
+    Ok((status, body.to_vec(), distrust))
 }
 
 /// The CGI parameters php-fpm needs to run a script (or answer its ping and status paths).

@@ -14,6 +14,7 @@ use crate::load::Load;
 use crate::metrics::Seen;
 use crate::ondemand::Dormancy;
 use crate::policy::{self, Course, Decision, Done, Hold};
+use crate::probe::Answer;
 use crate::report::{Action, Mail, Report, RunState, Trigger};
 use crate::state::{State, unix_seconds};
 
@@ -90,6 +91,18 @@ pub fn check(
         return (seen, Some(report));
     };
     follow(config, course, state, host, &mut report, now);
+    // Whose listener answered stays in the log whatever the run did next (#18).
+    if let Some(Answer::Untrusted(why)) = &report.answer
+        && !report
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains(why.as_str()))
+    {
+        report.error = Some(match report.error.take() {
+            Some(then) => format!("{why}; {then}"),
+            None => why.clone(),
+        });
+    }
     if report.alert && !config.dry_run {
         if !config.recipients.is_empty() {
             mail(host, &mut report);
@@ -243,7 +256,7 @@ fn relaunch(config: &Config, host: &mut impl Host, report: &mut Report) -> Done 
 /// The host's control of php-fpm, with the heartbeat as the check, remembering its last answer.
 struct HostLevers<'a, H> {
     host: &'a mut H,
-    last: Option<crate::probe::Answer>,
+    last: Option<Answer>,
 }
 
 impl<H: Host> Levers for HostLevers<'_, H> {

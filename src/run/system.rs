@@ -41,6 +41,33 @@ impl<'a> System<'a> {
         }
     }
 
+    /// `answer`, unless the heartbeat goes through a web server to a php-fpm whose pool sockets are
+    /// another user's (#18): then that user answered, not php-fpm. Only a healthy answer is looked
+    /// at, so the hot path reads php-fpm's config and the socket tables, and starts nothing.
+    fn believed(&self, answer: Answer) -> Answer {
+        if !answer.is_healthy() || self.config.probe.target.is_fastcgi() {
+            // A FastCGI target's own listener was checked by the probe.
+            return answer;
+        }
+        match fpm::sockets::pools_distrust(&self.config.control) {
+            Some(reason) => Answer::Untrusted(reason),
+            None => answer,
+        }
+    }
+
+    /// After a relaunch, a healthy answer counts only with a verified master running (#18: php-fpm
+    /// may have failed to bind a port another user took meanwhile, and that user answers).
+    fn master_verified(&self) -> bool {
+        let Some(instance) = &self.instance else {
+            return true;
+        };
+        if instance.binary().is_none() {
+            // Nothing to verify a master by (a service of unknown binary).
+            return true;
+        }
+        fpm::snapshot().is_ok_and(|procs| instance.master(&procs).is_some())
+    }
+
     fn instance(&self) -> Result<&Instance> {
         self.instance
             .as_ref()
@@ -61,7 +88,9 @@ impl Host for System<'_> {
     }
 
     fn probe(&mut self, state: &mut State) -> Verdict {
-        health::check(&self.config.probe, state)
+        let mut verdict = health::check(&self.config.probe, state);
+        verdict.answer = self.believed(verdict.answer);
+        verdict
     }
 
     fn verify(&mut self) -> (bool, Answer) {
@@ -69,10 +98,15 @@ impl Host for System<'_> {
         let deadline = Instant::now() + self.config.restart_timeout;
         let answered = poll_until(deadline, VERIFY_INTERVAL, || {
             let answer = probe::probe(&probe.target, probe.timeout, probe.expect.as_deref()).answer;
-            if answer.is_healthy() {
+            let answer = self.believed(answer);
+            if !answer.is_healthy() {
+                Err(answer)
+            } else if self.master_verified() {
                 Ok(answer)
             } else {
-                Err(answer)
+                Err(Answer::Untrusted(
+                    "the heartbeat answers, but no verified php-fpm master runs".to_owned(),
+                ))
             }
         });
         match answered {

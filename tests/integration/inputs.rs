@@ -172,7 +172,7 @@ fn a_log_owned_by_another_user_is_refused() {
 }
 
 #[test]
-fn a_held_lock_sends_the_run_away_quietly() {
+fn a_held_lock_sends_the_run_away_saying_so() {
     let site = broken_site();
     let holder = fs::OpenOptions::new()
         .create(true)
@@ -186,7 +186,14 @@ fn a_held_lock_sends_the_run_away_quietly() {
 
     assert_eq!(out.status.code(), Some(5));
     assert_eq!(stdout(&out), "");
-    assert_eq!(stderr(&out), "");
+    // One line that says so (a holder that wrote nothing about itself is not named).
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "php-relaunch: another run holds the lock '{}'\n",
+            site.lock.display()
+        )
+    );
     assert!(site.fpm.pids().is_empty(), "ran despite the lock");
     assert!(site.log_lines().is_empty());
 }
@@ -212,7 +219,7 @@ fn help_documents_the_options_and_exit_codes() {
         "--fpm-config <CONF>",
         "--pid-file <PATH>",
         "[default: /var/log/php-relaunch.log]",
-        "[default: /run/php-relaunch.lock]",
+        "[default: one per php-fpm master, under /run/php-relaunch/]",
         "[default: 502,504]",
         "5  another run holds the lock",
         "Usage: php-relaunch [OPTIONS] <URL> <TIMEOUT> [EMAILS] [PHP_CGI]",

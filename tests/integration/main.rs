@@ -18,4 +18,5 @@ mod report;
 mod security;
 mod system_service;
 mod trust_files;
+mod trust_listeners;
 mod trust_text;

@@ -883,3 +883,38 @@ fn an_on_demand_pool_whose_socket_is_lost_is_alerted_once_never_started() {
             .any(|d| ["inspect", "start", "probe"].contains(&d.as_str()))
     );
 }
+
+#[test]
+fn an_untrusted_listener_is_relaunched_for_and_named_whatever_the_run_did() {
+    let config = config(&[]);
+    let why = "the port that answered is held by uid 65534, not by root: not believed";
+    // php-fpm dead, another user's listener on its port: a start that does not help.
+    let mut state = State::default();
+    let mut host = Fake::answering(Answer::Untrusted(why.into()))
+        .finding(Some(found(None, Plan::Start, None)))
+        .verifying(&[false]);
+    host.failing_steps = vec![Step::Start];
+    let report = run(&config, &mut state, &mut host).unwrap();
+    assert!(
+        fields(&report).starts_with("verdict=untrusted-listener action=start"),
+        "{}",
+        fields(&report)
+    );
+    assert!(
+        fields(&report).contains("state=down"),
+        "{}",
+        fields(&report)
+    );
+    assert!(
+        report.error.as_deref().is_some_and(|e| e.starts_with(why)),
+        "{:?}",
+        report.error
+    );
+    // The next run, held back by the recovery window, still says whose listener answered.
+    let report = run(&config, &mut state, &mut host).unwrap();
+    let error = report.error.as_deref().unwrap_or_default();
+    assert!(
+        error.starts_with(why) && error.contains("recovery window"),
+        "{error}"
+    );
+}
