@@ -16,3 +16,4 @@ mod relaunch;
 mod report;
 mod security;
 mod system_service;
+mod trust_hook;
