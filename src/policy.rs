@@ -214,7 +214,10 @@ pub enum Course {
 /// Books a run's answer in `state` and says what the run is to do; `None` when it is healthy and
 /// there is nothing to tell (no log line). The one place where a run's decisions are made and the
 /// memory between runs changes (with [`book`] and [`alert_sent`] after the control acted). `paused`
-/// is asked only when a relaunch is called for.
+/// is asked only when a relaunch is called for. An untrusted run (one a hook datagram started, which
+/// anyone in the socket's group can send) may relaunch within the limits, but its healthy answer
+/// changes nothing: it restores no budget, counts toward no `--recover-after`, and ends no incident
+/// (so a failure toggled on and off between datagrams is one incident and one mail).
 pub fn assess(
     state: &mut State,
     limits: &Limits,
@@ -222,8 +225,10 @@ pub fn assess(
     verdict: &str,
     paused: impl FnOnce() -> bool,
     now: i64,
+    trusted: bool,
 ) -> Option<Course> {
     let course = match decision {
+        Decision::Healthy if !trusted => return None,
         Decision::Healthy => {
             let recovery = record_healthy(state, limits);
             match recovery.ended {

@@ -273,6 +273,16 @@ pub enum Trigger {
     },
 }
 
+impl Trigger {
+    /// Whether a run so started may change policy's memory beyond its own relaunch: restore a spent
+    /// budget, count toward `--recover-after`, end an incident, move the status counters' baseline.
+    /// A hook run's datagram can come from anyone in the socket's group (#18), so only cron's (or a
+    /// person's) runs do.
+    pub fn is_trusted(self) -> bool {
+        self == Trigger::Cron
+    }
+}
+
 impl fmt::Display for Trigger {
     /// `trigger=… events=N`, and ` ignored=N` when something was ignored.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

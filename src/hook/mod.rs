@@ -18,7 +18,6 @@ use signal_hook::iterator::Signals;
 
 use crate::config::Config;
 use crate::exit::Exit;
-use crate::policy;
 use crate::run;
 use source::{Source, Tally};
 
@@ -31,6 +30,8 @@ pub struct Listen {
     pub group: String,
     /// `--idle-exit`, under socket activation.
     pub idle_exit: Duration,
+    /// `--hold`: after a run, events this long start no run.
+    pub hold: Duration,
     /// `--stdin`.
     pub stdin: bool,
 }
@@ -56,12 +57,9 @@ pub fn serve(config: &Config, listen: &Listen) -> Result<Exit> {
         .context("hook: starting the signal thread")?;
     source.read_into(Arc::clone(&tally))?;
     let idle_exit = source.is_activated().then_some(listen.idle_exit);
-    let answered = answer(
-        &tally,
-        idle_exit,
-        policy::cooldown(None),
-        |events, ignored| run::answer(config, events, ignored).map(|exit| exit.is_some()),
-    );
+    let answered = answer(&tally, idle_exit, listen.hold, |events, ignored| {
+        run::answer(config, events, ignored).map(|exit| exit.is_some())
+    });
     source.remove();
     let counts = *tally.lock();
     if counts.events > 0 {
@@ -80,8 +78,9 @@ pub fn serve(config: &Config, listen: &Listen) -> Result<Exit> {
 }
 
 /// The loop: wait for an event past the hold, `run` (which says whether it ran: a cron run may hold
-/// the lock), then hold for `window` (the shortest recovery window policy keeps after a relaunch: at
-/// most one run per window).
+/// the lock), then hold for `window` (`--hold`; by default 10 s, the shortest recovery window policy
+/// keeps after a relaunch: at most one run per window). With no hold, an event that came during a
+/// run starts the next as soon as it ends.
 fn answer(
     tally: &Tally,
     idle_exit: Option<Duration>,
@@ -116,12 +115,19 @@ fn answer(
             return Ok(());
         }
         let (events, ignored) = (counts.events, counts.ignored);
+        // Taken under the lock: every event counted after this came after the run took its events.
+        let taken_at = Instant::now();
         drop(counts);
         if run(events, ignored)? {
             let mut counts = tally.lock();
             counts.events -= events;
             counts.ignored -= ignored;
-            hold_until = Some(Instant::now() + window);
+            // No hold: what came during the run is answered by the next one, at once.
+            hold_until = Some(if window.is_zero() {
+                taken_at
+            } else {
+                Instant::now() + window
+            });
         }
     }
 }
@@ -197,6 +203,25 @@ mod tests {
         })
         .unwrap();
         assert_eq!(ran, [1, 2]);
+    }
+
+    #[test]
+    fn without_a_hold_an_event_during_a_run_starts_the_next() {
+        let tally = Tally::new();
+        tally.heard(b"status=502 uri=/");
+        let feeder = Arc::clone(&tally);
+        let mut ran = Vec::new();
+        answer(&tally, None, Duration::ZERO, |events, _| {
+            ran.push(events);
+            if ran.len() < 3 {
+                feeder.heard(b"status=502 uri=/");
+            } else {
+                feeder.close();
+            }
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(ran, [1, 1, 1]);
     }
 
     #[test]

@@ -38,7 +38,13 @@ pub fn check(
     };
     let (answer, latency, decision) = match &dormancy {
         Dormancy::Awake => {
+            // Only a trusted run moves the status counters' baseline: hook runs every few seconds
+            // would otherwise shrink the window their growth is judged over (#18).
+            let baseline = state.status;
             let verdict = host.probe(state);
+            if !trigger.is_trusted() {
+                state.status = baseline;
+            }
             let decision = policy::decide(
                 &verdict.answer,
                 &config.relaunch_on,
@@ -66,6 +72,7 @@ pub fn check(
         &said,
         || host.paused(),
         now,
+        trigger.is_trusted(),
     );
     let asleep = dormancy == Dormancy::Asleep;
     if course.is_none() && trigger == Trigger::Cron && !(asleep && config.dry_run) {

@@ -18,5 +18,6 @@ mod report;
 mod security;
 mod system_service;
 mod trust_files;
+mod trust_hook;
 mod trust_listeners;
 mod trust_text;

@@ -17,6 +17,7 @@ use crate::journal;
 use crate::load::Load;
 use crate::ondemand::Dormancy;
 use crate::pools::{Balancer, Pool, Replica, Standing};
+use crate::probe::status::Counters;
 use crate::probe::{Answer, Verdict};
 use crate::report::{Report, Trigger};
 use crate::run::host::{Found, FoundReplicas, Host};
@@ -42,6 +43,8 @@ struct Fake {
     replicas: Vec<(&'static str, Option<Relaunch>)>,
     /// `--on-demand`: what the socket says.
     dormancy: Dormancy,
+    /// The status page's counters each probe reads (and, as the real probe does, books in the state).
+    counters: Option<Counters>,
     /// Everything done, in order.
     did: Vec<String>,
     sent: Vec<Alert>,
@@ -60,6 +63,7 @@ impl Fake {
             mail_fails: false,
             replicas: Vec::new(),
             dormancy: Dormancy::Awake,
+            counters: None,
             did: Vec::new(),
             sent: Vec::new(),
         }
@@ -112,8 +116,11 @@ impl Host for Fake {
         self.dormancy.clone()
     }
 
-    fn probe(&mut self, _state: &mut State) -> Verdict {
+    fn probe(&mut self, state: &mut State) -> Verdict {
         self.did.push("probe".into());
+        if let Some(counters) = self.counters {
+            state.status = Some(counters);
+        }
         Verdict {
             answer: self.answer.clone(),
             latency: Duration::from_millis(3),
@@ -917,4 +924,95 @@ fn an_untrusted_listener_is_relaunched_for_and_named_whatever_the_run_did() {
         error.starts_with(why) && error.contains("recovery window"),
         "{error}"
     );
+}
+
+/// A run a hook datagram started: anyone in the socket's group can cause one (#18).
+fn hook_run(config: &Config, state: &mut State, host: &mut Fake) -> Report {
+    let trigger = Trigger::Hook {
+        events: 1,
+        ignored: 0,
+    };
+    check(config, state, host, trigger, || {})
+        .1
+        .expect("a hook run always tells")
+}
+
+#[test]
+fn healthy_hook_runs_change_no_policy() {
+    let config = config(&["--recover-after", "3"]);
+    let incident = Incident {
+        since: NOW - 600,
+        verdict: "502".into(),
+        alerted: true,
+    };
+    // (what the state was, what it must stay after four healthy hook runs)
+    let cases = [
+        (
+            "a spent budget is not restored, nor counted toward --recover-after",
+            State {
+                relaunches: vec![NOW - 300; 5],
+                gave_up: true,
+                incident: Some(incident.clone()),
+                ..State::default()
+            },
+        ),
+        (
+            "an open incident is not ended (so toggling a failure makes one incident, one mail)",
+            State {
+                failures: 0,
+                incident: Some(incident.clone()),
+                ..State::default()
+            },
+        ),
+        (
+            "the status counters' baseline is not moved",
+            State {
+                status: Some(Counters {
+                    start_time: 1,
+                    max_children_reached: 0,
+                    slow_requests: 3,
+                }),
+                ..State::default()
+            },
+        ),
+    ];
+    for (what, before) in cases {
+        let mut state = before.clone();
+        let mut host = Fake::answering(Answer::Status(200));
+        host.counters = Some(Counters {
+            start_time: 1,
+            max_children_reached: 0,
+            slow_requests: 9,
+        });
+        for _ in 0..4 {
+            let report = hook_run(&config, &mut state, &mut host);
+            assert_eq!(
+                fields(&report),
+                "verdict=200 action=none old_pid=- new_pid=- state=healthy mail=none",
+                "{what}"
+            );
+        }
+        assert_eq!(state, before, "{what}");
+        assert!(host.sent.is_empty(), "{what}");
+        // A cron run does what the hook's may not.
+        run(&config, &mut state, &mut host);
+        assert_ne!(state, before, "{what}: cron changes it");
+    }
+}
+
+#[test]
+fn a_hook_run_relaunches_within_the_limits_and_gives_up_once() {
+    let config = config(&["--max-restarts", "2", "--within", "1h"]);
+    let mut state = State {
+        relaunches: vec![NOW - 600, NOW - 300],
+        ..State::default()
+    };
+    let mut host = Fake::answering(Answer::Status(502));
+    let first = hook_run(&config, &mut state, &mut host);
+    assert_eq!(first.action.to_string(), "gave-up");
+    assert_eq!(first.mail.to_string(), "sent");
+    let second = hook_run(&config, &mut state, &mut host);
+    assert_eq!(second.action.to_string(), "none");
+    assert_eq!(host.sent.len(), 1, "the giving-up mail, once");
+    assert!(!host.did.iter().any(|d| d == "restart" || d == "start"));
 }
