@@ -64,6 +64,9 @@ pub fn compose(host: &str, report: &Report) -> Alert {
         }
         (RunState::Down, _) => format!("php-fpm still down after relaunch ({verdict})"),
         (RunState::WebServerDown, _) => format!("web server unreachable ({verdict})"),
+        (RunState::WebServerHung, _) => {
+            format!("web server hung, php-fpm answers ({verdict}): php-fpm left alone")
+        }
         _ => format!("heartbeat answered {verdict}"),
     };
     let mut body = String::new();
@@ -213,6 +216,11 @@ mod tests {
                 RunState::WebServerDown,
                 Action::None,
                 "php-relaunch on web1: web server unreachable (timeout)",
+            ),
+            (
+                RunState::WebServerHung,
+                Action::None,
+                "php-relaunch on web1: web server hung, php-fpm answers (timeout): php-fpm left alone",
             ),
             (
                 RunState::UnexpectedStatus,

@@ -14,6 +14,9 @@ pub enum Decision {
     Relaunch,
     /// The web server itself is not answering (refused, DNS, broken connection): alert, leave php-fpm alone.
     WebServerDown,
+    /// The heartbeat timed out through the web server, but php-fpm answers on its own sockets: the
+    /// web server is hung. Alert, leave php-fpm alone (#18).
+    WebServerHung,
     /// Any other status: alert only; a restart would hide an application error.
     UnexpectedStatus,
     /// php-fpm answered, but wrongly (`--expect`, a status threshold, a broken FastCGI reply): alert only.
@@ -182,7 +185,9 @@ pub fn record_failure(state: &mut State, verdict: &str, now: i64) -> bool {
         since: now,
         verdict: verdict.to_owned(),
         alerted: false,
+        healed: false,
     });
+    incident.healed = false;
     !incident.alerted
 }
 
@@ -238,6 +243,7 @@ pub fn assess(
             }
         }
         Decision::WebServerDown
+        | Decision::WebServerHung
         | Decision::UnexpectedStatus
         | Decision::Unhealthy
         | Decision::SocketLost => Course::AlertOnly {
@@ -284,9 +290,11 @@ pub enum Done {
     },
 }
 
-/// Books what the control did at `now`. A run that brought the heartbeat back ends its incident
-/// there: its alert says it is healthy again, so no "recovered" alert follows.
-pub fn book(state: &mut State, limits: &Limits, now: i64, done: Done) {
+/// Books what the control did at `now`. A trusted run that brought the heartbeat back ends its
+/// incident there: its alert says it is healthy again, so no "recovered" alert follows. An untrusted
+/// one (a hook run) only marks it healed: anyone in the hook socket's group can start such runs, and
+/// ending the incident would let each relaunch mail anew (#18); the next cron run ends it quietly.
+pub fn book(state: &mut State, limits: &Limits, now: i64, done: Done, trusted: bool) {
     let healthy = match done {
         Done::Nothing => false,
         Done::Healthy => true,
@@ -297,7 +305,10 @@ pub fn book(state: &mut State, limits: &Limits, now: i64, done: Done) {
     };
     if healthy {
         state.failures = 0;
-        state.incident = None;
+        match state.incident.as_mut() {
+            Some(incident) if !trusted => incident.healed = true,
+            _ => state.incident = None,
+        }
     }
 }
 
@@ -356,6 +367,7 @@ mod tests {
                 since: now + 86_400,
                 verdict: "502".into(),
                 alerted: true,
+                healed: false,
             }),
             ..State::default()
         };

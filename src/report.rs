@@ -124,6 +124,9 @@ pub enum RunState {
     Down,
     /// The web server does not answer: php-fpm left alone.
     WebServerDown,
+    /// The heartbeat timed out, but php-fpm answers on its own sockets: the web server is hung, php-fpm
+    /// left alone.
+    WebServerHung,
     /// A status no relaunch is for.
     UnexpectedStatus,
     /// php-fpm answered wrongly (`--expect`, a status threshold).
@@ -151,6 +154,7 @@ impl RunState {
             RunState::Healthy | RunState::Recovered | RunState::Idle => Exit::Healthy,
             RunState::Relaunched => Exit::Recovered,
             RunState::WebServerDown
+            | RunState::WebServerHung
             | RunState::UnexpectedStatus
             | RunState::Unhealthy
             | RunState::Saturated
@@ -171,6 +175,7 @@ impl fmt::Display for RunState {
             RunState::Recovered => "recovered",
             RunState::Down => "down",
             RunState::WebServerDown => "web-server-down",
+            RunState::WebServerHung => "web-server-hung",
             RunState::UnexpectedStatus => "unexpected-status",
             RunState::Unhealthy => "unhealthy",
             RunState::Failing => "failing",

@@ -36,6 +36,7 @@ pub fn check(
         Some(_) => host.dormancy(),
         None => Dormancy::Awake,
     };
+    let mut hung = None;
     let (answer, latency, decision) = match &dormancy {
         Dormancy::Awake => {
             // Only a trusted run moves the status counters' baseline: hook runs every few seconds
@@ -45,11 +46,21 @@ pub fn check(
             if !trigger.is_trusted() {
                 state.status = baseline;
             }
-            let decision = policy::decide(
+            let mut decision = policy::decide(
                 &verdict.answer,
                 &config.relaunch_on,
                 config.probe.target.is_fastcgi(),
             );
+            // A timeout through the web server is php-fpm's only if php-fpm does not answer itself.
+            if decision == Decision::Relaunch
+                && matches!(verdict.answer, Answer::Timeout)
+                && !config.probe.target.is_fastcgi()
+                && config.pool.is_none()
+                && let Some(asked) = host.fpm_answers()
+            {
+                decision = Decision::WebServerHung;
+                hung = Some(asked);
+            }
             (Some(verdict.answer), verdict.latency, decision)
         }
         Dormancy::Asleep => (None, Duration::ZERO, Decision::Healthy),
@@ -89,6 +100,12 @@ pub fn check(
     if let Dormancy::Lost(why) = dormancy {
         report.error = Some(why);
     }
+    if let Some(asked) = hung {
+        report.error = Some(format!(
+            "the heartbeat timed out, but php-fpm answers on its own sockets ({asked}): the web \
+             server is hung, not php-fpm; php-fpm left alone"
+        ));
+    }
     let Some(course) = course else {
         report.state = if asleep {
             RunState::Idle
@@ -97,7 +114,15 @@ pub fn check(
         };
         return (seen, Some(report));
     };
-    follow(config, course, state, host, &mut report, now);
+    follow(
+        config,
+        course,
+        state,
+        host,
+        &mut report,
+        now,
+        trigger.is_trusted(),
+    );
     // Whose listener answered stays in the log whatever the run did next (#18).
     if let Some(Answer::Untrusted(why)) = &report.answer
         && !report
@@ -127,6 +152,7 @@ fn follow(
     host: &mut impl Host,
     report: &mut Report,
     now: i64,
+    trusted: bool,
 ) {
     match course {
         Course::Recovered(incident) => {
@@ -136,7 +162,8 @@ fn follow(
                 local(incident.since),
                 incident.verdict
             ));
-            report.alert = incident.alerted;
+            // A healed incident's relaunch already said it is healthy again.
+            report.alert = incident.alerted && !incident.healed;
         }
         Course::BudgetRestored => {
             report.state = RunState::Healthy;
@@ -145,6 +172,7 @@ fn follow(
         Course::AlertOnly { decision, alert } => {
             report.state = match decision {
                 Decision::WebServerDown => RunState::WebServerDown,
+                Decision::WebServerHung => RunState::WebServerHung,
                 Decision::UnexpectedStatus => RunState::UnexpectedStatus,
                 Decision::SocketLost => RunState::SocketLost,
                 _ => RunState::Unhealthy,
@@ -189,7 +217,7 @@ fn follow(
             } else {
                 relaunch(config, host, report)
             };
-            policy::book(state, &config.limits, now, done);
+            policy::book(state, &config.limits, now, done, trusted);
         }
     }
 }

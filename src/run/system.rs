@@ -93,6 +93,15 @@ impl Host for System<'_> {
         verdict
     }
 
+    fn fpm_answers(&mut self) -> Option<String> {
+        let config = self.config;
+        fpm::answers_itself(
+            &config.control,
+            config.pid_file.as_deref(),
+            config.probe.timeout,
+        )
+    }
+
     fn verify(&mut self) -> (bool, Answer) {
         let probe = &self.config.probe;
         let deadline = Instant::now() + self.config.restart_timeout;

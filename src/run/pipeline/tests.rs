@@ -43,8 +43,12 @@ struct Fake {
     replicas: Vec<(&'static str, Option<Relaunch>)>,
     /// `--on-demand`: what the socket says.
     dormancy: Dormancy,
+    /// After a timeout: the sockets php-fpm answered on itself, if it does.
+    fpm_answers: Option<String>,
     /// The status page's counters each probe reads (and, as the real probe does, books in the state).
     counters: Option<Counters>,
+    /// The clock, unix seconds.
+    at: i64,
     /// Everything done, in order.
     did: Vec<String>,
     sent: Vec<Alert>,
@@ -64,6 +68,8 @@ impl Fake {
             replicas: Vec::new(),
             dormancy: Dormancy::Awake,
             counters: None,
+            fpm_answers: None,
+            at: NOW,
             did: Vec::new(),
             sent: Vec::new(),
         }
@@ -108,7 +114,7 @@ fn load(busy: usize, total: usize, stuck: &[(u32, u64)]) -> Load {
 
 impl Host for Fake {
     fn now(&self) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(NOW.unsigned_abs())
+        SystemTime::UNIX_EPOCH + Duration::from_secs(self.at.unsigned_abs())
     }
 
     fn dormancy(&mut self) -> Dormancy {
@@ -126,6 +132,14 @@ impl Host for Fake {
             latency: Duration::from_millis(3),
             body: Vec::new(),
         }
+    }
+
+    /// Written down only when php-fpm answers, so the other paths read as before.
+    fn fpm_answers(&mut self) -> Option<String> {
+        if self.fpm_answers.is_some() {
+            self.did.push("php-fpm answers".into());
+        }
+        self.fpm_answers.clone()
     }
 
     fn verify(&mut self) -> (bool, Answer) {
@@ -608,6 +622,7 @@ fn the_end_of_an_alerted_incident_is_mailed_once() {
             since,
             verdict: "unhealthy".into(),
             alerted: true,
+            healed: false,
         }),
         ..State::default()
     };
@@ -627,6 +642,7 @@ fn the_end_of_an_alerted_incident_is_mailed_once() {
         since,
         verdict: "502".into(),
         alerted: false,
+        healed: false,
     });
     let report = run(&config, &mut state, &mut host).unwrap();
     assert_eq!(report.mail.to_string(), "none");
@@ -944,6 +960,7 @@ fn healthy_hook_runs_change_no_policy() {
         since: NOW - 600,
         verdict: "502".into(),
         alerted: true,
+        healed: false,
     };
     // (what the state was, what it must stay after four healthy hook runs)
     let cases = [
@@ -1015,4 +1032,73 @@ fn a_hook_run_relaunches_within_the_limits_and_gives_up_once() {
     assert_eq!(second.action.to_string(), "none");
     assert_eq!(host.sent.len(), 1, "the giving-up mail, once");
     assert!(!host.did.iter().any(|d| d == "restart" || d == "start"));
+}
+
+#[test]
+fn a_timeout_while_php_fpm_answers_itself_blames_the_web_server() {
+    let config = config(&[]);
+    let mut state = State::default();
+    let mut host = Fake::answering(Answer::Timeout);
+    host.fpm_answers = Some("unix:///run/php/php8.2-fpm.sock;/ping".into());
+    let report = run(&config, &mut state, &mut host).unwrap();
+    assert_eq!(
+        fields(&report),
+        "verdict=timeout action=none old_pid=- new_pid=- state=web-server-hung mail=sent"
+    );
+    assert_eq!(report.exit(), Exit::Alerted);
+    assert!(
+        report
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("php-fpm answers on its own sockets (unix:///run/php")),
+        "{:?}",
+        report.error
+    );
+    assert_eq!(host.did, ["probe", "php-fpm answers", "mail"]);
+    // Still hung at the next run: the same incident, no second mail.
+    run(&config, &mut state, &mut host);
+    assert_eq!(host.sent.len(), 1);
+
+    // php-fpm does not answer itself (or cannot be asked): a timeout is php-fpm's, as before.
+    let mut host = Fake::answering(Answer::Timeout).verifying(&[true]);
+    let report = run(&config, &mut State::default(), &mut host).unwrap();
+    assert_eq!(report.state.to_string(), "healthy");
+    assert!(host.did.contains(&"restart".to_owned()), "{:?}", host.did);
+}
+
+/// #18: the pool user toggles php-fpm's socket between datagrams, so hook runs relaunch (each
+/// heals), answer healthy, relaunch again, until the budget is spent. Each healed relaunch used to end
+/// its incident, so each relaunch mailed anew; an untrusted run ends no incident, so the whole cycle
+/// is one incident: its first mail and the giving-up, nothing more, until cron sees it healthy.
+#[test]
+fn a_hook_driven_cycle_mails_once_per_incident_and_the_giving_up() {
+    let config = config(&["--max-restarts", "3", "--within", "1h"]);
+    let mut state = State::default();
+    let mut host = Fake::answering(Answer::Status(502)).verifying(&[true, true, true]);
+    let mut relaunched = 0;
+    for round in 0..5 {
+        host.at = NOW + round * 300;
+        host.answer = Answer::Status(502);
+        let report = hook_run(&config, &mut state, &mut host);
+        if report.action.to_string().starts_with("restart") {
+            relaunched += 1;
+        }
+        host.answer = Answer::Status(200);
+        hook_run(&config, &mut state, &mut host);
+    }
+    assert_eq!(relaunched, 3, "within the limits");
+    let mails: Vec<&str> = host.sent.iter().map(|a| a.subject.as_str()).collect();
+    assert_eq!(
+        mails.len(),
+        2,
+        "the incident's first mail and its giving-up: {mails:#?}"
+    );
+    assert!(mails[1].contains("giving up"), "{mails:#?}");
+
+    // Cron sees it healthy: the incident ends, and its end is told once.
+    host.at += 60;
+    let report = run(&config, &mut state, &mut host).expect("the end is told");
+    assert_eq!(report.state.to_string(), "recovered");
+    assert_eq!(host.sent.len(), 3);
+    assert!(run(&config, &mut state, &mut host).is_none());
 }
