@@ -14,8 +14,9 @@ use crate::journal;
 use crate::report::{Action, Report, RunState};
 use crate::spawn;
 
-/// How long sending may take, so a dead mail server never holds the lock for long.
-const SEND_DEADLINE: Duration = Duration::from_secs(15);
+/// How long handing a mail over may take, so a dead or hung mail server never holds a run for long:
+/// past it the mail is given up (`mail=failed mail_error=…`) and tried again on the next run (#19).
+const SEND_DEADLINE: Duration = Duration::from_secs(5);
 
 /// How alert mail is sent.
 #[derive(Debug, Clone, PartialEq, Eq)]

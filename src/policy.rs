@@ -157,6 +157,7 @@ pub fn record_healthy(state: &mut State, limits: &Limits) -> Recovery {
     };
     if state.gave_up && state.successes >= limits.recover_after {
         state.gave_up = false;
+        state.give_up_unmailed = false;
         state.relaunches.clear();
         recovery.budget_restored = true;
     }
@@ -334,6 +335,7 @@ pub fn asleep(state: &mut State) {
 pub fn reset(state: &mut State) -> bool {
     let was_spent = state.gave_up;
     state.gave_up = false;
+    state.give_up_unmailed = false;
     state.relaunches.clear();
     state.failures = 0;
     was_spent

@@ -33,6 +33,8 @@ pub struct Report {
     pub took: Option<Duration>,
     /// What became of the alert.
     pub mail: Mail,
+    /// Why the alert could not be sent (`mail_error=`): apart from `error`, which tells of php-fpm.
+    pub mail_error: Option<String>,
     /// What started the run.
     pub trigger: Trigger,
     /// What went wrong on the way, or what explains the state; one line in the log.
@@ -67,6 +69,7 @@ impl Report {
             new_pid: None,
             took: None,
             mail: Mail::None,
+            mail_error: None,
             trigger: Trigger::Cron,
             alert: false,
             processes: Vec::new(),

@@ -46,6 +46,9 @@ pub struct State {
     /// The restart budget is spent and the giving-up alert was sent.
     #[serde(default)]
     pub gave_up: bool,
+    /// The giving-up alert was due and could not be sent: the next held run tries again (#19).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub give_up_unmailed: bool,
     /// The problem going on now, if any: one alert per incident, and a "recovered" one at its end.
     #[serde(default)]
     pub incident: Option<Incident>,

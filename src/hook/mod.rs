@@ -1,8 +1,8 @@
 //! `php-relaunch hook`: nginx's conditional access log (or Apache's piped log) reports each 502/504
 //! it serves, and the first one starts an ordinary run at once. The event only triggers; the
 //! heartbeat probe decides, within the same limits, lock and log as a cron run. Events that arrive
-//! during a run, or in the recovery window after it, are counted into the next run's line; the next
-//! run starts on an event that arrives after that window.
+//! during a run, or in the recovery window after it, are answered by one run when that window ends,
+//! and counted on its line.
 
 mod event;
 mod source;
@@ -77,42 +77,45 @@ pub fn serve(config: &Config, listen: &Listen) -> Result<Exit> {
     answered.map(|()| Exit::Healthy)
 }
 
-/// The loop: wait for an event past the hold, `run` (which says whether it ran: a cron run may hold
-/// the lock), then hold for `window` (`--hold`; by default 10 s, the shortest recovery window policy
-/// keeps after a relaunch: at most one run per window). With no hold, an event that came during a
-/// run starts the next as soon as it ends.
+/// The loop: wait for an event, `run` (which says whether it ran: a cron run may hold the lock),
+/// then hold for `window` (`--hold`; by default 10 s, the shortest recovery window policy keeps after
+/// a relaunch: at most one run per window). Events that came during the run or the window are
+/// answered by one run when the window ends; with no hold, as soon as the run ends.
 fn answer(
     tally: &Tally,
     idle_exit: Option<Duration>,
     window: Duration,
     mut run: impl FnMut(u64, u64) -> Result<bool>,
 ) -> Result<()> {
-    // Events before this are answered (or fell in a recovery window); none at first, so the event
-    // that started a socket-activated hook, already queued when it starts, counts.
+    // Until then, events are held back (they came during the last run or the window after it);
+    // none at first, so the event that started a socket-activated hook, already queued, counts.
+    // Held events are answered when the window ends, by one run for all of them, so an event never
+    // waits for a later visitor's (#19).
     let mut hold_until: Option<Instant> = None;
-    let due = |counts: &source::Counts, hold: Option<Instant>| {
-        counts.events > 0
-            && counts
-                .last_event
-                .is_some_and(|at| hold.is_none_or(|h| at >= h))
-    };
     loop {
         let mut counts = tally.lock();
-        while !(counts.stop || counts.closed || due(&counts, hold_until)) {
-            let timeout = match idle_exit {
-                Some(idle) => {
-                    let left = (counts.last_heard + idle).saturating_duration_since(Instant::now());
+        loop {
+            let now = Instant::now();
+            let held = hold_until
+                .and_then(|h| h.checked_duration_since(now))
+                .filter(|left| !left.is_zero());
+            // At the end of the input, what is due now is still answered; what is held is not.
+            if counts.stop || (counts.closed && (counts.events == 0 || held.is_some())) {
+                return Ok(());
+            }
+            let timeout = match (counts.events, held, idle_exit) {
+                (0, _, Some(idle)) => {
+                    let left = (counts.last_heard + idle).saturating_duration_since(now);
                     if left.is_zero() {
                         return Ok(());
                     }
                     Some(left)
                 }
-                None => None,
+                (0, _, None) => None,
+                (_, Some(left), _) => Some(left),
+                _ => break,
             };
             counts = tally.wait(counts, timeout);
-        }
-        if counts.stop || !due(&counts, hold_until) {
-            return Ok(());
         }
         let (events, ignored) = (counts.events, counts.ignored);
         // Taken under the lock: every event counted after this came after the run took its events.
@@ -183,7 +186,7 @@ mod tests {
     }
 
     #[test]
-    fn after_the_window_a_new_event_starts_the_next_run_with_the_carried_ones() {
+    fn what_came_during_a_run_is_answered_after_the_window_and_a_later_event_gets_its_own() {
         let tally = Tally::new();
         tally.heard(b"status=502 uri=/");
         let feeder = Arc::clone(&tally);
@@ -198,6 +201,28 @@ mod tests {
                     later.heard(b"status=502 uri=/");
                     later.close();
                 });
+            }
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(ran, [1, 1, 1]);
+    }
+
+    #[test]
+    fn an_event_held_back_by_the_window_is_answered_when_it_ends() {
+        // #19 item 12: a lone event inside the window, and nothing after it: it gets its run once
+        // the window ends (one run for all that came), not when some later visitor's event comes.
+        let tally = Tally::new();
+        tally.heard(b"status=502 uri=/");
+        let feeder = Arc::clone(&tally);
+        let mut ran = Vec::new();
+        answer(&tally, None, Duration::from_millis(50), |events, _| {
+            ran.push(events);
+            if ran.len() == 1 {
+                feeder.heard(b"status=504 uri=/");
+                feeder.heard(b"status=502 uri=/");
+            } else {
+                feeder.stop();
             }
             Ok(true)
         })

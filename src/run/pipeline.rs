@@ -114,6 +114,7 @@ pub fn check(
         };
         return (seen, Some(report));
     };
+    let giving_up = matches!(course, Course::Held(policy::Hold::GiveUp { .. }));
     follow(
         config,
         course,
@@ -135,11 +136,16 @@ pub fn check(
             None => why.clone(),
         });
     }
+    // An alert is booked only once it is sent (or nobody is to get it): a failed one is due again
+    // on the next run of the incident, the giving-up one included (#19).
     if report.alert && !config.dry_run {
-        if !config.recipients.is_empty() {
-            mail(host, &mut report);
+        let told = config.recipients.is_empty() || mail(host, &mut report);
+        if told {
+            policy::alert_sent(state);
         }
-        policy::alert_sent(state);
+        if giving_up {
+            state.give_up_unmailed = !told;
+        }
     }
     (seen, Some(report))
 }
@@ -198,7 +204,9 @@ fn follow(
                 limits.within.as_secs(),
                 limits.recover_after
             ));
-            if first {
+            // Its alert goes out once: now, or (saying so again) on the next held run if it could
+            // not be sent (#19).
+            if first || state.give_up_unmailed {
                 report.action = Action::GaveUp;
                 report.alert = true;
             }
@@ -414,17 +422,23 @@ fn relaunch_pool(config: &Config, host: &mut impl Host, report: &mut Report) -> 
     }
 }
 
-/// Sends the alert; a failure is told in the report and on stderr, never fatal.
-fn mail(host: &mut impl Host, report: &mut Report) {
+/// Sends the alert; whether it went. A failure is told in the report's own `mail_error=` (not in
+/// `error=`, which tells of php-fpm: `state=healthy … error="mail: …"` read as a contradiction) and
+/// on stderr, never fatal.
+fn mail(host: &mut impl Host, report: &mut Report) -> bool {
     let alert = alert::compose(&host.hostname(), report);
     match host.send(&alert) {
-        Ok(()) => report.mail = Mail::Sent,
+        Ok(()) => {
+            report.mail = Mail::Sent;
+            true
+        }
         Err(err) => {
             // The mail server's words: escaped here for stderr, by the renderers for the log.
-            let err = format!("mail: {err:#}");
-            eprintln!("php-relaunch: {}", crate::escape::field(&err));
+            let err = format!("{err:#}");
+            eprintln!("php-relaunch: mail: {}", crate::escape::field(&err));
             report.mail = Mail::Failed;
-            report.note(err);
+            report.mail_error = Some(err);
+            false
         }
     }
 }

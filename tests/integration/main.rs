@@ -10,6 +10,7 @@ mod hook;
 mod inputs;
 mod layout;
 mod locks;
+mod never_worse_hook;
 mod ondemand;
 mod policy;
 mod pools;

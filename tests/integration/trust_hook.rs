@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::common::{Site, field, signal, wait_until, wait_until_quietly};
 
 /// A running hook, ended (SIGTERM, then SIGKILL) when dropped.
-struct Hook {
+pub(crate) struct Hook {
     child: Child,
 }
 
@@ -40,7 +40,7 @@ impl Drop for Hook {
 
 /// `php-relaunch hook --listen SITE/hook.sock WORDS… URL TIMEOUT EXTRA…` on `site`'s php-fpm, log,
 /// lock and state, with the socket bound before this returns.
-fn start_hook(
+pub(crate) fn start_hook(
     site: &Site,
     words: &[&str],
     url: &str,
@@ -246,7 +246,7 @@ fn www_data_sends_an_event(socket: &Path) {
 }
 
 /// The hook's log lines.
-fn hook_lines(site: &Site) -> Vec<String> {
+pub(crate) fn hook_lines(site: &Site) -> Vec<String> {
     site.log_lines()
         .into_iter()
         .filter(|l| field(l, "trigger") == Some("hook"))

@@ -679,7 +679,77 @@ fn a_mail_that_cannot_be_sent_is_said_in_the_line() {
     host.mail_fails = true;
     let report = run(&config(&[]), &mut State::default(), &mut host).unwrap();
     assert_eq!(report.mail.to_string(), "failed");
-    assert_eq!(report.error.as_deref(), Some("mail: connection refused"));
+    assert_eq!(report.mail_error.as_deref(), Some("connection refused"));
+    // php-fpm is healthy again: the line's error= does not say otherwise (#19).
+    assert_eq!(report.state.to_string(), "healthy");
+    assert_eq!(report.error, None);
+    assert!(journal::line(&report).contains(" mail_error=\"connection refused\""));
+}
+
+/// #19: a failed mail used to be booked as sent, so the incident was never told. Now it is due
+/// again on the next run of the incident, and booked once it goes; the giving-up alert too.
+#[test]
+fn a_failed_mail_is_tried_again_on_the_next_run_of_the_incident() {
+    let config = config(&["--max-restarts", "3", "--within", "1h"]);
+    let mut state = State::default();
+    let mut host = Fake::answering(Answer::Status(502));
+    host.mail_fails = true;
+    let first = run(&config, &mut state, &mut host).unwrap();
+    assert!(first.action.to_string().starts_with("restart"), "{first:?}");
+    assert_eq!(first.mail.to_string(), "failed");
+    host.mail_fails = false;
+    host.at += 600;
+    let second = run(&config, &mut state, &mut host).unwrap();
+    assert!(
+        second.action.to_string().starts_with("restart"),
+        "{second:?}"
+    );
+    assert_eq!(
+        second.mail.to_string(),
+        "sent",
+        "the incident's mail, at last"
+    );
+    // Booked now: the next run of the incident says nothing more.
+    host.at += 600;
+    let third = run(&config, &mut state, &mut host).unwrap();
+    assert_eq!(third.mail.to_string(), "none");
+    assert_eq!(host.sent.len(), 1);
+
+    // The giving-up alert alone fails: tried again on the next held run, then never more.
+    let mut state = State {
+        relaunches: vec![NOW - 60],
+        ..State::default()
+    };
+    let mut host = Fake::answering(Answer::Status(502));
+    host.mail_fails = true;
+    let config = configured(&[
+        "http://127.0.0.1:8889/php-heartbeat.php",
+        "2",
+        "ops@example.com",
+        "--max-restarts",
+        "1",
+        "--within",
+        "1h",
+    ]);
+    let gave_up = run(&config, &mut state, &mut host).unwrap();
+    assert_eq!(
+        (
+            gave_up.action.to_string().as_str(),
+            gave_up.mail.to_string().as_str()
+        ),
+        ("gave-up", "failed")
+    );
+    host.mail_fails = false;
+    let again = run(&config, &mut state, &mut host).unwrap();
+    assert_eq!(again.mail.to_string(), "sent");
+    assert!(
+        host.sent[0].subject.contains("giving up"),
+        "{:?}",
+        host.sent[0].subject
+    );
+    let after = run(&config, &mut state, &mut host).unwrap();
+    assert_eq!(after.mail.to_string(), "none");
+    assert_eq!(host.sent.len(), 1);
 }
 
 #[test]
