@@ -46,21 +46,12 @@ pub fn check(
             if !trigger.is_trusted() {
                 state.status = baseline;
             }
-            let mut decision = policy::decide(
+            let decision = policy::decide(
                 &verdict.answer,
                 &config.relaunch_on,
                 config.probe.target.is_fastcgi(),
             );
-            // A timeout through the web server is php-fpm's only if php-fpm does not answer itself.
-            if decision == Decision::Relaunch
-                && matches!(verdict.answer, Answer::Timeout)
-                && !config.probe.target.is_fastcgi()
-                && config.pool.is_none()
-                && let Some(asked) = host.fpm_answers()
-            {
-                decision = Decision::WebServerHung;
-                hung = Some(asked);
-            }
+            let decision = blame(config, host, &verdict.answer, decision, &mut hung);
             (Some(verdict.answer), verdict.latency, decision)
         }
         Dormancy::Asleep => (None, Duration::ZERO, Decision::Healthy),
@@ -115,6 +106,7 @@ pub fn check(
         return (seen, Some(report));
     };
     let giving_up = matches!(course, Course::Held(policy::Hold::GiveUp { .. }));
+    let incident = state.incident.clone();
     follow(
         config,
         course,
@@ -136,18 +128,31 @@ pub fn check(
             None => why.clone(),
         });
     }
-    // An alert is booked only once it is sent (or nobody is to get it): a failed one is due again
-    // on the next run of the incident, the giving-up one included (#19).
     if report.alert && !config.dry_run {
-        let told = config.recipients.is_empty() || mail(host, &mut report);
-        if told {
-            policy::alert_sent(state);
-        }
-        if giving_up {
-            state.give_up_unmailed = !told;
-        }
+        tell(config, state, host, &mut report, giving_up, incident);
     }
     (seen, Some(report))
+}
+
+/// A timeout through the web server is php-fpm's only if php-fpm does not answer itself on its own
+/// sockets (#18): when it does, the web server is the one hung, and `hung` says what was asked.
+fn blame(
+    config: &Config,
+    host: &mut impl Host,
+    answer: &Answer,
+    decision: Decision,
+    hung: &mut Option<String>,
+) -> Decision {
+    if decision == Decision::Relaunch
+        && matches!(answer, Answer::Timeout)
+        && !config.probe.target.is_fastcgi()
+        && config.pool.is_none()
+        && let Some(asked) = host.fpm_answers()
+    {
+        *hung = Some(asked);
+        return Decision::WebServerHung;
+    }
+    decision
 }
 
 /// Does what `course` says, filling in the report; policy books what the control did.
@@ -168,8 +173,9 @@ fn follow(
                 local(incident.since),
                 incident.verdict
             ));
-            // A healed incident's relaunch already said it is healthy again.
-            report.alert = incident.alerted && !incident.healed;
+            // A healed incident's relaunch already said it is healthy again, unless that mail
+            // failed: then this is the one that tells.
+            report.alert = incident.alerted != incident.healed;
         }
         Course::BudgetRestored => {
             report.state = RunState::Healthy;
@@ -419,6 +425,33 @@ fn relaunch_pool(config: &Config, host: &mut impl Host, report: &mut Report) -> 
         (true, _) => Done::Relaunched { took, healthy },
         (false, true) => Done::Healthy,
         (false, false) => Done::Nothing,
+    }
+}
+
+/// Sends the run's alert, booked only once it is sent (or nobody is to get it): a failed one is due
+/// again on the next run of the incident, the giving-up one included (#19). `incident` is the one
+/// open before the control acted.
+fn tell(
+    config: &Config,
+    state: &mut State,
+    host: &mut impl Host,
+    report: &mut Report,
+    giving_up: bool,
+    incident: Option<crate::state::Incident>,
+) {
+    let told = config.recipients.is_empty() || mail(host, report);
+    if told {
+        policy::alert_sent(state);
+    } else if state.incident.is_none()
+        && let Some(mut healed) = incident
+    {
+        // The relaunch healed it and ended the incident, but its mail did not go: kept open as
+        // healed and untold, so the next healthy run mails its end.
+        healed.healed = true;
+        state.incident = Some(healed);
+    }
+    if giving_up {
+        state.give_up_unmailed = !told;
     }
 }
 

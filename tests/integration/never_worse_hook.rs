@@ -71,3 +71,60 @@ fn a_lone_504_inside_the_window_gets_its_line() {
     assert_eq!(field(&lines[1], "state"), Some("healthy"), "{}", lines[1]);
     assert_eq!(field(&lines[1], "events"), Some("1"), "{}", lines[1]);
 }
+
+/// Items 5 and 16: php-fpm is stopped and the mail server refuses. The relaunch's mail fails; its
+/// line says `mail=failed` with the reason in `mail_error=`, not in `error=`. Once the mail server
+/// is up, the next run sends the incident's mail (its end), once.
+/// Before #19 the failed mail was booked as sent and never tried again.
+#[test]
+fn a_failed_mail_is_sent_on_the_next_run_of_the_incident() {
+    let site = Site::start();
+    let port = crate::common::free_port();
+    let smtp_url = format!("smtp://127.0.0.1:{port}");
+    let args = ["ops@example.com", "--smtp", smtp_url.as_str()];
+    site.fpm.stop();
+    site.run(&site.heartbeat(), "2", &args);
+    let lines = site.log_lines();
+    let line = lines.last().unwrap();
+    assert_eq!(field(line, "mail"), Some("failed"), "{line}");
+    assert!(line.contains(" mail_error=\""), "{line}");
+    assert!(
+        !field(line, "error").is_some_and(|e| e.contains("mail")),
+        "{line}"
+    );
+
+    // The next run finds php-fpm healthy: the incident's mail, which failed, goes now.
+    let smtp = crate::common::Smtp::start_on(site.dir.path(), port);
+    site.run(&site.heartbeat(), "2", &args);
+    let lines = site.log_lines();
+    let line = lines.last().unwrap();
+    assert_eq!(field(line, "state"), Some("recovered"), "{line}");
+    assert_eq!(field(line, "mail"), Some("sent"), "{line}");
+    assert_eq!(smtp.messages().len(), 1, "{lines:#?}");
+    site.run(&site.heartbeat(), "2", &args);
+    assert_eq!(smtp.messages().len(), 1, "once: {:#?}", site.log_lines());
+}
+
+/// Item 16: a mail server that accepts and never answers. The mail is given up within its bound,
+/// said on the line as `mail=failed mail_error=…`, and the run ends.
+#[test]
+fn a_mail_server_that_never_answers_is_given_up_on_the_line() {
+    let site = Site::start();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let smtp_url = format!("smtp://{}", silent.local_addr().unwrap());
+    site.fpm.stop();
+    site.run(
+        &site.heartbeat(),
+        "2",
+        &["ops@example.com", "--smtp", &smtp_url],
+    );
+    let lines = site.log_lines();
+    let line = lines.last().unwrap();
+    assert_eq!(field(line, "mail"), Some("failed"), "{line}");
+    assert!(line.contains(" mail_error=\""), "{line}");
+    assert_eq!(field(line, "state"), Some("healthy"), "{line}");
+    assert!(
+        !line.contains(" error="),
+        "no php-fpm error on a healthy line: {line}"
+    );
+}
