@@ -6,6 +6,7 @@ mod common;
 mod doctor;
 mod fastcgi;
 mod files;
+mod healthcheck;
 mod hook;
 mod inputs;
 mod layout;
