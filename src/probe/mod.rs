@@ -115,8 +115,9 @@ fn probe_fastcgi(address: &Address, script: Option<&Script>, timeout: Duration) 
     }
 }
 
-/// One FastCGI exchange: GET_VALUES without a script, a GET request with one.
-fn exchange(
+/// One FastCGI exchange: GET_VALUES without a script, a GET request with one. Returns the status
+/// and the body.
+pub fn exchange(
     address: &Address,
     script: Option<&Script>,
     deadline: Instant,
