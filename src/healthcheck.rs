@@ -314,11 +314,12 @@ fn check(plan: &Plan, env: &Env) -> u8 {
         path: path.to_owned(),
         query: query.to_owned(),
     };
-    let (status, body) = match exchange(&address(&env.connect), Some(&script), deadline) {
+    let answer = exchange(&address(&env.connect), Some(&script), deadline);
+    backstop.disarm();
+    let (status, body) = match answer {
         Ok(answer) => answer,
         Err(err) => return failed(&err, page, &env.connect, &via, seconds),
     };
-    backstop.disarm();
     let text = String::from_utf8_lossy(&body);
     // `$(cgi-fcgi …)` drops the trailing newlines.
     let text = text.trim_end_matches(['\n', '\r']);
