@@ -26,7 +26,8 @@
 //! | metrics: metric_fail_accepted_conn (+ with_other)      | `accepted_conn_over_threshold`         |
 //! | metrics: metric_accepted_conn                          | `verbose_prints_the_page`              |
 //! | metrics: listen_queue_len_and_listen_queue_vars_...    | `listen_queue_names_are_told_apart`    |
-//! | ping: ping, ping_verbose                               | `verbose_prints_the_page`, `quiet_...` |
+//! | ping: ping                                             | `quiet_when_healthy`                   |
+//! | ping: ping_verbose                                     | `verbose_prints_the_page`              |
 //! | timeout (PR #55): timeout_success                      | `timeout_option`                       |
 //! | timeout: timeout_without_value (both of that name)     | `timeout_option`                       |
 //! | timeout: timeout_invalid_value                         | `timeout_option`                       |
