@@ -39,6 +39,11 @@ const REQUEST_ID: u16 = 1;
 /// The most reply we read (STDOUT and STDERR together), so a runaway script cannot exhaust memory.
 pub const MAX_REPLY: usize = 1 << 20;
 
+/// The detail of [`Error::Refused`] when the connection was refused.
+pub const REFUSED: &str = "connection refused";
+/// The detail of [`Error::Refused`] when there is no socket file at the path.
+pub const NO_SOCKET: &str = "no such socket";
+
 /// What went wrong in an exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
@@ -504,8 +509,8 @@ fn connect_unix(path: &Path, deadline: Instant) -> Result<UnixStream, Error> {
 fn io_error(err: &io::Error) -> Error {
     match err.kind() {
         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Error::Timeout,
-        io::ErrorKind::ConnectionRefused => Error::Refused("connection refused".into()),
-        io::ErrorKind::NotFound => Error::Refused("no such socket".into()),
+        io::ErrorKind::ConnectionRefused => Error::Refused(REFUSED.into()),
+        io::ErrorKind::NotFound => Error::Refused(NO_SOCKET.into()),
         _ => Error::Io(err.to_string()),
     }
 }

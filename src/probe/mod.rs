@@ -129,7 +129,7 @@ fn probe_fastcgi(address: &Address, script: Option<&Script>, timeout: Duration) 
 
 /// One FastCGI exchange: GET_VALUES without a script, a GET request with one. With the status and
 /// body, why the listener that answered is not to be believed, if it is not.
-fn exchange(
+pub fn exchange(
     address: &Address,
     script: Option<&Script>,
     deadline: Instant,

@@ -7,6 +7,7 @@ mod dns;
 mod doctor;
 mod fastcgi;
 mod files;
+mod healthcheck;
 mod hook;
 mod inputs;
 mod layout;
