@@ -89,6 +89,9 @@ struct PoolId {
     listen: Option<String>,
 }
 
+/// A pool's name and its workers, each with whether it is idle (blocked in accept(2)).
+pub type PoolWorkers = (String, Vec<(u32, bool)>);
+
 /// The php-fpm this run keeps: how to control it and how to recognise its processes.
 #[derive(Debug, Clone)]
 pub struct Instance {
@@ -371,6 +374,46 @@ impl Instance {
             .into_iter()
             .map(|p| in_accept(p.pid).map(|idle| (p.pid, idle)))
             .collect()
+    }
+
+    /// Each pool's workers of the master and whether each is idle, pool by pool: a worker is a pool's
+    /// only by its title `php-fpm: pool NAME`, so another pool's (`NAME_status` of
+    /// `pm.status_listen` included) never hides this one's saturation (#19). `None` where /proc
+    /// cannot tell.
+    pub fn pools_idle(&self, procs: &[Proc]) -> Option<Vec<PoolWorkers>> {
+        let master = self.master(procs)?.pid;
+        let workers = self.workers(procs, master);
+        self.pools
+            .iter()
+            .map(|pool| {
+                let name = pool.title.trim_start_matches("php-fpm: pool ").to_owned();
+                let idle = workers
+                    .iter()
+                    .filter(|p| p.cmd.trim() == pool.title)
+                    .map(|p| in_accept(p.pid).map(|idle| (p.pid, idle)))
+                    .collect::<Option<Vec<_>>>()?;
+                Some((name, idle))
+            })
+            .collect()
+    }
+
+    /// The pool of this config that listens at the unix socket `path` or on TCP `port`.
+    pub fn pool_listening_at(&self, path: Option<&Path>, port: Option<u16>) -> Option<String> {
+        self.pools.iter().find_map(|pool| {
+            let listen = pool.listen.as_deref()?.trim();
+            let at = match (path, port) {
+                (Some(path), _) => Path::new(listen) == path,
+                (None, Some(port)) => {
+                    listen
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| p.parse::<u16>().ok())
+                        == Some(port)
+                }
+                (None, None) => false,
+            };
+            at.then(|| pool.title.trim_start_matches("php-fpm: pool ").to_owned())
+        })
     }
 
     /// SIGKILLs those of `pids` that are workers of the verified master in a fresh snapshot (a

@@ -3,6 +3,7 @@
 
 pub mod fastcgi;
 mod http;
+mod resolve;
 pub mod status;
 mod target;
 
@@ -85,15 +86,7 @@ impl fmt::Display for Answer {
 /// and one from a listener on this host that root does not trust is [`Answer::Untrusted`].
 pub fn probe(target: &Target, timeout: Duration, expect: Option<&str>) -> Verdict {
     let mut verdict = match target {
-        Target::Http(url) => {
-            let mut verdict = http::probe_http(url, timeout);
-            if verdict.answer.is_healthy()
-                && let Some(reason) = http::distrust(url)
-            {
-                verdict.answer = Answer::Untrusted(reason);
-            }
-            verdict
-        }
+        Target::Http(url) => http::probe_http(url, timeout),
         Target::FastCgi {
             address, script, ..
         } => probe_fastcgi(address, script.as_ref(), timeout),
@@ -122,6 +115,7 @@ fn probe_fastcgi(address: &Address, script: Option<&Script>, timeout: Duration) 
         Ok((status, body, _)) => (Answer::Status(status), body),
         Err(fastcgi::Error::Timeout) => (Answer::Timeout, Vec::new()),
         Err(fastcgi::Error::Refused(detail)) => (Answer::Refused(detail), Vec::new()),
+        Err(fastcgi::Error::Dns(detail)) => (Answer::Dns(detail), Vec::new()),
         Err(err @ (fastcgi::Error::Io(_) | fastcgi::Error::Protocol(_))) => {
             (Answer::Failed(err.to_string()), Vec::new())
         }
@@ -135,7 +129,7 @@ fn probe_fastcgi(address: &Address, script: Option<&Script>, timeout: Duration) 
 
 /// One FastCGI exchange: GET_VALUES without a script, a GET request with one. With the status and
 /// body, why the listener that answered is not to be believed, if it is not.
-fn exchange(
+pub fn exchange(
     address: &Address,
     script: Option<&Script>,
     deadline: Instant,

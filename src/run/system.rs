@@ -16,7 +16,8 @@ use crate::load;
 use crate::ondemand::{self, Dormancy};
 use crate::poll::poll_until;
 use crate::pools;
-use crate::probe::{self, Answer, Verdict};
+use crate::probe::fastcgi::Address;
+use crate::probe::{self, Answer, Target, Verdict};
 use crate::report::Report;
 use crate::state::State;
 
@@ -134,12 +135,30 @@ impl Host for System<'_> {
         let instance = Instance::resolve(&config.control, config.pid_file.as_deref(), &procs)?;
         let plan = instance.plan(&procs);
         let load = if plan == Plan::Restart {
-            // A status page is a claim (its socket may be the pool user's); /proc is the fact.
-            let seen = load::from_proc(&instance, &procs);
-            match &config.status {
-                Some(status) => load::from_status(status, config.probe.timeout, config.stuck_after)
-                    .map(|page| load::believed(page, seen)),
-                None => seen,
+            // A status page is a claim (its socket may be the pool user's); /proc is the fact, judged
+            // for the pool in question alone (#19).
+            let target_pool = match &config.probe.target {
+                Target::FastCgi {
+                    address: Address::Unix(path),
+                    ..
+                } => instance.pool_listening_at(Some(path), None),
+                Target::FastCgi {
+                    address: Address::Tcp { port, .. },
+                    ..
+                } => instance.pool_listening_at(None, Some(*port)),
+                Target::Http(_) => None,
+            };
+            let page = config.status.as_ref().and_then(|status| {
+                load::from_status(status, config.probe.timeout, config.stuck_after)
+            });
+            match page {
+                Some(page) => {
+                    let pool = page.pool.clone().or(target_pool);
+                    let seen = load::from_proc(&instance, &procs, pool.as_deref());
+                    Some(load::believed(page, seen))
+                }
+                // No status page, or one that does not answer: /proc alone judges.
+                None => load::from_proc(&instance, &procs, target_pool.as_deref()),
             }
         } else {
             None

@@ -3,9 +3,11 @@
 //! and the one builder of the binary's command; each module is one area of the README.
 
 mod common;
+mod dns;
 mod doctor;
 mod fastcgi;
 mod files;
+mod healthcheck;
 mod hook;
 mod inputs;
 mod layout;

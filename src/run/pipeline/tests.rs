@@ -109,6 +109,7 @@ fn load(busy: usize, total: usize, stuck: &[(u32, u64)]) -> Load {
             .collect(),
         source: "status page",
         raw: None,
+        pool: None,
     }
 }
 
