@@ -20,6 +20,7 @@ mod relaunch;
 mod report;
 mod security;
 mod system_service;
+mod trust_answers;
 mod trust_files;
 mod trust_hook;
 mod trust_listeners;
