@@ -200,9 +200,11 @@ fn unix_table() -> Vec<Bound> {
 /// of every message answered, up to the end of the dump.
 fn dump(body: &[u8]) -> rustix::io::Result<Vec<Vec<u8>>> {
     use diag::{NLM_F_DUMP, NLM_F_REQUEST, SOCK_DIAG_BY_FAMILY};
-    let fd = rustix::net::socket(
+    // Close-on-exec, as every fd we open: nothing a run starts (php-fpm, `service`) inherits one.
+    let fd = rustix::net::socket_with(
         AddressFamily::NETLINK,
         SocketType::RAW,
+        rustix::net::SocketFlags::CLOEXEC,
         Some(netlink::SOCK_DIAG),
     )?;
     let len = u32::try_from(16 + body.len()).map_err(|_| rustix::io::Errno::INVAL)?;

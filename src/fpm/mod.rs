@@ -5,6 +5,7 @@
 //! children from that binary; orphans of a dead master are recognised by binary, pool name and pool
 //! user. Every signal goes through a pidfd to the process that was judged.
 
+mod alive;
 mod answers;
 mod conf;
 mod procs;
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use rustix::process::Signal;
 
+pub use alive::masterless;
 pub use answers::answers_itself;
 pub use conf::{PoolConf, read as read_config, setting_of as config_setting};
 pub use procs::{Proc, Sent, snapshot};

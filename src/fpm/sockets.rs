@@ -20,7 +20,10 @@ pub fn listening(path: &Path) -> Vec<u64> {
         .collect()
 }
 
-/// The processes that have one of `inodes` open.
+/// The processes of root (or ours: real and effective uid both) that have one of `inodes` open.
+/// Another user's process holding root's listening socket inherited it (#18: php-fpm's workers keep
+/// it without close-on-exec, so a program PHP starts has it) and is no activator: systemd and
+/// `systemd-socket-activate` run as root.
 pub fn holders(inodes: &[u64]) -> Vec<u32> {
     if inodes.is_empty() {
         return Vec::new();
@@ -32,6 +35,9 @@ pub fn holders(inodes: &[u64]) -> Vec<u32> {
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&pid| holds(pid, inodes))
+        .filter(|&pid| {
+            super::procs::process(pid).is_some_and(|p| p.uid.is_some_and(listener::trusted_uid))
+        })
         .collect();
     found.sort_unstable();
     found
@@ -91,8 +97,38 @@ pub fn pools_distrust(control: &super::Control) -> Option<String> {
     super::conf::read(&config).pools.iter().find_map(|pool| {
         let listen = pool_listen(pool)?;
         let what = format!("php-fpm pool '{}''s socket {listen}", pool.name);
-        listener::distrust(&pool_listeners(&listen), &what)
+        let listeners = pool_listeners(&listen);
+        let path = Path::new(listen.trim());
+        if path.is_absolute() {
+            if let Some(reason) = not_root_socket_file(path, &listeners, &what) {
+                return Some(reason);
+            }
+        }
+        listener::distrust(&listeners, &what)
     })
+}
+
+/// Why the entry at a pool's socket path is not the socket file root's listener is bound to (#18):
+/// a link (the web server follows it to a socket of the link's owner), any other kind of file, or a
+/// socket file nothing listens on. `None` when nothing is there (no claim), or a listener is bound
+/// to it (whose owner [`listener::distrust`] judges).
+fn not_root_socket_file(
+    path: &Path,
+    listeners: &[listener::Listener],
+    what: &str,
+) -> Option<String> {
+    let meta = fs::symlink_metadata(path).ok()?;
+    if meta.file_type().is_symlink() {
+        Some(format!("{what} is a link, not php-fpm's socket: not believed"))
+    } else if !meta.file_type().is_socket() {
+        Some(format!("{what} is not a socket file: not believed"))
+    } else if listeners.is_empty() {
+        Some(format!(
+            "{what} is a socket file nothing listens on: not believed"
+        ))
+    } else {
+        None
+    }
 }
 
 /// Whether `path` is a socket file (not followed through a link).

@@ -124,13 +124,20 @@ pub fn command(args: &IdleStopArgs) -> Result<Exit> {
     Ok(exit)
 }
 
-/// Whether a process outside the pool's own family holds its listening socket: the activator
-/// (systemd's `.socket` unit) that starts php-fpm again on the next request.
+/// Whether a process of root's (or ours) outside the pool's own family, and not a php-fpm, holds its
+/// listening socket: the activator (systemd's `.socket` unit) that starts php-fpm again on the next
+/// request. The pool user's processes never count (#18): a program PHP starts inherits the socket.
 fn activated(instance: &Instance, procs: &[Proc], socket: &Path) -> bool {
     let family: Vec<u32> = instance.family(procs).iter().map(|p| p.pid).collect();
     sockets::holders(&sockets::listening(socket))
         .iter()
-        .any(|pid| !family.contains(pid))
+        .filter(|pid| !family.contains(pid))
+        .any(|pid| {
+            procs
+                .iter()
+                .find(|p| p.pid == *pid)
+                .is_none_or(|p| p.exe.as_deref().is_none_or(|exe| !fpm::is_php_fpm(exe)))
+        })
 }
 
 /// Idle: no worker is left (`pm = ondemand` ended them), or every worker waits in accept(2) and, with

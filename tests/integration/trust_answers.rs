@@ -168,9 +168,50 @@ fn a_link_at_the_pool_socket_path_is_no_trusted_listener_and_a_dead_php_fpm_is_n
     );
 }
 
+/// php-fpm is alive; the pool user removes its socket file (its directory is the pool user's, as
+/// /run/php) and puts a link to a socket of its own there. nginx follows the link: the verified
+/// master runs, but what answers is not php-fpm, and a link is no socket root's listener is bound to.
+#[test]
+fn a_link_in_place_of_a_live_pool_socket_is_no_trusted_listener() {
+    let site = site_in_pool_users_dir();
+    let elsewhere = site.fpm.socket.with_file_name("elsewhere.sock");
+    let _www_data = Attacker::pong(WWW_DATA, "unix", &elsewhere.display().to_string());
+    let removed = Command::new("setpriv")
+        .args(["--reuid=33", "--regid=33", "--clear-groups", "rm"])
+        .arg(&site.fpm.socket)
+        .status()
+        .unwrap();
+    assert!(removed.success());
+    symlink_as(WWW_DATA, &elsewhere, &site.fpm.socket);
+    assert!(site.heartbeat_ok(), "nginx serves www-data's answer");
+    assert!(site.fpm.master().is_some(), "php-fpm's master runs");
+
+    let out = site.run(&site.heartbeat(), "2", &["--dry-run"]);
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("untrusted-listener"), "{said}");
+    assert!(said.contains("is a link"), "{said}");
+}
+
 /// The scene below: php-fpm dead, its socket file left, root's listening socket held and answered
 /// by a program the pool user started from PHP.
 fn dead_php_fpm_on_inherited_socket() -> (Site, tempfile::TempDir, KillHolders) {
+    let (site, home, ends) = php_fpm_with_inherited_socket_holder();
+    // php-fpm crashes: master and workers gone at once, the socket file left.
+    for pid in site.fpm.pids() {
+        signal(pid, Signal::KILL);
+    }
+    wait_until("php-fpm to be gone", Duration::from_secs(10), || {
+        site.fpm.pids().is_empty()
+    });
+    assert!(site.heartbeat_ok(), "nginx serves the pool user's answer");
+
+    (site, home, ends)
+}
+
+/// php-fpm runs; a program the pool user started from PHP holds root's listening socket (php-fpm's
+/// workers keep it without close-on-exec).
+fn php_fpm_with_inherited_socket_holder() -> (Site, tempfile::TempDir, KillHolders) {
     let site = Site::start();
     let home = shared_tempdir();
     std::os::unix::fs::chown(home.path(), Some(WWW_DATA), Some(WWW_DATA)).unwrap();
@@ -211,16 +252,6 @@ fn dead_php_fpm_on_inherited_socket() -> (Site, tempfile::TempDir, KillHolders) 
     wait_until("the pool user's program", Duration::from_secs(10), || {
         mark.exists()
     });
-
-    // php-fpm crashes: master and workers gone at once, the socket file left.
-    for pid in site.fpm.pids() {
-        signal(pid, Signal::KILL);
-    }
-    wait_until("php-fpm to be gone", Duration::from_secs(10), || {
-        site.fpm.pids().is_empty()
-    });
-    assert!(site.heartbeat_ok(), "nginx serves the pool user's answer");
-
     (site, home, ends)
 }
 
@@ -287,4 +318,33 @@ impl Drop for KillHolders {
     fn drop(&mut self) {
         kill_holders(&self.0);
     }
+}
+
+/// php-fpm runs and is idle; the only process outside its family that holds its socket is the pool
+/// user's program. Nothing would start php-fpm again once stopped: idle-stop must refuse.
+#[test]
+fn idle_stop_refuses_a_pool_whose_socket_only_a_program_started_from_php_holds() {
+    let (site, _home, _ends) = php_fpm_with_inherited_socket_holder();
+    let master = site.fpm.master().expect("php-fpm runs");
+    let out = crate::common::php_relaunch()
+        .arg("idle-stop")
+        .arg("--fpm-config")
+        .arg(&site.fpm.config)
+        .arg("--state")
+        .arg(site.dir.path().join("idle.json"))
+        .arg("--log")
+        .arg(&site.log)
+        .arg("--lock")
+        .arg(&site.lock)
+        .args(["--idle-for", "1s"])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&out).contains("refusing to stop"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(site.fpm.master(), Some(master), "php-fpm left running");
 }
