@@ -249,7 +249,10 @@ mod tests {
 
     #[test]
     fn one_process_reads_as_the_table_shows_it() {
-        let mut child = Command::new("/bin/sleep").args(["30", "x"]).spawn().unwrap();
+        let mut child = Command::new("/bin/sleep")
+            .args(["30", "x"])
+            .spawn()
+            .unwrap();
         let seen = me_as_seen(&child);
         let read = process(child.id()).unwrap();
         assert_eq!(

@@ -99,10 +99,10 @@ pub fn pools_distrust(control: &super::Control) -> Option<String> {
         let what = format!("php-fpm pool '{}''s socket {listen}", pool.name);
         let listeners = pool_listeners(&listen);
         let path = Path::new(listen.trim());
-        if path.is_absolute() {
-            if let Some(reason) = not_root_socket_file(path, &listeners, &what) {
-                return Some(reason);
-            }
+        if path.is_absolute()
+            && let Some(reason) = not_root_socket_file(path, &listeners, &what)
+        {
+            return Some(reason);
         }
         listener::distrust(&listeners, &what)
     })
@@ -119,7 +119,9 @@ fn not_root_socket_file(
 ) -> Option<String> {
     let meta = fs::symlink_metadata(path).ok()?;
     if meta.file_type().is_symlink() {
-        Some(format!("{what} is a link, not php-fpm's socket: not believed"))
+        Some(format!(
+            "{what} is a link, not php-fpm's socket: not believed"
+        ))
     } else if !meta.file_type().is_socket() {
         Some(format!("{what} is not a socket file: not believed"))
     } else if listeners.is_empty() {
@@ -140,6 +142,26 @@ pub fn is_socket_file(path: &Path) -> bool {
 mod tests {
     use super::*;
     use std::os::unix::net::{UnixDatagram, UnixListener};
+
+    #[test]
+    fn only_a_socket_file_a_listener_is_bound_to_stands_at_a_pool_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("www.sock");
+        let judged = |path: &Path| {
+            not_root_socket_file(path, &pool_listeners(&path.display().to_string()), "x")
+        };
+        assert_eq!(judged(&path), None, "nothing there: no claim");
+        let listener = UnixListener::bind(&path).unwrap();
+        assert_eq!(judged(&path), None);
+        let link = dir.path().join("link.sock");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(judged(&link).unwrap().contains("is a link"));
+        drop(listener);
+        assert!(judged(&path).unwrap().contains("nothing listens"));
+        fs::remove_file(&path).unwrap();
+        fs::write(&path, "").unwrap();
+        assert!(judged(&path).unwrap().contains("not a socket file"));
+    }
 
     #[test]
     fn a_listening_socket_and_its_holder_are_found_by_its_file() {

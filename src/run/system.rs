@@ -58,9 +58,9 @@ impl<'a> System<'a> {
         } else {
             fpm::sockets::pools_distrust(&self.config.control)
         };
-        match foreign.or_else(|| {
-            fpm::masterless(&self.config.control, self.config.pid_file.as_deref())
-        }) {
+        match foreign
+            .or_else(|| fpm::masterless(&self.config.control, self.config.pid_file.as_deref()))
+        {
             Some(reason) => Answer::Untrusted(reason),
             None => answer,
         }
