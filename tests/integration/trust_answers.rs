@@ -268,6 +268,19 @@ fn an_answer_on_roots_own_socket_counts_only_with_a_verified_master_running() {
             stderr(&out)
         );
     }
+    // A real run relaunches the dead php-fpm, and says why.
+    let _ = site.run(&site.heartbeat(), "2", &[]);
+    let line = site.log_lines().pop().unwrap_or_default();
+    assert_eq!(
+        field(&line, "verdict"),
+        Some("untrusted-listener"),
+        "{line}"
+    );
+    assert!(line.contains("no verified php-fpm master"), "{line}");
+    assert!(
+        field(&line, "action").is_some_and(|a| a.contains("start")),
+        "{line}"
+    );
 }
 
 /// The same scene, watched as an on-demand pool: the pool user's program is taken for the socket's
