@@ -124,6 +124,18 @@ pub fn from_proc(instance: &Instance, procs: &[Proc]) -> Option<Load> {
     })
 }
 
+/// Without a status page, for one pool of a master with several (#21): only that pool's workers.
+pub fn from_proc_of_pool(instance: &Instance, procs: &[Proc], pool: &str) -> Option<Load> {
+    let workers = instance.pool_workers_idle(procs, pool)?;
+    Some(Load {
+        busy: workers.iter().filter(|(_, idle)| !idle).count(),
+        total: workers.len(),
+        stuck: Vec::new(),
+        source: "/proc",
+        raw: None,
+    })
+}
+
 /// The same target with another query string.
 fn with_query(target: &Target, query: &str) -> Target {
     match target {

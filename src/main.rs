@@ -29,6 +29,7 @@ mod secure_file;
 mod spawn;
 mod state;
 mod stdout;
+mod watch;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

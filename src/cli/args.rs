@@ -364,6 +364,10 @@ pub struct HookArgs {
     #[arg(long = "stdin")]
     pub stdin: bool,
 
+    /// Answer each event with one run of this watch file (every target in it) instead of URL's
+    #[arg(long = "watch", value_name = "PATH", conflicts_with_all = ["url", "timeout"])]
+    pub watch: Option<PathBuf>,
+
     #[command(flatten)]
     pub run: RunArgs,
 }

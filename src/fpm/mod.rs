@@ -126,6 +126,12 @@ pub fn instance_key(control: &Control, pool: Option<&str>) -> String {
     }
 }
 
+/// The configuration a service's master runs, by its convention (`phpX.Y-fpm` →
+/// `/etc/php/X.Y/fpm/php-fpm.conf`).
+pub fn service_config(service: &str) -> Option<PathBuf> {
+    conventional_config(service)
+}
+
 /// The instance key of the master that runs `config` (canonical, as `--fpm-config` is kept).
 pub fn config_key(config: &Path) -> String {
     format!("fpm:{}", config.display())
@@ -367,6 +373,18 @@ impl Instance {
         let master = self.master(procs)?.pid;
         self.workers(procs, master)
             .into_iter()
+            .map(|p| in_accept(p.pid).map(|idle| (p.pid, idle)))
+            .collect()
+    }
+
+    /// The workers of the pool `pool` only (title `php-fpm: pool POOL`, never another pool's nor
+    /// `POOL_status`) and whether each is idle, as /proc shows them (#21).
+    pub fn pool_workers_idle(&self, procs: &[Proc], pool: &str) -> Option<Vec<(u32, bool)>> {
+        let master = self.master(procs)?.pid;
+        let title = format!("php-fpm: pool {pool}");
+        self.workers(procs, master)
+            .into_iter()
+            .filter(|p| p.cmd.trim_end() == title)
             .map(|p| in_accept(p.pid).map(|idle| (p.pid, idle)))
             .collect()
     }

@@ -17,6 +17,8 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::config::Config;
+use crate::config::watch::WatchConfig;
+use crate::report::Trigger;
 use crate::exit::Exit;
 use crate::policy;
 use crate::run;
@@ -42,6 +44,20 @@ pub fn serve(config: &Config, listen: &Listen) -> Result<Exit> {
         config.every.is_none(),
         "--every does not go with hook: its events start its runs"
     );
+    serve_runs(listen, |events, ignored| {
+        run::answer(config, events, ignored).map(|exit| exit.is_some())
+    })
+}
+
+/// `hook --watch FILE`: each event starts one run of the whole watch file (#21).
+pub fn serve_watch(config: &WatchConfig, listen: &Listen) -> Result<Exit> {
+    serve_runs(listen, |events, ignored| {
+        crate::watch::once(config, Trigger::Hook { events, ignored }).map(|_| true)
+    })
+}
+
+/// Listens and answers events with `run`.
+fn serve_runs(listen: &Listen, run: impl FnMut(u64, u64) -> Result<bool>) -> Result<Exit> {
     let source = Source::open(listen.path.as_deref(), &listen.group, listen.stdin)?;
     let tally = Tally::new();
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("hook: handling SIGTERM")?;
@@ -60,7 +76,7 @@ pub fn serve(config: &Config, listen: &Listen) -> Result<Exit> {
         &tally,
         idle_exit,
         policy::cooldown(None),
-        |events, ignored| run::answer(config, events, ignored).map(|exit| exit.is_some()),
+        run,
     );
     source.remove();
     let counts = *tally.lock();

@@ -126,7 +126,10 @@ impl Host for System<'_> {
         let plan = instance.plan(&procs);
         let load = if plan == Plan::Restart {
             // A status page is a claim (its socket may be the pool user's); /proc is the fact.
-            let seen = load::from_proc(&instance, &procs);
+            let seen = match &config.fpm_pool {
+                Some(pool) => load::from_proc_of_pool(&instance, &procs, pool),
+                None => load::from_proc(&instance, &procs),
+            };
             match &config.status {
                 Some(status) => load::from_status(status, config.probe.timeout, config.stuck_after)
                     .map(|page| load::believed(page, seen)),

@@ -1,0 +1,609 @@
+//! `watch`'s checked configuration, built from its command line and its TOML file (#21): defaults at
+//! the top, `[[target]]` tables and/or a `[discover]` table. Every target becomes the classic run's
+//! arguments and goes through the same parser and the same checks (`Config::from_run`), so the file
+//! and the command line cannot disagree; a mistake is one line naming the file and the line.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use lettre::Address;
+use toml::de::{DeTable, DeValue};
+
+use super::Config;
+use crate::alert::Transport;
+use crate::cli::{self, WatchArgs, values};
+use crate::fpm::Control;
+use crate::probe::Target as ProbeTarget;
+use crate::probe::fastcgi::Address as Listen;
+use crate::secure_file::{self, Links};
+
+/// The most of a watch file that is read.
+const MAX_FILE: usize = 1 << 20;
+
+/// The default of `log`.
+const LOG: &str = "/var/log/php-relaunch.log";
+
+/// The default of `state_dir`.
+pub const STATE_DIR: &str = "/var/lib/php-relaunch/watch";
+
+/// A target's deadline when neither it nor the defaults give `timeout` (as `check`'s).
+const TIMEOUT: &str = "5";
+
+/// The keys of a target and of the defaults: the classic run's long options, `-` → `_`.
+const TARGET_KEYS: [&str; 26] = [
+    "timeout",
+    "emails",
+    "php_cgi",
+    "expect",
+    "listen_queue",
+    "active_processes",
+    "max_children_reached",
+    "slow_requests",
+    "service",
+    "fpm_bin",
+    "fpm_config",
+    "pid_file",
+    "relaunch_on",
+    "restart_timeout",
+    "run_timeout",
+    "cgi_service",
+    "failures",
+    "max_restarts",
+    "within",
+    "recover_after",
+    "pause_file",
+    "status",
+    "relaunch_saturated",
+    "stuck_after",
+    "evidence_dir",
+    "on_demand",
+];
+
+/// Keys of the top of the file only: how the whole run behaves (the command line wins).
+const RUN_KEYS: [&str; 5] = ["log", "state_dir", "metrics_file", "smtp", "from"];
+
+/// Keys of `[discover]` beside the target keys it may override.
+const DISCOVER_KEYS: [&str; 2] = ["fpm_configs", "fpm_bin"];
+
+/// On/off keys: `true` gives the flag.
+const FLAGS: [&str; 2] = ["on_demand", "relaunch_saturated"];
+
+/// A value as the file gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Value {
+    Text(String),
+    List(Vec<String>),
+    Flag(bool),
+}
+
+/// One `key = value` and the line it is on.
+#[derive(Debug, Clone)]
+struct Setting {
+    value: Value,
+    line: usize,
+}
+
+type Settings = BTreeMap<String, Setting>;
+
+/// A watch run's configuration, checked.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// Decide and print only.
+    pub dry_run: bool,
+    /// Repeat the run at this interval until the minute is over.
+    pub every: Option<Duration>,
+    /// The log, one line per target with a problem.
+    pub log: PathBuf,
+    /// Each target's state and each master's budget.
+    pub state_dir: PathBuf,
+    /// The node_exporter textfile, one series per target.
+    pub metrics_file: Option<PathBuf>,
+    /// How the mail leaves.
+    pub transport: Transport,
+    /// Its sender; `None` for php-relaunch@HOSTNAME.
+    pub from: Option<Address>,
+    /// The `[[target]]` tables.
+    pub targets: Vec<Target>,
+    /// The `[discover]` table.
+    pub discover: Option<Discover>,
+}
+
+/// One target, as a classic run's configuration plus what groups it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The classic run's configuration of this target.
+    pub config: Config,
+    /// The php-fpm pool it is, when known: its saturation is judged from its own workers.
+    pub pool: Option<String>,
+    /// Why it is watched without relaunching, if it is.
+    pub alert_only: Option<String>,
+}
+
+/// `[discover]`: the configurations whose pools are watched, and the settings their targets get.
+#[derive(Debug, Clone)]
+pub struct Discover {
+    /// Patterns of php-fpm configuration files (`*` within a path component).
+    pub fpm_configs: Vec<String>,
+    /// The php-fpm binary that controls masters no service controls.
+    pub fpm_bin: Option<PathBuf>,
+    /// The defaults, overridden by `[discover]`'s own target keys.
+    settings: Settings,
+    /// What the run's settings make of every target.
+    run: RunSettings,
+}
+
+/// What every target's classic configuration takes from the run.
+#[derive(Debug, Clone)]
+struct RunSettings {
+    log: PathBuf,
+    state_dir: PathBuf,
+    dry_run: bool,
+}
+
+/// How a discovered pool's master is controlled.
+#[derive(Debug, Clone)]
+pub enum DiscoveredControl {
+    /// Its service.
+    Service(String),
+    /// `[discover]`'s `fpm_bin` with this configuration.
+    Direct(PathBuf),
+    /// Neither is known: why.
+    AlertOnly(String),
+}
+
+impl Discover {
+    /// The target of a discovered pool at `url`.
+    pub fn target(
+        &self,
+        url: &str,
+        pool: &str,
+        control: &DiscoveredControl,
+        on_demand: bool,
+    ) -> Result<Target> {
+        let mut settings = self.settings.clone();
+        let mut alert_only = None;
+        match control {
+            DiscoveredControl::Service(name) => set(&mut settings, "service", name),
+            DiscoveredControl::Direct(config) => {
+                if let Some(bin) = &self.fpm_bin {
+                    set(&mut settings, "fpm_bin", &bin.display().to_string());
+                }
+                set(&mut settings, "fpm_config", &config.display().to_string());
+            }
+            DiscoveredControl::AlertOnly(why) => alert_only = Some(why.clone()),
+        }
+        if on_demand {
+            settings.insert(
+                "on_demand".into(),
+                Setting {
+                    value: Value::Flag(true),
+                    line: 0,
+                },
+            );
+        }
+        let mut config = classic(url, &settings, &self.run)
+            .map_err(|(_, err)| anyhow!("discovered pool '{pool}' ({url}): {err:#}"))?;
+        config.fpm_pool = Some(pool.to_owned());
+        Ok(Target {
+            config,
+            pool: Some(pool.to_owned()),
+            alert_only,
+        })
+    }
+}
+
+fn set(settings: &mut Settings, key: &str, value: &str) {
+    settings.insert(
+        key.to_owned(),
+        Setting {
+            value: Value::Text(value.to_owned()),
+            line: 0,
+        },
+    );
+}
+
+/// Reads and checks the watch file `args` names. Nothing is probed.
+pub fn load(args: WatchArgs) -> Result<WatchConfig> {
+    let file = args.config;
+    let text = secure_file::read_text(&file, Links::Follow, MAX_FILE)
+        .map_err(|err| anyhow!("watch file '{}': {err}", file.display()))?;
+    parse(&file, &text, args.dry_run, args.every, Overrides {
+        log: args.log,
+        state_dir: args.state_dir,
+        metrics_file: args.metrics_file,
+        smtp: args.smtp,
+        from: args.from,
+    })
+}
+
+/// What the command line says over the file's top.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    /// `--log`.
+    pub log: Option<PathBuf>,
+    /// `--state-dir`.
+    pub state_dir: Option<PathBuf>,
+    /// `--metrics-file`.
+    pub metrics_file: Option<PathBuf>,
+    /// `--smtp`.
+    pub smtp: Option<Transport>,
+    /// `--from`.
+    pub from: Option<Address>,
+}
+
+/// Checks the text of a watch file.
+pub fn parse(
+    file: &Path,
+    text: &str,
+    dry_run: bool,
+    every: Option<Duration>,
+    over: Overrides,
+) -> Result<WatchConfig> {
+    let at = |line: usize, what: String| anyhow!("{}:{line}: {what}", file.display());
+    let doc = DeTable::parse(text).map_err(|err| {
+        let line = err.span().map_or(1, |span| line_of(text, &span));
+        at(line, err.message().trim().to_owned())
+    })?;
+    let mut defaults = Settings::new();
+    let mut run = BTreeMap::new();
+    let mut targets = Vec::new();
+    let mut discover = None;
+    for (key, value) in doc.get_ref() {
+        let line = line_of(text, &key.span());
+        let name = key.get_ref().as_ref();
+        match (name, value.get_ref()) {
+            ("target", DeValue::Array(tables)) => {
+                let headers = header_lines(text);
+                for (index, table) in tables.iter().enumerate() {
+                    let DeValue::Table(table) = table.get_ref() else {
+                        return Err(at(line, "`target` must be [[target]] tables".into()));
+                    };
+                    let start = match headers.get(index) {
+                        Some(&header) if headers.len() == tables.len() => header,
+                        _ => line_of(text, &table_span(table, &value.span())),
+                    };
+                    targets.push((start, table));
+                }
+            }
+            ("discover", DeValue::Table(table)) => discover = Some((line, table)),
+            ("target" | "discover", _) => {
+                return Err(at(line, format!("`{name}` must be a table: [[target]] or [discover]")));
+            }
+            (key, _) if RUN_KEYS.contains(&key) => {
+                run.insert(key.to_owned(), (line, value_of(key, value.get_ref()).map_err(|e| at(line, e))?));
+            }
+            (key, _) => {
+                check_key(key, &TARGET_KEYS).map_err(|e| at(line, e))?;
+                let value = value_of(key, value.get_ref()).map_err(|e| at(line, e))?;
+                defaults.insert(key.to_owned(), Setting { value, line });
+            }
+        }
+    }
+    let text_of = |key: &str| -> Result<Option<(usize, String)>> {
+        match run.get(key) {
+            Some((line, Value::Text(text))) => Ok(Some((*line, text.clone()))),
+            Some((line, _)) => Err(at(*line, format!("`{key}` takes one string"))),
+            None => Ok(None),
+        }
+    };
+    let log = over.log.or(text_of("log")?.map(|(_, t)| PathBuf::from(t))).unwrap_or_else(|| LOG.into());
+    let state_dir = over
+        .state_dir
+        .or(text_of("state_dir")?.map(|(_, t)| PathBuf::from(t)))
+        .unwrap_or_else(|| STATE_DIR.into());
+    let metrics_file = over.metrics_file.or(text_of("metrics_file")?.map(|(_, t)| PathBuf::from(t)));
+    let transport = match (over.smtp, text_of("smtp")?) {
+        (Some(smtp), _) => smtp,
+        (None, Some((line, text))) => values::smtp("smtp", &text).map_err(|e| at(line, format!("{e:#}")))?,
+        (None, None) => Transport::Sendmail,
+    };
+    let from = match (over.from, text_of("from")?) {
+        (Some(from), _) => Some(from),
+        (None, Some((line, text))) => Some(values::address("from", &text).map_err(|e| at(line, format!("{e:#}")))?),
+        (None, None) => None,
+    };
+    let run_settings = RunSettings {
+        log: log.clone(),
+        state_dir: state_dir.clone(),
+        dry_run,
+    };
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut checked = Vec::new();
+    for (line, table) in targets {
+        let mut settings = defaults.clone();
+        let mut url = None;
+        for (key, value) in table {
+            let key_line = line_of(text, &key.span());
+            let name = key.get_ref().as_ref();
+            if name == "url" {
+                match value.get_ref() {
+                    DeValue::String(url_text) => url = Some(url_text.to_string()),
+                    _ => return Err(at(key_line, "`url` takes one string".into())),
+                }
+                continue;
+            }
+            check_key(name, &TARGET_KEYS).map_err(|e| at(key_line, e))?;
+            let value = value_of(name, value.get_ref()).map_err(|e| at(key_line, e))?;
+            settings.insert(name.to_owned(), Setting { value, line: key_line });
+        }
+        let Some(url) = url else {
+            return Err(at(line, "[[target]] without `url`".into()));
+        };
+        if let Some(first) = seen.insert(url.clone(), line) {
+            return Err(at(line, format!("duplicate target '{url}' (first at line {first})")));
+        }
+        let config = classic(&url, &settings, &run_settings).map_err(|(key_line, err)| {
+            at(key_line.unwrap_or(line), format!("{err:#}"))
+        })?;
+        let pool = pool_of(&config);
+        let mut config = config;
+        config.fpm_pool.clone_from(&pool);
+        checked.push(Target {
+            config,
+            pool,
+            alert_only: None,
+        });
+    }
+    let discover = match discover {
+        Some((line, table)) => Some(discover_of(table, &defaults, run_settings, text).map_err(|(l, e)| at(l.unwrap_or(line), e))?),
+        None => None,
+    };
+    if checked.is_empty() && discover.is_none() {
+        return Err(at(1, "nothing to watch: add [[target]] tables or a [discover] table".into()));
+    }
+    Ok(WatchConfig {
+        file: file.to_owned(),
+        dry_run,
+        every,
+        log,
+        state_dir,
+        metrics_file,
+        transport,
+        from,
+        targets: checked,
+        discover,
+    })
+}
+
+/// `[discover]`, checked; its target keys are tried on a sample target so that a bad value is
+/// told now, with its line, not when a pool is found.
+fn discover_of(
+    table: &DeTable<'_>,
+    defaults: &Settings,
+    run: RunSettings,
+    text: &str,
+) -> Result<Discover, (Option<usize>, String)> {
+    let mut settings = defaults.clone();
+    let mut fpm_configs = Vec::new();
+    let mut fpm_bin = None;
+    for (key, value) in table {
+        let line = line_of(text, &key.span());
+        let name = key.get_ref().as_ref();
+        let value = value_of(name, value.get_ref()).map_err(|e| (Some(line), e))?;
+        match (name, value) {
+            ("fpm_configs", Value::List(list)) => fpm_configs = list,
+            ("fpm_configs", Value::Text(one)) => fpm_configs = vec![one],
+            ("fpm_bin", Value::Text(bin)) => fpm_bin = Some(PathBuf::from(bin)),
+            ("fpm_configs" | "fpm_bin", _) => {
+                return Err((Some(line), format!("`{name}` takes a string")));
+            }
+            (name, value) => {
+                let keys: Vec<&str> = TARGET_KEYS
+                    .iter()
+                    .copied()
+                    .filter(|k| !["service", "fpm_config", "fpm_bin"].contains(k))
+                    .chain(DISCOVER_KEYS)
+                    .collect();
+                check_key(name, &keys).map_err(|e| (Some(line), e))?;
+                settings.insert(name.to_owned(), Setting { value, line });
+            }
+        }
+    }
+    if fpm_configs.is_empty() {
+        return Err((None, "[discover] needs `fpm_configs`, e.g. [\"/etc/php/*/fpm/php-fpm.conf\"]".into()));
+    }
+    // Root runs it: only a binary only root could have put there (#13).
+    let fpm_bin = fpm_bin
+        .map(|bin| {
+            crate::fpm::trusted_binary(&bin).map_err(|err| (None, format!("fpm_bin '{}': {err:#}", bin.display())))
+        })
+        .transpose()?;
+    classic("unix:///run/php/sample.sock;/ping", &settings, &run)
+        .map_err(|(line, err)| (line, format!("{err:#}")))?;
+    Ok(Discover {
+        fpm_configs,
+        fpm_bin,
+        settings,
+        run,
+    })
+}
+
+/// The classic run's configuration of `url` with `settings`: built as its command line and checked
+/// as one. An error says which key's line, when it names one.
+fn classic(
+    url: &str,
+    settings: &Settings,
+    run: &RunSettings,
+) -> Result<Config, (Option<usize>, anyhow::Error)> {
+    let words = words(url, settings, run);
+    let args = cli::parse_target(&words).map_err(|err| {
+        let (line, err) = in_file_terms(&err, settings);
+        (line, anyhow!(err))
+    })?;
+    Config::from_run(args).map_err(|err| {
+        let (line, text) = in_file_terms(&format!("{err:#}"), settings);
+        (line, anyhow!(text))
+    })
+}
+
+/// The command line a target's settings make.
+fn words(url: &str, settings: &Settings, run: &RunSettings) -> Vec<OsString> {
+    let text = |key: &str| {
+        settings.get(key).map(|s| match &s.value {
+            Value::Text(t) => t.clone(),
+            Value::List(l) => l.join(","),
+            Value::Flag(f) => if *f { "1" } else { "0" }.to_owned(),
+        })
+    };
+    let mut words: Vec<String> = vec![
+        url.to_owned(),
+        text("timeout").unwrap_or_else(|| TIMEOUT.to_owned()),
+        text("emails").unwrap_or_default(),
+        text("php_cgi").unwrap_or_else(|| "0".to_owned()),
+    ];
+    for (key, setting) in settings {
+        if ["timeout", "emails", "php_cgi"].contains(&key.as_str()) {
+            continue;
+        }
+        let option = format!("--{}", key.replace('_', "-"));
+        match &setting.value {
+            Value::Flag(true) => words.push(option),
+            Value::Flag(false) => {}
+            Value::Text(t) => words.extend([option, t.clone()]),
+            Value::List(l) => words.extend([option, l.join(",")]),
+        }
+    }
+    let state = run
+        .state_dir
+        .join(format!("{}.json", crate::state::file_stem(url)));
+    words.extend([
+        "--log".to_owned(),
+        run.log.display().to_string(),
+        "--state".to_owned(),
+        state.display().to_string(),
+    ]);
+    if run.dry_run {
+        words.push("--dry-run".to_owned());
+    }
+    words.into_iter().map(OsString::from).collect()
+}
+
+/// A message about `--max-restarts` as the file says it, `max_restarts`, with the line of the key
+/// it is about.
+fn in_file_terms(message: &str, settings: &Settings) -> (Option<usize>, String) {
+    let mut text = message.replace(" (see --help)", "");
+    let mut line = None;
+    for (key, setting) in settings {
+        let option = format!("--{}", key.replace('_', "-"));
+        if text.contains(&option) {
+            text = text.replace(&option, key);
+            line = line.or(Some(setting.line).filter(|l| *l > 0));
+        }
+    }
+    for (positional, key) in [("TIMEOUT", "timeout"), ("EMAILS", "emails"), ("PHP_CGI", "php_cgi"), ("URL", "url")] {
+        if text.contains(positional) {
+            text = text.replace(positional, key);
+            line = line.or(settings.get(key).map(|s| s.line).filter(|l| *l > 0));
+        }
+    }
+    (line, text)
+}
+
+/// A value of the file as text, a list of texts, or a flag.
+fn value_of(key: &str, value: &DeValue<'_>) -> Result<Value, String> {
+    let scalar = |v: &DeValue<'_>| match v {
+        DeValue::String(s) => Some(s.to_string()),
+        DeValue::Integer(i) => Some(i.as_str().to_owned()),
+        DeValue::Float(f) => Some(f.as_str().to_owned()),
+        _ => None,
+    };
+    if FLAGS.contains(&key) {
+        return match value {
+            DeValue::Boolean(b) => Ok(Value::Flag(*b)),
+            _ => Err(format!("`{key}` takes true or false")),
+        };
+    }
+    match value {
+        DeValue::Boolean(b) => Ok(Value::Flag(*b)),
+        DeValue::Array(items) => items
+            .iter()
+            .map(|item| scalar(item.get_ref()).ok_or_else(|| format!("`{key}` takes a list of strings")))
+            .collect::<Result<_, _>>()
+            .map(Value::List),
+        other => scalar(other)
+            .map(Value::Text)
+            .ok_or_else(|| format!("`{key}` takes a string or a number")),
+    }
+}
+
+/// Refuses a key the file does not know, saying why for the classic options it does not take.
+fn check_key(key: &str, known: &[&str]) -> Result<(), String> {
+    if known.contains(&key) {
+        return Ok(());
+    }
+    let why = match key {
+        "lock" => "locks are per master, under /run/php-relaunch/",
+        "state" => "each target's state is kept under state_dir",
+        "every" | "dry_run" => "it is an option of the command line",
+        "pool" | "config" => "pools of replicas are watched by classic runs",
+        "url" => "`url` belongs in a [[target]] table",
+        _ if RUN_KEYS.contains(&key) => "it belongs at the top of the file",
+        _ => "see docs/watch.md for the keys",
+    };
+    Err(format!("unknown key `{key}` ({why})"))
+}
+
+/// The 1-based line of a byte offset.
+fn line_of(text: &str, span: &Range<usize>) -> usize {
+    text.get(..span.start).map_or(1, |before| before.matches('\n').count() + 1)
+}
+
+/// The lines of the `[[target]]` headers, in order.
+fn header_lines(text: &str) -> Vec<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            l.trim_start()
+                .strip_prefix("[[")
+                .is_some_and(|rest| rest.trim_start().starts_with("target"))
+        })
+        .map(|(i, _)| i + 1)
+        .collect()
+}
+
+/// Where a `[[target]]` table begins: its first key (the header is the line before), else the array.
+fn table_span(table: &DeTable<'_>, array: &Range<usize>) -> Range<usize> {
+    table
+        .keys()
+        .map(|k| k.span())
+        .min_by_key(|s| s.start)
+        .unwrap_or_else(|| array.clone())
+}
+
+/// The php-fpm pool a target is: the pool of its master's configuration that listens where it
+/// probes, when both are known.
+fn pool_of(config: &Config) -> Option<String> {
+    let fpm_config = match &config.control {
+        Control::Direct { config, .. } => config.clone(),
+        Control::Service(Some(name)) => crate::fpm::service_config(name)?,
+        Control::Service(None) => return None,
+    };
+    let listen = match &config.probe.target {
+        ProbeTarget::FastCgi { address: Listen::Unix(path), .. } => path.display().to_string(),
+        ProbeTarget::FastCgi { address: Listen::Tcp { host, port }, .. } => format!("{host}:{port}"),
+        ProbeTarget::Http(_) => return None,
+    };
+    crate::fpm::read_config(&fpm_config)
+        .pools
+        .into_iter()
+        .find(|pool| pool.settings.get("listen").is_some_and(|l| same_listen(l, &listen)))
+        .map(|pool| pool.name)
+}
+
+/// Whether a pool's `listen` is the address a target connects to.
+pub fn same_listen(listen: &str, address: &str) -> bool {
+    if listen == address {
+        return true;
+    }
+    let port = |a: &str| a.rsplit(':').next().map(str::to_owned);
+    !listen.starts_with('/') && !address.starts_with('/') && (
+        !listen.contains(':') && Some(listen.to_owned()) == port(address)
+            || listen.starts_with("0.0.0.0:") && port(listen) == port(address)
+    )
+}
