@@ -318,12 +318,16 @@ pub fn parse(
     for (line, table) in targets {
         let mut settings = defaults.clone();
         let mut url = None;
+        let mut url_line = line;
         for (key, value) in table {
             let key_line = line_of(text, &key.span());
             let name = key.get_ref().as_ref();
             if name == "url" {
                 match value.get_ref() {
-                    DeValue::String(url_text) => url = Some(url_text.to_string()),
+                    DeValue::String(url_text) => {
+                        url = Some(url_text.to_string());
+                        url_line = key_line;
+                    }
                     _ => return Err(at(key_line, "`url` takes one string".into())),
                 }
                 continue;
@@ -339,7 +343,9 @@ pub fn parse(
             return Err(at(line, format!("duplicate target '{url}' (first at line {first})")));
         }
         let config = classic(&url, &settings, &run_settings).map_err(|(key_line, err)| {
-            at(key_line.unwrap_or(line), format!("{err:#}"))
+            let text = format!("{err:#}");
+            let line = key_line.unwrap_or(if text.contains(&url) { url_line } else { line });
+            at(line, text)
         })?;
         let pool = pool_of(&config);
         let mut config = config;
@@ -491,7 +497,11 @@ fn in_file_terms(message: &str, settings: &Settings) -> (Option<usize>, String) 
     let mut line = None;
     for (key, setting) in settings {
         let option = format!("--{}", key.replace('_', "-"));
-        if text.contains(&option) {
+        let quoted = match &setting.value {
+            Value::Text(value) => Some(format!("'{value}'")),
+            _ => None,
+        };
+        if text.contains(&option) || quoted.is_some_and(|q| text.contains(&q)) {
             text = text.replace(&option, key);
             line = line.or(Some(setting.line).filter(|l| *l > 0));
         }

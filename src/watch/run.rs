@@ -252,7 +252,8 @@ fn master_run(
                     report: Some(report),
                     state,
                     before,
-                    alert: false,
+                    // Named in the run's mail with the pool that relaunched their master.
+                    alert: true,
                 });
                 continue;
             }

@@ -20,3 +20,4 @@ mod system_service;
 mod trust_files;
 mod trust_listeners;
 mod trust_text;
+mod watch;
