@@ -274,8 +274,12 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, Stop> {
 /// asked for (#21).
 fn hook_args(cmd: clap::Command) -> clap::Command {
     HookArgs::augment_args(cmd)
-        .mut_arg("url", |a| a.required(false).required_unless_present("watch"))
-        .mut_arg("timeout", |a| a.required(false).required_unless_present("watch"))
+        .mut_arg("url", |a| {
+            a.required(false).required_unless_present("watch")
+        })
+        .mut_arg("timeout", |a| {
+            a.required(false).required_unless_present("watch")
+        })
 }
 
 /// One target of a watch file, as the classic run's arguments (`argv[0]` is not given): the file

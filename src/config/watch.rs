@@ -213,13 +213,19 @@ pub fn load(args: WatchArgs) -> Result<WatchConfig> {
     let file = args.config;
     let text = secure_file::read_text(&file, Links::Follow, MAX_FILE)
         .map_err(|err| anyhow!("watch file '{}': {err}", file.display()))?;
-    parse(&file, &text, args.dry_run, args.every, Overrides {
-        log: args.log,
-        state_dir: args.state_dir,
-        metrics_file: args.metrics_file,
-        smtp: args.smtp,
-        from: args.from,
-    })
+    parse(
+        &file,
+        &text,
+        args.dry_run,
+        args.every,
+        Overrides {
+            log: args.log,
+            state_dir: args.state_dir,
+            metrics_file: args.metrics_file,
+            smtp: args.smtp,
+            from: args.from,
+        },
+    )
 }
 
 /// What the command line says over the file's top.
@@ -273,10 +279,19 @@ pub fn parse(
             }
             ("discover", DeValue::Table(table)) => discover = Some((line, table)),
             ("target" | "discover", _) => {
-                return Err(at(line, format!("`{name}` must be a table: [[target]] or [discover]")));
+                return Err(at(
+                    line,
+                    format!("`{name}` must be a table: [[target]] or [discover]"),
+                ));
             }
             (key, _) if RUN_KEYS.contains(&key) => {
-                run.insert(key.to_owned(), (line, value_of(key, value.get_ref()).map_err(|e| at(line, e))?));
+                run.insert(
+                    key.to_owned(),
+                    (
+                        line,
+                        value_of(key, value.get_ref()).map_err(|e| at(line, e))?,
+                    ),
+                );
             }
             (key, _) => {
                 check_key(key, &TARGET_KEYS).map_err(|e| at(line, e))?;
@@ -292,20 +307,29 @@ pub fn parse(
             None => Ok(None),
         }
     };
-    let log = over.log.or(text_of("log")?.map(|(_, t)| PathBuf::from(t))).unwrap_or_else(|| LOG.into());
+    let log = over
+        .log
+        .or(text_of("log")?.map(|(_, t)| PathBuf::from(t)))
+        .unwrap_or_else(|| LOG.into());
     let state_dir = over
         .state_dir
         .or(text_of("state_dir")?.map(|(_, t)| PathBuf::from(t)))
         .unwrap_or_else(|| STATE_DIR.into());
-    let metrics_file = over.metrics_file.or(text_of("metrics_file")?.map(|(_, t)| PathBuf::from(t)));
+    let metrics_file = over
+        .metrics_file
+        .or(text_of("metrics_file")?.map(|(_, t)| PathBuf::from(t)));
     let transport = match (over.smtp, text_of("smtp")?) {
         (Some(smtp), _) => smtp,
-        (None, Some((line, text))) => values::smtp("smtp", &text).map_err(|e| at(line, format!("{e:#}")))?,
+        (None, Some((line, text))) => {
+            values::smtp("smtp", &text).map_err(|e| at(line, format!("{e:#}")))?
+        }
         (None, None) => Transport::Sendmail,
     };
     let from = match (over.from, text_of("from")?) {
         (Some(from), _) => Some(from),
-        (None, Some((line, text))) => Some(values::address("from", &text).map_err(|e| at(line, format!("{e:#}")))?),
+        (None, Some((line, text))) => {
+            Some(values::address("from", &text).map_err(|e| at(line, format!("{e:#}")))?)
+        }
         (None, None) => None,
     };
     let run_settings = RunSettings {
@@ -334,13 +358,22 @@ pub fn parse(
             }
             check_key(name, &TARGET_KEYS).map_err(|e| at(key_line, e))?;
             let value = value_of(name, value.get_ref()).map_err(|e| at(key_line, e))?;
-            settings.insert(name.to_owned(), Setting { value, line: key_line });
+            settings.insert(
+                name.to_owned(),
+                Setting {
+                    value,
+                    line: key_line,
+                },
+            );
         }
         let Some(url) = url else {
             return Err(at(line, "[[target]] without `url`".into()));
         };
         if let Some(first) = seen.insert(url.clone(), line) {
-            return Err(at(line, format!("duplicate target '{url}' (first at line {first})")));
+            return Err(at(
+                line,
+                format!("duplicate target '{url}' (first at line {first})"),
+            ));
         }
         let config = classic(&url, &settings, &run_settings).map_err(|(key_line, err)| {
             let text = format!("{err:#}");
@@ -357,11 +390,17 @@ pub fn parse(
         });
     }
     let discover = match discover {
-        Some((line, table)) => Some(discover_of(table, &defaults, run_settings, text).map_err(|(l, e)| at(l.unwrap_or(line), e))?),
+        Some((line, table)) => Some(
+            discover_of(table, &defaults, run_settings, text)
+                .map_err(|(l, e)| at(l.unwrap_or(line), e))?,
+        ),
         None => None,
     };
     if checked.is_empty() && discover.is_none() {
-        return Err(at(1, "nothing to watch: add [[target]] tables or a [discover] table".into()));
+        return Err(at(
+            1,
+            "nothing to watch: add [[target]] tables or a [discover] table".into(),
+        ));
     }
     Ok(WatchConfig {
         file: file.to_owned(),
@@ -412,12 +451,16 @@ fn discover_of(
         }
     }
     if fpm_configs.is_empty() {
-        return Err((None, "[discover] needs `fpm_configs`, e.g. [\"/etc/php/*/fpm/php-fpm.conf\"]".into()));
+        return Err((
+            None,
+            "[discover] needs `fpm_configs`, e.g. [\"/etc/php/*/fpm/php-fpm.conf\"]".into(),
+        ));
     }
     // Root runs it: only a binary only root could have put there (#13).
     let fpm_bin = fpm_bin
         .map(|bin| {
-            crate::fpm::trusted_binary(&bin).map_err(|err| (None, format!("fpm_bin '{}': {err:#}", bin.display())))
+            crate::fpm::trusted_binary(&bin)
+                .map_err(|err| (None, format!("fpm_bin '{}': {err:#}", bin.display())))
         })
         .transpose()?;
     classic("unix:///run/php/sample.sock;/ping", &settings, &run)
@@ -506,7 +549,12 @@ fn in_file_terms(message: &str, settings: &Settings) -> (Option<usize>, String) 
             line = line.or(Some(setting.line).filter(|l| *l > 0));
         }
     }
-    for (positional, key) in [("TIMEOUT", "timeout"), ("EMAILS", "emails"), ("PHP_CGI", "php_cgi"), ("URL", "url")] {
+    for (positional, key) in [
+        ("TIMEOUT", "timeout"),
+        ("EMAILS", "emails"),
+        ("PHP_CGI", "php_cgi"),
+        ("URL", "url"),
+    ] {
         if text.contains(positional) {
             text = text.replace(positional, key);
             line = line.or(settings.get(key).map(|s| s.line).filter(|l| *l > 0));
@@ -533,7 +581,9 @@ fn value_of(key: &str, value: &DeValue<'_>) -> Result<Value, String> {
         DeValue::Boolean(b) => Ok(Value::Flag(*b)),
         DeValue::Array(items) => items
             .iter()
-            .map(|item| scalar(item.get_ref()).ok_or_else(|| format!("`{key}` takes a list of strings")))
+            .map(|item| {
+                scalar(item.get_ref()).ok_or_else(|| format!("`{key}` takes a list of strings"))
+            })
             .collect::<Result<_, _>>()
             .map(Value::List),
         other => scalar(other)
@@ -561,7 +611,8 @@ fn check_key(key: &str, known: &[&str]) -> Result<(), String> {
 
 /// The 1-based line of a byte offset.
 fn line_of(text: &str, span: &Range<usize>) -> usize {
-    text.get(..span.start).map_or(1, |before| before.matches('\n').count() + 1)
+    text.get(..span.start)
+        .map_or(1, |before| before.matches('\n').count() + 1)
 }
 
 /// The lines of the `[[target]]` headers, in order.
@@ -595,14 +646,24 @@ fn pool_of(config: &Config) -> Option<String> {
         Control::Service(None) => return None,
     };
     let listen = match &config.probe.target {
-        ProbeTarget::FastCgi { address: Listen::Unix(path), .. } => path.display().to_string(),
-        ProbeTarget::FastCgi { address: Listen::Tcp { host, port }, .. } => format!("{host}:{port}"),
+        ProbeTarget::FastCgi {
+            address: Listen::Unix(path),
+            ..
+        } => path.display().to_string(),
+        ProbeTarget::FastCgi {
+            address: Listen::Tcp { host, port },
+            ..
+        } => format!("{host}:{port}"),
         ProbeTarget::Http(_) => return None,
     };
     crate::fpm::read_config(&fpm_config)
         .pools
         .into_iter()
-        .find(|pool| pool.settings.get("listen").is_some_and(|l| same_listen(l, &listen)))
+        .find(|pool| {
+            pool.settings
+                .get("listen")
+                .is_some_and(|l| same_listen(l, &listen))
+        })
         .map(|pool| pool.name)
 }
 
@@ -612,8 +673,8 @@ pub fn same_listen(listen: &str, address: &str) -> bool {
         return true;
     }
     let port = |a: &str| a.rsplit(':').next().map(str::to_owned);
-    !listen.starts_with('/') && !address.starts_with('/') && (
-        !listen.contains(':') && Some(listen.to_owned()) == port(address)
-            || listen.starts_with("0.0.0.0:") && port(listen) == port(address)
-    )
+    !listen.starts_with('/')
+        && !address.starts_with('/')
+        && (!listen.contains(':') && Some(listen.to_owned()) == port(address)
+            || listen.starts_with("0.0.0.0:") && port(listen) == port(address))
 }

@@ -18,9 +18,9 @@ use signal_hook::iterator::Signals;
 
 use crate::config::Config;
 use crate::config::watch::WatchConfig;
-use crate::report::Trigger;
 use crate::exit::Exit;
 use crate::policy;
+use crate::report::Trigger;
 use crate::run;
 use source::{Source, Tally};
 
@@ -72,12 +72,7 @@ fn serve_runs(listen: &Listen, run: impl FnMut(u64, u64) -> Result<bool>) -> Res
         .context("hook: starting the signal thread")?;
     source.read_into(Arc::clone(&tally))?;
     let idle_exit = source.is_activated().then_some(listen.idle_exit);
-    let answered = answer(
-        &tally,
-        idle_exit,
-        policy::cooldown(None),
-        run,
-    );
+    let answered = answer(&tally, idle_exit, policy::cooldown(None), run);
     source.remove();
     let counts = *tally.lock();
     if counts.events > 0 {

@@ -197,7 +197,11 @@ mod tests {
     #[test]
     fn listen_addresses_become_targets() {
         for (listen, ping, url) in [
-            ("/run/php/a.sock", Some("/ping"), "unix:///run/php/a.sock;/ping"),
+            (
+                "/run/php/a.sock",
+                Some("/ping"),
+                "unix:///run/php/a.sock;/ping",
+            ),
             ("/run/php/a.sock", None, "unix:///run/php/a.sock"),
             ("127.0.0.1:9000", None, "fcgi://127.0.0.1:9000"),
             ("9001", Some("/ping"), "fcgi://127.0.0.1:9001/ping"),

@@ -42,9 +42,11 @@ pub fn render(targets: &[Target], done: &[Done]) -> String {
                     family.0.push(line.to_owned());
                 }
             } else {
-                family
-                    .1
-                    .push(line.replacen("{target=", &format!("{{pool=\"{}\",target=", label(pool)), 1));
+                family.1.push(line.replacen(
+                    "{target=",
+                    &format!("{{pool=\"{}\",target=", label(pool)),
+                    1,
+                ));
             }
         }
     }

@@ -103,8 +103,7 @@ fn probe_one(target: &Target) -> Probed {
         .on_demand
         .as_deref()
         .map_or(Dormancy::Awake, ondemand::dormancy);
-    let verdict =
-        (dormancy == Dormancy::Awake).then(|| health::check(&config.probe, &mut state));
+    let verdict = (dormancy == Dormancy::Awake).then(|| health::check(&config.probe, &mut state));
     Probed {
         state,
         before,
@@ -186,10 +185,7 @@ fn master_run(
                 lock::busy_message(lock_path, &holder)
             );
             if config.dry_run {
-                crate::stdout::outln!(
-                    "skipped: {} (lock busy)",
-                    lock_path.display()
-                );
+                crate::stdout::outln!("skipped: {} (lock busy)", lock_path.display());
             }
             return Master::Busy;
         }
@@ -260,14 +256,13 @@ fn master_run(
             verdict = Some(fresh);
         }
         let first_seen = seen_of(verdict.as_ref());
-        let mut host = WatchHost::new(
-            &target.config,
-            verdict,
-            dormancy,
-            target.alert_only.clone(),
-        );
+        let mut host = WatchHost::new(&target.config, verdict, dormancy, target.alert_only.clone());
         let (seen, report) = pipeline::check(&target.config, &mut state, &mut host, trigger, || {});
-        let seen = if first_seen.verdict.is_empty() { seen } else { first_seen };
+        let seen = if first_seen.verdict.is_empty() {
+            seen
+        } else {
+            first_seen
+        };
         if relaunch {
             budget.relaunches.clone_from(&state.relaunches);
             budget.last_took_ms = state.last_took_ms;
@@ -277,7 +272,10 @@ fn master_run(
             report.master = Some(key.clone());
             report.pool.clone_from(&target.pool);
             if let Some(why) = &target.alert_only
-                && !report.error.as_deref().is_some_and(|e| e.contains(why.as_str()))
+                && !report
+                    .error
+                    .as_deref()
+                    .is_some_and(|e| e.contains(why.as_str()))
                 && report.state != RunState::Healthy
             {
                 report.note(format!("alert only: {why}"));
@@ -318,9 +316,18 @@ fn master_run(
         health::save_state(&budget_path, &budget, &budget_before);
         for target in &mut done {
             if config.metrics_file.is_some() {
-                crate::metrics::count(&mut target.state.totals, &target.seen, target.report.as_ref(), now);
+                crate::metrics::count(
+                    &mut target.state.totals,
+                    &target.seen,
+                    target.report.as_ref(),
+                    now,
+                );
             }
-            health::save_state(&targets[target.index].config.probe.state, &target.state, &target.before);
+            health::save_state(
+                &targets[target.index].config.probe.state,
+                &target.state,
+                &target.before,
+            );
         }
     }
     drop(lock);

@@ -82,7 +82,8 @@ impl Farm {
                 "pm = static\npm.max_children = 2\npm.status_listen = {}\n",
                 self.d().join("a-status.sock").display()
             )),
-            "a02" => section.push_str("pm = ondemand\npm.max_children = 2\npm.process_idle_timeout = 30s\n"),
+            "a02" => section
+                .push_str("pm = ondemand\npm.max_children = 2\npm.process_idle_timeout = 30s\n"),
             _ => section.push_str("pm = static\npm.max_children = 1\n"),
         }
         section
@@ -122,7 +123,10 @@ impl Farm {
         });
         // Every static worker up, so the process table is what the test compares.
         wait_until("its workers", Duration::from_secs(10), || {
-            master.pools.iter().all(|p| self.socket(&self.name(i), p).exists())
+            master
+                .pools
+                .iter()
+                .all(|p| self.socket(&self.name(i), p).exists())
         });
     }
 
@@ -357,7 +361,10 @@ fn all_healthy_is_quiet_and_a_hung_master_of_8_pools_costs_one_timeout() {
         .partition(|l| field(l, "pool").is_some_and(|p| p.starts_with('b')));
     let pools: Vec<&str> = hung.iter().filter_map(|l| field(l, "pool")).collect();
     assert_eq!(pools, farm.masters[1].pools, "{lines:?}");
-    assert!(other.iter().all(|l| field(l, "state") == Some("idle")), "{other:?}");
+    assert!(
+        other.iter().all(|l| field(l, "state") == Some("idle")),
+        "{other:?}"
+    );
     for line in &hung {
         assert_eq!(field(line, "verdict"), Some("timeout"), "{line}");
         assert_eq!(field(line, "action"), Some("would-kill+start"), "{line}");
@@ -389,18 +396,32 @@ fn a_killed_master_is_relaunched_alone_with_one_mail_and_a_line_per_pool() {
     assert_eq!(pools, farm.masters[2].pools, "{lines:#?}");
     for line in &lines {
         assert_eq!(field(line, "state"), Some("healthy"), "{line}");
-        assert_eq!(field(line, "new_pid"), Some(new.to_string().as_str()), "{line}");
-        assert!(field(line, "master").is_some_and(|m| m.ends_with("confs/c.conf")), "{line}");
+        assert_eq!(
+            field(line, "new_pid"),
+            Some(new.to_string().as_str()),
+            "{line}"
+        );
+        assert!(
+            field(line, "master").is_some_and(|m| m.ends_with("confs/c.conf")),
+            "{line}"
+        );
         assert_eq!(field(line, "mail"), Some("sent"), "{line}");
     }
     // One relaunch: one line says how, its siblings say they came back with it.
-    let relaunches = lines.iter().filter(|l| !l.contains("relaunched with its master")).count();
+    let relaunches = lines
+        .iter()
+        .filter(|l| !l.contains("relaunched with its master"))
+        .count();
     assert_eq!(relaunches, 1, "{lines:#?}");
     wait_until_quietly(Duration::from_secs(5), || !smtp.messages().is_empty());
     let messages = smtp.messages();
     assert_eq!(messages.len(), 1, "one mail per run");
     for pool in &farm.masters[2].pools {
-        assert!(messages[0].contains(pool.as_str()), "{pool} in\n{}", messages[0]);
+        assert!(
+            messages[0].contains(pool.as_str()),
+            "{pool} in\n{}",
+            messages[0]
+        );
     }
     assert!(!messages[0].contains("pool=a01"));
 }
@@ -413,7 +434,10 @@ fn a_hung_master_gets_kill_and_start_of_exactly_its_family() {
     let frozen = farm.freeze(1);
     let out = farm.watch(&file, &[]).output().unwrap();
     assert_eq!(code(&out), 3, "{}{}", stdout(&out), stderr(&out));
-    assert!(frozen.iter().all(|&p| !alive(p)), "every process of b ended");
+    assert!(
+        frozen.iter().all(|&p| !alive(p)),
+        "every process of b ended"
+    );
     assert!(farm.master_pid(1).is_some_and(|p| !frozen.contains(&p)));
     assert_eq!(farm.stable(0), a, "master a untouched");
     assert_eq!(farm.stable(2), c, "master c untouched");
@@ -444,13 +468,17 @@ fn a_saturated_pool_is_alerted_alone_and_stuck_workers_of_one_pool_are_killed_al
         farm.family(0)
             .into_iter()
             .filter(|&p| {
-                fs::read_to_string(format!("/proc/{p}/cmdline"))
-                    .is_ok_and(|c| c.trim_end_matches(['\0', ' ']) == format!("php-fpm: pool {pool}"))
+                fs::read_to_string(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                    c.trim_end_matches(['\0', ' ']) == format!("php-fpm: pool {pool}")
+                })
             })
             .collect()
     };
     let stuck = workers_of("a01");
-    let others: Vec<u32> = ["a02", "a03", "a04", "a01_status"].iter().flat_map(|p| workers_of(p)).collect();
+    let others: Vec<u32> = ["a02", "a03", "a04", "a01_status"]
+        .iter()
+        .flat_map(|p| workers_of(p))
+        .collect();
     assert_eq!(stuck.len(), 2);
     let file = farm.d().join("stuck.toml");
     fs::write(
@@ -471,8 +499,14 @@ fn a_saturated_pool_is_alerted_alone_and_stuck_workers_of_one_pool_are_killed_al
     assert_eq!(code(&out), 3, "{}{}", stdout(&out), stderr(&out));
     let line = farm.log_lines().pop().unwrap();
     assert_eq!(field(&line, "action"), Some("kill-stuck"), "{line}");
-    assert!(stuck.iter().all(|&p| !alive(p)), "a01's stuck workers killed");
-    assert!(others.iter().all(|&p| alive(p)), "no other pool's worker touched");
+    assert!(
+        stuck.iter().all(|&p| !alive(p)),
+        "a01's stuck workers killed"
+    );
+    assert!(
+        others.iter().all(|&p| alive(p)),
+        "no other pool's worker touched"
+    );
     assert_eq!(farm.master_pid(0), Some(family[0]));
     for child in &mut busy {
         let _ = child.kill();
@@ -486,19 +520,31 @@ fn a_pool_added_and_reloaded_is_watched_by_the_next_run() {
     let file = farm.watch_file("");
     let metrics = farm.d().join("watch.prom");
     let metrics_arg = metrics.display().to_string();
-    let out = farm.watch(&file, &["--metrics-file", &metrics_arg]).output().unwrap();
+    let out = farm
+        .watch(&file, &["--metrics-file", &metrics_arg])
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let text = fs::read_to_string(&metrics).unwrap();
     assert!(text.contains("pool=\"c02\""), "{text}");
     assert!(!text.contains("pool=\"c03\""), "{text}");
-    assert_eq!(text.matches("# TYPE php_relaunch_up gauge").count(), 1, "{text}");
+    assert_eq!(
+        text.matches("# TYPE php_relaunch_up gauge").count(),
+        1,
+        "{text}"
+    );
 
     let conf = &farm.masters[0].conf;
     let added = fs::read_to_string(conf).unwrap() + &farm.pool_section("c", "c03");
     fs::write(conf, added).unwrap();
     signal(farm.master_pid(0).unwrap(), Signal::USR2);
-    wait_until("the new pool", Duration::from_secs(10), || farm.socket("c", "c03").exists());
-    let out = farm.watch(&file, &["--metrics-file", &metrics_arg]).output().unwrap();
+    wait_until("the new pool", Duration::from_secs(10), || {
+        farm.socket("c", "c03").exists()
+    });
+    let out = farm
+        .watch(&file, &["--metrics-file", &metrics_arg])
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let text = fs::read_to_string(&metrics).unwrap();
     assert!(text.contains("php_relaunch_up{pool=\"c03\""), "{text}");
@@ -513,7 +559,10 @@ fn the_sleeping_socket_activated_pool_stays_asleep() {
     let out = farm.watch(&file, &["--dry-run"]).output().unwrap();
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     let said = stdout(&out);
-    let line = said.lines().find(|l| field(l, "pool") == Some("z01")).unwrap_or_default();
+    let line = said
+        .lines()
+        .find(|l| field(l, "pool") == Some("z01"))
+        .unwrap_or_default();
     assert_eq!(field(line, "state"), Some("idle"), "{said}");
     assert_eq!(farm.activations(), 0, "nothing woke it");
     assert!(!farm.d().join("z.pid").exists());
@@ -530,14 +579,24 @@ fn a_crash_looping_master_spends_its_own_budget_and_another_is_still_relaunched(
     farm.kill(1);
     let out = farm.watch(&file, &[]).output().unwrap();
     assert_eq!(code(&out), 1, "{}", stderr(&out));
-    assert!(farm.master_pid(1).is_none(), "c's budget is spent: left down");
-    let gave_up = farm.log_lines().into_iter().filter(|l| l.contains("restart budget spent")).count();
+    assert!(
+        farm.master_pid(1).is_none(),
+        "c's budget is spent: left down"
+    );
+    let gave_up = farm
+        .log_lines()
+        .into_iter()
+        .filter(|l| l.contains("restart budget spent"))
+        .count();
     assert!(gave_up >= 1, "{:#?}", farm.log_lines());
     let b = farm.master_pid(0).unwrap();
     farm.kill(0);
     let out = farm.watch(&file, &[]).output().unwrap();
     assert_eq!(code(&out), 1, "c still down: {}", stderr(&out));
-    assert!(farm.master_pid(0).is_some_and(|p| p != b), "b has a budget of its own");
+    assert!(
+        farm.master_pid(0).is_some_and(|p| p != b),
+        "b has a budget of its own"
+    );
     assert!(farm.master_pid(1).is_none());
 }
 
@@ -547,12 +606,27 @@ fn a_bad_file_is_exit_2_naming_file_and_line_and_probes_nothing() {
     let socket = dir.path().join("probe.sock");
     let listener = UnixListener::bind(&socket).unwrap();
     listener.set_nonblocking(true).unwrap();
-    let target = format!("url = \"unix://{};/ping\"\nfpm_config = \"/nonexistent\"", socket.display());
+    let target = format!(
+        "url = \"unix://{};/ping\"\nfpm_config = \"/nonexistent\"",
+        socket.display()
+    );
     let good = format!("[[target]]\nurl = \"unix://{}\"\n", socket.display());
     for (text, line, says) in [
-        (format!("timeout = 2\n{good}\n[[target]]\n{target}\nbogus = 1\n"), 8, "unknown key `bogus`"),
-        (format!("timeout = 2\n{good}\n[[target]]\nfailures = 2\n"), 5, "without `url`"),
-        (format!("timeout = 2\n\n{good}{good}"), 5, "duplicate target"),
+        (
+            format!("timeout = 2\n{good}\n[[target]]\n{target}\nbogus = 1\n"),
+            8,
+            "unknown key `bogus`",
+        ),
+        (
+            format!("timeout = 2\n{good}\n[[target]]\nfailures = 2\n"),
+            5,
+            "without `url`",
+        ),
+        (
+            format!("timeout = 2\n\n{good}{good}"),
+            5,
+            "duplicate target",
+        ),
         (format!("timeout = 2\nfailures = 0\n{good}"), 2, "failures"),
     ] {
         let file = dir.path().join("watch.toml");
@@ -567,7 +641,10 @@ fn a_bad_file_is_exit_2_naming_file_and_line_and_probes_nothing() {
         assert_eq!(code(&out), 2, "{text}\n{}", stderr(&out));
         let said = stderr(&out);
         let at = format!("php-relaunch: {}:{line}: ", file.display());
-        assert!(said.starts_with(&at), "{said} should start with {at}\n{text}");
+        assert!(
+            said.starts_with(&at),
+            "{said} should start with {at}\n{text}"
+        );
         assert!(said.contains(says), "{said}");
         assert_eq!(said.lines().count(), 1, "{said}");
         assert!(listener.accept().is_err(), "nothing probed");
@@ -647,12 +724,18 @@ fn watch_every_beside_a_classic_run_and_a_hook_none_waits_on_the_other() {
     }
     let out = hook.wait_with_output().unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert!(farm.master_pid(2).is_some_and(|p| p != c_old), "the hook's run relaunched c");
+    assert!(
+        farm.master_pid(2).is_some_and(|p| p != c_old),
+        "the hook's run relaunched c"
+    );
     let hook_log = fs::read_to_string(farm.d().join("hook.log")).unwrap();
     assert!(hook_log.contains("trigger=hook"), "{hook_log}");
     assert!(hook_log.contains("pool=c01"), "{hook_log}");
     // All that while the loop was still going, and it turned nobody away.
-    assert!(every.try_wait().unwrap().is_none(), "the --every loop still runs");
+    assert!(
+        every.try_wait().unwrap().is_none(),
+        "the --every loop still runs"
+    );
     signal(every.id(), Signal::TERM);
     let out = every.wait_with_output().unwrap();
     assert!(!stderr(&out).contains("holds the lock"), "{}", stderr(&out));
