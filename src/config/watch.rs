@@ -4,14 +4,19 @@
 //! and the command line cannot disagree; a mistake is one line naming the file and the line.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use lettre::Address;
 use toml::de::{DeTable, DeValue};
+
+mod keys;
+
+use keys::{
+    DISCOVER_KEYS, RUN_KEYS, Setting, Settings, TARGET_KEYS, Value, check_key, header_lines,
+    in_file_terms, line_of, table_span, value_of, words,
+};
 
 use super::Config;
 use crate::alert::Transport;
@@ -29,65 +34,6 @@ const LOG: &str = "/var/log/php-relaunch.log";
 
 /// The default of `state_dir`.
 pub const STATE_DIR: &str = "/var/lib/php-relaunch/watch";
-
-/// A target's deadline when neither it nor the defaults give `timeout` (as `check`'s).
-const TIMEOUT: &str = "5";
-
-/// The keys of a target and of the defaults: the classic run's long options, `-` → `_`.
-const TARGET_KEYS: [&str; 26] = [
-    "timeout",
-    "emails",
-    "php_cgi",
-    "expect",
-    "listen_queue",
-    "active_processes",
-    "max_children_reached",
-    "slow_requests",
-    "service",
-    "fpm_bin",
-    "fpm_config",
-    "pid_file",
-    "relaunch_on",
-    "restart_timeout",
-    "run_timeout",
-    "cgi_service",
-    "failures",
-    "max_restarts",
-    "within",
-    "recover_after",
-    "pause_file",
-    "status",
-    "relaunch_saturated",
-    "stuck_after",
-    "evidence_dir",
-    "on_demand",
-];
-
-/// Keys of the top of the file only: how the whole run behaves (the command line wins).
-const RUN_KEYS: [&str; 5] = ["log", "state_dir", "metrics_file", "smtp", "from"];
-
-/// Keys of `[discover]` beside the target keys it may override.
-const DISCOVER_KEYS: [&str; 2] = ["fpm_configs", "fpm_bin"];
-
-/// On/off keys: `true` gives the flag.
-const FLAGS: [&str; 2] = ["on_demand", "relaunch_saturated"];
-
-/// A value as the file gives it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Value {
-    Text(String),
-    List(Vec<String>),
-    Flag(bool),
-}
-
-/// One `key = value` and the line it is on.
-#[derive(Debug, Clone)]
-struct Setting {
-    value: Value,
-    line: usize,
-}
-
-type Settings = BTreeMap<String, Setting>;
 
 /// A watch run's configuration, checked.
 #[derive(Debug, Clone)]
@@ -456,11 +402,18 @@ fn discover_of(
             "[discover] needs `fpm_configs`, e.g. [\"/etc/php/*/fpm/php-fpm.conf\"]".into(),
         ));
     }
-    // Root runs it: only a binary only root could have put there (#13).
+    // Root runs it: only a php-fpm binary only root could have put there (#13).
     let fpm_bin = fpm_bin
         .map(|bin| {
-            crate::fpm::trusted_binary(&bin)
-                .map_err(|err| (None, format!("fpm_bin '{}': {err:#}", bin.display())))
+            let trusted = crate::fpm::trusted_binary(&bin)
+                .map_err(|err| (None, format!("fpm_bin '{}': {err:#}", bin.display())))?;
+            if !crate::fpm::is_php_fpm(&trusted) {
+                return Err((
+                    None,
+                    format!("fpm_bin '{}' is not a php-fpm binary", bin.display()),
+                ));
+            }
+            Ok(trusted)
         })
         .transpose()?;
     classic("unix:///run/php/sample.sock;/ping", &settings, &run)
@@ -489,152 +442,6 @@ fn classic(
         let (line, text) = in_file_terms(&format!("{err:#}"), settings);
         (line, anyhow!(text))
     })
-}
-
-/// The command line a target's settings make.
-fn words(url: &str, settings: &Settings, run: &RunSettings) -> Vec<OsString> {
-    let text = |key: &str| {
-        settings.get(key).map(|s| match &s.value {
-            Value::Text(t) => t.clone(),
-            Value::List(l) => l.join(","),
-            Value::Flag(f) => if *f { "1" } else { "0" }.to_owned(),
-        })
-    };
-    let mut words: Vec<String> = vec![
-        url.to_owned(),
-        text("timeout").unwrap_or_else(|| TIMEOUT.to_owned()),
-        text("emails").unwrap_or_default(),
-        text("php_cgi").unwrap_or_else(|| "0".to_owned()),
-    ];
-    for (key, setting) in settings {
-        if ["timeout", "emails", "php_cgi"].contains(&key.as_str()) {
-            continue;
-        }
-        let option = format!("--{}", key.replace('_', "-"));
-        match &setting.value {
-            Value::Flag(true) => words.push(option),
-            Value::Flag(false) => {}
-            Value::Text(t) => words.extend([option, t.clone()]),
-            Value::List(l) => words.extend([option, l.join(",")]),
-        }
-    }
-    let state = run
-        .state_dir
-        .join(format!("{}.json", crate::state::file_stem(url)));
-    words.extend([
-        "--log".to_owned(),
-        run.log.display().to_string(),
-        "--state".to_owned(),
-        state.display().to_string(),
-    ]);
-    if run.dry_run {
-        words.push("--dry-run".to_owned());
-    }
-    words.into_iter().map(OsString::from).collect()
-}
-
-/// A message about `--max-restarts` as the file says it, `max_restarts`, with the line of the key
-/// it is about.
-fn in_file_terms(message: &str, settings: &Settings) -> (Option<usize>, String) {
-    let mut text = message.replace(" (see --help)", "");
-    let mut line = None;
-    for (key, setting) in settings {
-        let option = format!("--{}", key.replace('_', "-"));
-        let quoted = match &setting.value {
-            Value::Text(value) => Some(format!("'{value}'")),
-            _ => None,
-        };
-        if text.contains(&option) || quoted.is_some_and(|q| text.contains(&q)) {
-            text = text.replace(&option, key);
-            line = line.or(Some(setting.line).filter(|l| *l > 0));
-        }
-    }
-    for (positional, key) in [
-        ("TIMEOUT", "timeout"),
-        ("EMAILS", "emails"),
-        ("PHP_CGI", "php_cgi"),
-        ("URL", "url"),
-    ] {
-        if text.contains(positional) {
-            text = text.replace(positional, key);
-            line = line.or(settings.get(key).map(|s| s.line).filter(|l| *l > 0));
-        }
-    }
-    (line, text)
-}
-
-/// A value of the file as text, a list of texts, or a flag.
-fn value_of(key: &str, value: &DeValue<'_>) -> Result<Value, String> {
-    let scalar = |v: &DeValue<'_>| match v {
-        DeValue::String(s) => Some(s.to_string()),
-        DeValue::Integer(i) => Some(i.as_str().to_owned()),
-        DeValue::Float(f) => Some(f.as_str().to_owned()),
-        _ => None,
-    };
-    if FLAGS.contains(&key) {
-        return match value {
-            DeValue::Boolean(b) => Ok(Value::Flag(*b)),
-            _ => Err(format!("`{key}` takes true or false")),
-        };
-    }
-    match value {
-        DeValue::Boolean(b) => Ok(Value::Flag(*b)),
-        DeValue::Array(items) => items
-            .iter()
-            .map(|item| {
-                scalar(item.get_ref()).ok_or_else(|| format!("`{key}` takes a list of strings"))
-            })
-            .collect::<Result<_, _>>()
-            .map(Value::List),
-        other => scalar(other)
-            .map(Value::Text)
-            .ok_or_else(|| format!("`{key}` takes a string or a number")),
-    }
-}
-
-/// Refuses a key the file does not know, saying why for the classic options it does not take.
-fn check_key(key: &str, known: &[&str]) -> Result<(), String> {
-    if known.contains(&key) {
-        return Ok(());
-    }
-    let why = match key {
-        "lock" => "locks are per master, under /run/php-relaunch/",
-        "state" => "each target's state is kept under state_dir",
-        "every" | "dry_run" => "it is an option of the command line",
-        "pool" | "config" => "pools of replicas are watched by classic runs",
-        "url" => "`url` belongs in a [[target]] table",
-        _ if RUN_KEYS.contains(&key) => "it belongs at the top of the file",
-        _ => "see docs/watch.md for the keys",
-    };
-    Err(format!("unknown key `{key}` ({why})"))
-}
-
-/// The 1-based line of a byte offset.
-fn line_of(text: &str, span: &Range<usize>) -> usize {
-    text.get(..span.start)
-        .map_or(1, |before| before.matches('\n').count() + 1)
-}
-
-/// The lines of the `[[target]]` headers, in order.
-fn header_lines(text: &str) -> Vec<usize> {
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| {
-            l.trim_start()
-                .strip_prefix("[[")
-                .is_some_and(|rest| rest.trim_start().starts_with("target"))
-        })
-        .map(|(i, _)| i + 1)
-        .collect()
-}
-
-/// Where a `[[target]]` table begins: its first key (the header is the line before), else the array.
-fn table_span(table: &DeTable<'_>, array: &Range<usize>) -> Range<usize> {
-    table
-        .keys()
-        .map(|k| k.span())
-        .min_by_key(|s| s.start)
-        .unwrap_or_else(|| array.clone())
 }
 
 /// The php-fpm pool a target is: the pool of its master's configuration that listens where it
@@ -677,4 +484,130 @@ pub fn same_listen(listen: &str, address: &str) -> bool {
         && !address.starts_with('/')
         && (!listen.contains(':') && Some(listen.to_owned()) == port(address)
             || listen.starts_with("0.0.0.0:") && port(listen) == port(address))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_text(text: &str) -> Result<WatchConfig> {
+        parse(
+            Path::new("/etc/php-relaunch/watch.toml"),
+            text,
+            false,
+            None,
+            Overrides {
+                log: Some("/tmp/watch-test.log".into()),
+                ..Overrides::default()
+            },
+        )
+    }
+
+    fn error(text: &str) -> String {
+        format!("{:#}", parse_text(text).unwrap_err())
+    }
+
+    #[test]
+    fn defaults_apply_to_every_target_and_a_target_overrides_them() {
+        let config = parse_text(
+            "timeout = 1.5\nfailures = 2\nwithin = \"10m\"\nemails = [\"a@example.com\", \"b@example.com\"]\n\
+             state_dir = \"/srv/state\"\n\n[[target]]\nurl = \"unix:///run/a.sock;/ping\"\n\n\
+             [[target]]\nurl = \"fcgi://127.0.0.1:9001\"\nfailures = 3\nrelaunch_saturated = true\n",
+        )
+        .unwrap();
+        let [a, b] = config.targets.as_slice() else {
+            panic!("two targets");
+        };
+        assert_eq!(a.config.probe.timeout, Duration::from_millis(1500));
+        assert_eq!(a.config.limits.failures, 2);
+        assert_eq!(b.config.limits.failures, 3);
+        assert_eq!(b.config.limits.within, Duration::from_mins(10));
+        assert_eq!(a.config.recipients.len(), 2);
+        assert!(b.config.relaunch_saturated && !a.config.relaunch_saturated);
+        assert_eq!(a.config.probe.expect.as_deref(), Some("pong"));
+        assert!(a.config.probe.state.starts_with("/srv/state"));
+        assert_ne!(a.config.probe.state, b.config.probe.state);
+        assert_eq!(a.config.log, Path::new("/tmp/watch-test.log"));
+    }
+
+    #[test]
+    fn mistakes_name_the_line_in_the_files_terms() {
+        for (text, says) in [
+            (
+                "[[target]]\nurl = \"unix:///a.sock\"\nlisten_queue = 5\n",
+                ":2: status thresholds need",
+            ),
+            (
+                "failures = 0\n[[target]]\nurl = \"unix:///a.sock\"\n",
+                ":1: failures must be at least 1",
+            ),
+            (
+                "[[target]]\nurl = \"unix:///a.sock\"\n\n[[target]]\nurl = \"unix:///a.sock\"\n",
+                ":4: duplicate target 'unix:///a.sock' (first at line 1)",
+            ),
+            ("[[target]]\ntimeout = 2\n", ":1: [[target]] without `url`"),
+            (
+                "[[target]]\nurl = \"unix:///a.sock\"\nlock = \"/tmp/l\"\n",
+                ":3: unknown key `lock`",
+            ),
+            (
+                "[[target]]\nurl = \"unix:///a.sock\"\non_demand = \"yes\"\n",
+                ":3: `on_demand` takes true or false",
+            ),
+            (
+                "[[target]]\nurl = \"unix:///a.sock\"\nwithin = \"1x\"\n",
+                ":3: within takes a duration",
+            ),
+            (
+                "[[target]]\nurl = \"unix:///a.sock\"\ntimeout = 0\n",
+                ":3: timeout must be at least 0.001 seconds",
+            ),
+            ("[[target]]\n\nurl = \"ftp://x\"\n", ":3: url 'ftp://x'"),
+            ("timeout = 2\n", ":1: nothing to watch"),
+            (
+                "[discover]\nfpm_bin = \"/bin/sh\"\nfpm_configs = [\"/x\"]\n",
+                "fpm_bin '/bin/sh'",
+            ),
+            (
+                "[discover]\nfpm_configs = [\"/x\"]\nservice = \"php8.2-fpm\"\n",
+                ":3: unknown key `service`",
+            ),
+        ] {
+            let said = error(text);
+            assert!(said.starts_with("/etc/php-relaunch/watch.toml:"), "{said}");
+            assert!(said.contains(says), "{text}\n{said}\nshould contain {says}");
+            assert!(!said.contains("--"), "{said}: the file's terms");
+        }
+    }
+
+    #[test]
+    fn discovered_targets_go_through_the_same_checks() {
+        let config = parse_text(
+            "timeout = 3\n[discover]\nfpm_configs = \"/etc/php/*/fpm/php-fpm.conf\"\nfailures = 2\n",
+        )
+        .unwrap();
+        let discover = config.discover.unwrap();
+        let target = discover
+            .target(
+                "unix:///run/php/www.sock;/ping",
+                "www",
+                &DiscoveredControl::AlertOnly("no control".into()),
+                true,
+            )
+            .unwrap();
+        assert_eq!(target.config.limits.failures, 2);
+        assert_eq!(target.config.probe.timeout, Duration::from_secs(3));
+        assert_eq!(target.config.fpm_pool.as_deref(), Some("www"));
+        assert!(target.config.on_demand.is_some());
+        assert_eq!(target.alert_only.as_deref(), Some("no control"));
+    }
+
+    #[test]
+    fn listen_addresses_compare_as_php_fpm_writes_them() {
+        assert!(same_listen("/run/php/a.sock", "/run/php/a.sock"));
+        assert!(same_listen("9000", "127.0.0.1:9000"));
+        assert!(same_listen("0.0.0.0:9000", "127.0.0.1:9000"));
+        assert!(!same_listen("9001", "127.0.0.1:9000"));
+        assert!(!same_listen("/run/php/a.sock", "/run/php/b.sock"));
+    }
 }
