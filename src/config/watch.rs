@@ -246,38 +246,8 @@ pub fn parse(
             }
         }
     }
-    let text_of = |key: &str| -> Result<Option<(usize, String)>> {
-        match run.get(key) {
-            Some((line, Value::Text(text))) => Ok(Some((*line, text.clone()))),
-            Some((line, _)) => Err(at(*line, format!("`{key}` takes one string"))),
-            None => Ok(None),
-        }
-    };
-    let log = over
-        .log
-        .or(text_of("log")?.map(|(_, t)| PathBuf::from(t)))
-        .unwrap_or_else(|| LOG.into());
-    let state_dir = over
-        .state_dir
-        .or(text_of("state_dir")?.map(|(_, t)| PathBuf::from(t)))
-        .unwrap_or_else(|| STATE_DIR.into());
-    let metrics_file = over
-        .metrics_file
-        .or(text_of("metrics_file")?.map(|(_, t)| PathBuf::from(t)));
-    let transport = match (over.smtp, text_of("smtp")?) {
-        (Some(smtp), _) => smtp,
-        (None, Some((line, text))) => {
-            values::smtp("smtp", &text).map_err(|e| at(line, format!("{e:#}")))?
-        }
-        (None, None) => Transport::Sendmail,
-    };
-    let from = match (over.from, text_of("from")?) {
-        (Some(from), _) => Some(from),
-        (None, Some((line, text))) => {
-            Some(values::address("from", &text).map_err(|e| at(line, format!("{e:#}")))?)
-        }
-        (None, None) => None,
-    };
+    let top = top_of(&run, over).map_err(|(line, e)| at(line, e))?;
+    let (log, state_dir) = (top.log.clone(), top.state_dir.clone());
     let run_settings = RunSettings {
         log: log.clone(),
         state_dir: state_dir.clone(),
@@ -286,54 +256,15 @@ pub fn parse(
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut checked = Vec::new();
     for (line, table) in targets {
-        let mut settings = defaults.clone();
-        let mut url = None;
-        let mut url_line = line;
-        for (key, value) in table {
-            let key_line = line_of(text, &key.span());
-            let name = key.get_ref().as_ref();
-            if name == "url" {
-                match value.get_ref() {
-                    DeValue::String(url_text) => {
-                        url = Some(url_text.to_string());
-                        url_line = key_line;
-                    }
-                    _ => return Err(at(key_line, "`url` takes one string".into())),
-                }
-                continue;
-            }
-            check_key(name, &TARGET_KEYS).map_err(|e| at(key_line, e))?;
-            let value = value_of(name, value.get_ref()).map_err(|e| at(key_line, e))?;
-            settings.insert(
-                name.to_owned(),
-                Setting {
-                    value,
-                    line: key_line,
-                },
-            );
-        }
-        let Some(url) = url else {
-            return Err(at(line, "[[target]] without `url`".into()));
-        };
+        let (url, target) =
+            listed(line, table, &defaults, &run_settings, text).map_err(|(l, e)| at(l, e))?;
         if let Some(first) = seen.insert(url.clone(), line) {
             return Err(at(
                 line,
                 format!("duplicate target '{url}' (first at line {first})"),
             ));
         }
-        let config = classic(&url, &settings, &run_settings).map_err(|(key_line, err)| {
-            let text = format!("{err:#}");
-            let line = key_line.unwrap_or(if text.contains(&url) { url_line } else { line });
-            at(line, text)
-        })?;
-        let pool = pool_of(&config);
-        let mut config = config;
-        config.fpm_pool.clone_from(&pool);
-        checked.push(Target {
-            config,
-            pool,
-            alert_only: None,
-        });
+        checked.push(target);
     }
     let discover = match discover {
         Some((line, table)) => Some(
@@ -354,12 +285,110 @@ pub fn parse(
         every,
         log,
         state_dir,
-        metrics_file,
-        transport,
-        from,
+        metrics_file: top.metrics_file,
+        transport: top.transport,
+        from: top.from,
         targets: checked,
         discover,
     })
+}
+
+/// The run's own settings: the command line's, else the top of the file's, else the defaults.
+struct Top {
+    log: PathBuf,
+    state_dir: PathBuf,
+    metrics_file: Option<PathBuf>,
+    transport: Transport,
+    from: Option<Address>,
+}
+
+fn top_of(run: &BTreeMap<String, (usize, Value)>, over: Overrides) -> Result<Top, (usize, String)> {
+    let text_of = |key: &str| -> Result<Option<(usize, String)>, (usize, String)> {
+        match run.get(key) {
+            Some((line, Value::Text(text))) => Ok(Some((*line, text.clone()))),
+            Some((line, _)) => Err((*line, format!("`{key}` takes one string"))),
+            None => Ok(None),
+        }
+    };
+    let path = |key: &str| text_of(key).map(|t| t.map(|(_, t)| PathBuf::from(t)));
+    let transport = match (over.smtp, text_of("smtp")?) {
+        (Some(smtp), _) => smtp,
+        (None, Some((line, text))) => {
+            values::smtp("smtp", &text).map_err(|e| (line, format!("{e:#}")))?
+        }
+        (None, None) => Transport::Sendmail,
+    };
+    let from = match (over.from, text_of("from")?) {
+        (Some(from), _) => Some(from),
+        (None, Some((line, text))) => {
+            Some(values::address("from", &text).map_err(|e| (line, format!("{e:#}")))?)
+        }
+        (None, None) => None,
+    };
+    Ok(Top {
+        log: over.log.or(path("log")?).unwrap_or_else(|| LOG.into()),
+        state_dir: over
+            .state_dir
+            .or(path("state_dir")?)
+            .unwrap_or_else(|| STATE_DIR.into()),
+        metrics_file: over.metrics_file.or(path("metrics_file")?),
+        transport,
+        from,
+    })
+}
+
+/// A `[[target]]` table beginning at `line`, checked: its url and its target.
+fn listed(
+    line: usize,
+    table: &DeTable<'_>,
+    defaults: &Settings,
+    run: &RunSettings,
+    text: &str,
+) -> Result<(String, Target), (usize, String)> {
+    let mut settings = defaults.clone();
+    let mut url = None;
+    let mut url_line = line;
+    for (key, value) in table {
+        let key_line = line_of(text, &key.span());
+        let name = key.get_ref().as_ref();
+        if name == "url" {
+            match value.get_ref() {
+                DeValue::String(url_text) => {
+                    url = Some(url_text.to_string());
+                    url_line = key_line;
+                }
+                _ => return Err((key_line, "`url` takes one string".into())),
+            }
+            continue;
+        }
+        check_key(name, &TARGET_KEYS).map_err(|e| (key_line, e))?;
+        let value = value_of(name, value.get_ref()).map_err(|e| (key_line, e))?;
+        settings.insert(
+            name.to_owned(),
+            Setting {
+                value,
+                line: key_line,
+            },
+        );
+    }
+    let Some(url) = url else {
+        return Err((line, "[[target]] without `url`".into()));
+    };
+    let mut config = classic(&url, &settings, run).map_err(|(key_line, err)| {
+        let text = format!("{err:#}");
+        let line = key_line.unwrap_or(if text.contains(&url) { url_line } else { line });
+        (line, text)
+    })?;
+    let pool = pool_of(&config);
+    config.fpm_pool.clone_from(&pool);
+    Ok((
+        url,
+        Target {
+            config,
+            pool,
+            alert_only: None,
+        },
+    ))
 }
 
 /// `[discover]`, checked; its target keys are tried on a sample target so that a bad value is

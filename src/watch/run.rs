@@ -28,6 +28,9 @@ use crate::stdout::errln;
 /// At most this many probes (and masters acted on) at once.
 pub const CONCURRENCY: usize = 64;
 
+/// A master's lock and its targets, with what their probes found.
+type Group = (PathBuf, Vec<(usize, Probed)>);
+
 /// What the concurrent probes found of one target.
 struct Probed {
     state: State,
@@ -137,7 +140,7 @@ pub fn act(config: &WatchConfig, targets: &[Target], trigger: Trigger) -> Vec<(P
     }
     let keys: Vec<PathBuf> = groups.keys().cloned().collect();
     let results: Vec<Mutex<Option<Master>>> = keys.iter().map(|_| Mutex::new(None)).collect();
-    let pending: Vec<Mutex<Option<(PathBuf, Vec<(usize, Probed)>)>>> =
+    let pending: Vec<Mutex<Option<Group>>> =
         groups.into_iter().map(|g| Mutex::new(Some(g))).collect();
     let next = AtomicUsize::new(0);
     // Masters are acted on at once too: a relaunch of one never waits for another's.
@@ -177,22 +180,8 @@ fn master_run(
     mut members: Vec<(usize, Probed)>,
     trigger: Trigger,
 ) -> Master {
-    let mut lock = match lock::try_acquire(lock_path) {
-        Ok(Ok(lock)) => lock,
-        Ok(Err(holder)) => {
-            errln!(
-                "php-relaunch: {}: its pools are skipped this run",
-                lock::busy_message(lock_path, &holder)
-            );
-            if config.dry_run {
-                crate::stdout::outln!("skipped: {} (lock busy)", lock_path.display());
-            }
-            return Master::Busy;
-        }
-        Err(err) => {
-            errln!("php-relaunch: {err:#}: its pools are skipped this run");
-            return Master::Busy;
-        }
+    let Some(mut lock) = take_lock(config, lock_path) else {
+        return Master::Busy;
     };
     lock.say_holder(&lock::holder("watch"));
     let first = &targets[members[0].0];
@@ -217,101 +206,34 @@ fn master_run(
     let mut done = Vec::new();
     let mut relaunched: Option<(usize, Report)> = None;
     for (index, probed) in members {
-        let target = &targets[index];
-        let decided = decision(target, &probed);
-        let Probed {
-            mut state,
-            before,
-            dormancy,
-            mut verdict,
-        } = probed;
-        let relaunch = decided == Decision::Relaunch;
-        // The budget and cooldown are the master's: what is restarted (#21).
-        if relaunch {
-            state.relaunches.clone_from(&budget.relaunches);
-            state.last_took_ms = budget.last_took_ms;
-            state.gave_up = budget.gave_up;
-        } else {
-            state.gave_up = false;
-        }
-        if relaunch && let Some((_, leader)) = &relaunched {
-            // Its master was relaunched this run for a sibling: asked again, not relaunched again.
-            let fresh = health::check(&target.config.probe, &mut state);
-            if fresh.answer.is_healthy() {
-                let seen = seen_of(verdict.as_ref());
-                let report = sibling(target, leader, verdict.take(), &fresh, &key);
-                state.failures = 0;
-                state.incident = None;
-                done.push(Done {
-                    index,
-                    seen,
-                    report: Some(report),
-                    state,
-                    before,
-                    // Named in the run's mail with the pool that relaunched their master.
-                    alert: true,
-                });
-                continue;
-            }
-            verdict = Some(fresh);
-        }
-        let first_seen = seen_of(verdict.as_ref());
-        let mut host = WatchHost::new(&target.config, verdict, dormancy, target.alert_only.clone());
-        let (seen, report) = pipeline::check(&target.config, &mut state, &mut host, trigger, || {});
-        let seen = if first_seen.verdict.is_empty() {
-            seen
-        } else {
-            first_seen
-        };
-        if relaunch {
-            budget.relaunches.clone_from(&state.relaunches);
-            budget.last_took_ms = state.last_took_ms;
-            budget.gave_up = state.gave_up;
-        }
-        let report = report.map(|mut report| {
-            report.master = Some(key.clone());
-            report.pool.clone_from(&target.pool);
-            if let Some(why) = &target.alert_only
-                && !report
-                    .error
-                    .as_deref()
-                    .is_some_and(|e| e.contains(why.as_str()))
-                && report.state != RunState::Healthy
-            {
-                report.note(format!("alert only: {why}"));
-            }
-            report
-        });
+        let leader = relaunched.as_ref().map(|(_, report)| report);
+        let one = pool_run(
+            &targets[index],
+            index,
+            probed,
+            &mut budget,
+            leader,
+            &key,
+            trigger,
+        );
         if relaunched.is_none()
-            && let Some(report) = &report
+            && let Some(report) = &one.report
             && matches!(&report.action, Action::Relaunch(steps) if !steps.is_empty())
         {
             relaunched = Some((done.len(), report.clone()));
         }
-        done.push(Done {
-            index,
-            seen,
-            alert: !host.alerts.is_empty(),
-            report,
-            state,
-            before,
-        });
+        done.push(one);
     }
     if let Some((leader, _)) = relaunched {
         name_affected(&mut done, leader, targets);
     }
-    // The master's budget comes back after --recover-after runs with every pool healthy; a hook
-    // run never restores it (#18).
-    if all_healthy && trigger == Trigger::Cron {
-        let recovery = policy::record_healthy(&mut budget, &first.config.limits);
-        if recovery.budget_restored {
-            errln!("php-relaunch: {key}: restart budget restored after healthy runs");
-        }
-    } else if !all_healthy {
-        budget.successes = 0;
-    }
-    budget.incident = None;
-    budget.failures = 0;
+    settle(
+        &mut budget,
+        &first.config.limits,
+        all_healthy,
+        trigger,
+        &key,
+    );
     if !config.dry_run {
         health::save_state(&budget_path, &budget, &budget_before);
         for target in &mut done {
@@ -332,6 +254,132 @@ fn master_run(
     }
     drop(lock);
     Master::Done(done)
+}
+
+/// One pool of the master, through the classic pipeline with the master's budget; `leader` is the
+/// report of the pool whose failure relaunched the master earlier in this run, if one did.
+fn pool_run(
+    target: &Target,
+    index: usize,
+    probed: Probed,
+    budget: &mut State,
+    leader: Option<&Report>,
+    key: &str,
+    trigger: Trigger,
+) -> Done {
+    let relaunch = decision(target, &probed) == Decision::Relaunch;
+    let Probed {
+        mut state,
+        before,
+        dormancy,
+        mut verdict,
+    } = probed;
+    // The budget and cooldown are the master's: what is restarted (#21).
+    if relaunch {
+        state.relaunches.clone_from(&budget.relaunches);
+        state.last_took_ms = budget.last_took_ms;
+        state.gave_up = budget.gave_up;
+    } else {
+        state.gave_up = false;
+    }
+    if relaunch && let Some(leader) = leader {
+        // Its master was relaunched this run for a sibling: asked again, not relaunched again.
+        let fresh = health::check(&target.config.probe, &mut state);
+        if fresh.answer.is_healthy() {
+            let seen = seen_of(verdict.as_ref());
+            let report = sibling(target, leader, verdict.take(), &fresh, key);
+            state.failures = 0;
+            state.incident = None;
+            return Done {
+                index,
+                seen,
+                report: Some(report),
+                state,
+                before,
+                // Named in the run's mail with the pool that relaunched their master.
+                alert: true,
+            };
+        }
+        verdict = Some(fresh);
+    }
+    let first_seen = seen_of(verdict.as_ref());
+    let mut host = WatchHost::new(&target.config, verdict, dormancy, target.alert_only.clone());
+    let (seen, report) = pipeline::check(&target.config, &mut state, &mut host, trigger, || {});
+    let seen = if first_seen.verdict.is_empty() {
+        seen
+    } else {
+        first_seen
+    };
+    if relaunch {
+        budget.relaunches.clone_from(&state.relaunches);
+        budget.last_took_ms = state.last_took_ms;
+        budget.gave_up = state.gave_up;
+    }
+    let report = report.map(|mut report| {
+        report.master = Some(key.to_owned());
+        report.pool.clone_from(&target.pool);
+        if let Some(why) = &target.alert_only
+            && !report
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains(why.as_str()))
+            && report.state != RunState::Healthy
+        {
+            report.note(format!("alert only: {why}"));
+        }
+        report
+    });
+    Done {
+        index,
+        seen,
+        alert: !host.alerts.is_empty(),
+        report,
+        state,
+        before,
+    }
+}
+
+/// The master's budget after a run: it comes back after --recover-after runs with every pool
+/// healthy; a hook run never restores it (#18). Failures and incidents are the pools' own.
+fn settle(
+    budget: &mut State,
+    limits: &policy::Limits,
+    all_healthy: bool,
+    trigger: Trigger,
+    key: &str,
+) {
+    if all_healthy && trigger == Trigger::Cron {
+        let recovery = policy::record_healthy(budget, limits);
+        if recovery.budget_restored {
+            errln!("php-relaunch: {key}: restart budget restored after healthy runs");
+        }
+    } else if !all_healthy {
+        budget.successes = 0;
+    }
+    budget.incident = None;
+    budget.failures = 0;
+}
+
+/// The master's lock, or `None` (said on stderr, and in a dry run's output) when another run holds
+/// it: its pools are skipped this run.
+fn take_lock(config: &WatchConfig, lock_path: &std::path::Path) -> Option<lock::Lock> {
+    match lock::try_acquire(lock_path) {
+        Ok(Ok(lock)) => Some(lock),
+        Ok(Err(holder)) => {
+            errln!(
+                "php-relaunch: {}: its pools are skipped this run",
+                lock::busy_message(lock_path, &holder)
+            );
+            if config.dry_run {
+                crate::stdout::outln!("skipped: {} (lock busy)", lock_path.display());
+            }
+            None
+        }
+        Err(err) => {
+            errln!("php-relaunch: {err:#}: its pools are skipped this run");
+            None
+        }
+    }
 }
 
 /// The first answer as the metrics see it.

@@ -2,6 +2,7 @@
 //! binary copy, so Debian's init script never touches them) with many pools each, one of them
 //! socket-activated by the test suite's activator, all watched through one `[discover]` file.
 
+use std::fmt::Write as _;
 use std::fs;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -78,10 +79,14 @@ impl Farm {
             self.socket(master, pool).display()
         );
         match pool {
-            "a01" => section.push_str(&format!(
-                "pm = static\npm.max_children = 2\npm.status_listen = {}\n",
-                self.d().join("a-status.sock").display()
-            )),
+            "a01" => {
+                let status = self.d().join("a-status.sock");
+                let _ = write!(
+                    section,
+                    "pm = static\npm.max_children = 2\npm.status_listen = {}\n",
+                    status.display()
+                );
+            }
             "a02" => section
                 .push_str("pm = ondemand\npm.max_children = 2\npm.process_idle_timeout = 30s\n"),
             _ => section.push_str("pm = static\npm.max_children = 1\n"),

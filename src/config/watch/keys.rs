@@ -210,7 +210,7 @@ pub(super) fn header_lines(text: &str) -> Vec<usize> {
 pub(super) fn table_span(table: &DeTable<'_>, array: &Range<usize>) -> Range<usize> {
     table
         .keys()
-        .map(|k| k.span())
+        .map(toml::Spanned::span)
         .min_by_key(|s| s.start)
         .unwrap_or_else(|| array.clone())
 }
