@@ -65,6 +65,7 @@ fn command_run(command: Command) -> Result<Exit> {
         Command::Pools(args) => pools::command(&args),
         Command::IdleStop(args) => ondemand::idle_stop::command(&args),
         Command::Report(args) => history::command(&args),
+        Command::Doctor(args) if args.watch_config => doctor::watch_config(&args.fpm_config),
         Command::Doctor(args) => doctor::command(&args),
         Command::Watch(args) => watch_config::load(args).and_then(|config| watch::command(&config)),
         #[cfg(feature = "generate")]

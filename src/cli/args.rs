@@ -510,4 +510,8 @@ pub struct DoctorArgs {
     /// Print JSON for configuration management
     #[arg(long = "json")]
     pub json: bool,
+
+    /// Print a ready watch file (/etc/php-relaunch/watch.toml) for the pools found, for `watch`
+    #[arg(long = "watch-config", conflicts_with = "json")]
+    pub watch_config: bool,
 }

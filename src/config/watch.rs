@@ -348,9 +348,22 @@ fn listed(
     let mut settings = defaults.clone();
     let mut url = None;
     let mut url_line = line;
+    let mut alert_only = None;
     for (key, value) in table {
         let key_line = line_of(text, &key.span());
         let name = key.get_ref().as_ref();
+        // Watched, logged and mailed, never relaunched: what `doctor --watch-config` writes for a
+        // master whose control it cannot tell.
+        if name == "alert_only" {
+            match value.get_ref() {
+                DeValue::Boolean(true) => {
+                    alert_only = Some(format!("alert_only = true (line {key_line})"));
+                }
+                DeValue::Boolean(false) => {}
+                _ => return Err((key_line, "`alert_only` takes true or false".into())),
+            }
+            continue;
+        }
         if name == "url" {
             match value.get_ref() {
                 DeValue::String(url_text) => {
@@ -386,7 +399,7 @@ fn listed(
         Target {
             config,
             pool,
-            alert_only: None,
+            alert_only,
         },
     ))
 }

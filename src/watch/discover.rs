@@ -74,7 +74,7 @@ fn control_of(config: &Path, fpm_bin: bool) -> DiscoveredControl {
 }
 
 /// The probe of a pool at `listen`: its ping, else GET_VALUES.
-fn url_of(listen: &str, ping: Option<&str>) -> String {
+pub fn url_of(listen: &str, ping: Option<&str>) -> String {
     if listen.starts_with('/') {
         return match ping {
             Some(ping) => format!("unix://{listen};{ping}"),

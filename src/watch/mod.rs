@@ -4,7 +4,7 @@
 //! once: a log line per target with something to say, one mail per set of recipients, one metrics
 //! file with a series per target; the exit code is the most serious outcome.
 
-mod discover;
+pub mod discover;
 mod host;
 mod metrics;
 mod run;
