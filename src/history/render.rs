@@ -99,6 +99,23 @@ pub fn text(history: &History) -> String {
         duration(i.median_seconds),
         duration(i.longest_seconds)
     );
+    if !history.targets.is_empty() {
+        let _ = writeln!(
+            out,
+            "per target ({}): failed checks, relaunches (healthy after), gave up",
+            history.targets.len()
+        );
+        for (target, c) in &history.targets {
+            let _ = writeln!(
+                out,
+                "  {target}  {} failed, {} relaunches ({}), {} gave up",
+                c.failed(),
+                c.relaunches,
+                c.helped,
+                c.gave_up
+            );
+        }
+    }
     out
 }
 

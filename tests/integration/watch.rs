@@ -429,6 +429,22 @@ fn a_killed_master_is_relaunched_alone_with_one_mail_and_a_line_per_pool() {
         );
     }
     assert!(!messages[0].contains("pool=a01"));
+    // `report` over the watch log: totals per target.
+    let out = php_relaunch()
+        .args(["report", "--log"])
+        .arg(farm.d().join("log"))
+        .output()
+        .unwrap();
+    let said = stdout(&out);
+    assert!(said.contains("per target (4)"), "{said}");
+    for pool in &farm.masters[2].pools {
+        let url = format!("unix://{};/ping", farm.socket("c", pool).display());
+        assert!(
+            said.lines()
+                .any(|l| l.contains(&url) && l.contains("1 failed")),
+            "{url}\n{said}"
+        );
+    }
 }
 
 #[test]
