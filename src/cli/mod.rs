@@ -273,13 +273,11 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, Stop> {
 /// `hook`'s arguments: with `--watch FILE` the file names the targets, so URL and TIMEOUT are not
 /// asked for (#21).
 fn hook_args(cmd: clap::Command) -> clap::Command {
-    HookArgs::augment_args(cmd)
-        .mut_arg("url", |a| {
-            a.required(false).required_unless_present("watch")
-        })
-        .mut_arg("timeout", |a| {
-            a.required(false).required_unless_present("watch")
-        })
+    // In place: `mut_arg` would move them to the end, and so change the positionals' order.
+    HookArgs::augment_args(cmd).mut_args(|a| match a.get_id().as_str() {
+        "url" | "timeout" => a.required(false).required_unless_present("watch"),
+        _ => a,
+    })
 }
 
 /// One target of a watch file, as the classic run's arguments (`argv[0]` is not given): the file
@@ -469,6 +467,50 @@ mod tests {
         assert_eq!(run.emails.0.len(), 2);
         assert!(run.php_cgi);
         assert_eq!(run.timeout, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn hook_takes_the_classic_arguments_or_a_watch_file() {
+        let hook = |args: &[&str]| match parse(&argv(args)) {
+            Ok(Invocation::Command(command)) => match *command {
+                Command::Hook(hook) => hook,
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{args:?}: {other:?}"),
+        };
+        let classic = hook(&[
+            "hook",
+            "--stdin",
+            "http://127.0.0.1/hb.php",
+            "2",
+            "a@example.com",
+        ]);
+        assert_eq!(classic.run.emails.0.len(), 1);
+        assert_eq!(classic.run.timeout, Some(Duration::from_secs(2)));
+        let watch = hook(&["hook", "--stdin", "--watch", "/etc/php-relaunch/watch.toml"]);
+        assert!(watch.watch.is_some() && watch.run.url.is_none());
+        let (_, missing) = mistake_of(&["hook", "--stdin"]);
+        assert!(missing.contains("<URL>"), "{missing}");
+    }
+
+    #[test]
+    fn watch_takes_its_file_and_the_runs_own_options() {
+        let Ok(Invocation::Command(command)) = parse(&argv(&[
+            "watch",
+            "--config",
+            "/srv/w.toml",
+            "--every",
+            "10",
+            "--dry-run",
+        ])) else {
+            panic!("watch parses");
+        };
+        let Command::Watch(watch) = *command else {
+            panic!("watch");
+        };
+        assert_eq!(watch.config, std::path::Path::new("/srv/w.toml"));
+        assert_eq!(watch.every, Some(Duration::from_secs(10)));
+        assert!(watch.dry_run);
     }
 
     #[test]
