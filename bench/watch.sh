@@ -90,27 +90,27 @@ for r in results:
     print(f"{r['command']:<28}{r['median'] * 1000:>16.1f}{(r['user'] + r['system']) * 1000:>14.1f}")
 EOF
 
-# One master of four down: kill it (and its workers), then time the run that brings it back.
-kill_master() {
-    local pid
-    pid=$(cat "$dir/m1.pid")
-    for proc in /proc/[0-9]*; do
-        [ "$(readlink "$proc/exe" 2>/dev/null)" = "$dir/php-fpm" ] || continue
-        [ "$(awk '{print $4}' "$proc/stat" 2>/dev/null)" = "$pid" ] && kill -9 "${proc#/proc/}" 2>/dev/null
-    done
-    kill -9 "$pid"
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.01; done
-    # Each measured run starts from no memory: no budget spent, no cooldown open.
-    rm -f "$dir"/state/*.json
-}
-export -f kill_master
-export dir
+# One master of four down: kill it (and its workers), then time the run that brings it back. The
+# master is stopped first, so it forks no worker while its workers are killed.
+cat >"$dir/kill.sh" <<EOF
+pid=\$(cat "$dir/m1.pid")
+kill -STOP "\$pid"
+for proc in /proc/[0-9]*; do
+    [ "\$(readlink "\$proc/exe" 2>/dev/null)" = "$dir/php-fpm" ] || continue
+    [ "\$(awk '{print \$4}' "\$proc/stat" 2>/dev/null)" = "\$pid" ] && kill -9 "\${proc#/proc/}" 2>/dev/null
+done
+kill -9 "\$pid"
+while kill -0 "\$pid" 2>/dev/null; do sleep 0.01; done
+# Each measured run starts from no memory: no budget spent, no cooldown open.
+rm -f "$dir"/state/*.json
+exit 0
+EOF
 first=${targets[0]#*:}
 classic_one=("$bin" "$first" 2 --fpm-bin "$dir/php-fpm" --fpm-config "$dir/confs/m1.conf"
     --log "$dir/classic.log" --state "$dir/state/classic-one.json")
 echo "== one master of $masters down: until every pool answers again"
 hyperfine --style basic --runs "${DOWN_RUNS:-5}" --export-json "$dir/down.json" \
-    --prepare "bash -c kill_master" \
+    --prepare "sh $dir/kill.sh" \
     --command-name "watch (relaunches m1, checks all $pools)" "${watch[*]}; test \$? -eq 3" \
     --command-name "classic run (one pool of m1)" "${classic_one[*]}; test \$? -eq 3" >/dev/null
 /usr/bin/python3 - "$dir/down.json" <<'EOF'
