@@ -4,6 +4,7 @@
 //! GET_VALUES. A socket held by something other than php-fpm (systemd, an activator) is an
 //! on-demand pool, watched without waking it.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::config::watch::{Discover, DiscoveredControl, Target};
@@ -26,6 +27,8 @@ pub fn targets(discover: &Discover) -> (Vec<Target>, Vec<String>) {
             discover.fpm_configs.join(", ")
         ));
     }
+    // Who holds sockets, besides php-fpm: read once per run, not once per pool.
+    let activators = activator_sockets();
     for config in configs {
         let control = control_of(&config, discover.fpm_bin.is_some());
         let read = fpm::read_config(&config);
@@ -42,7 +45,11 @@ pub fn targets(discover: &Discover) -> (Vec<Target>, Vec<String>) {
                 continue;
             };
             let url = url_of(listen, pool.settings.get("ping.path").map(String::as_str));
-            let on_demand = listen.starts_with('/') && socket_activated(Path::new(listen));
+            let on_demand = listen.starts_with('/')
+                && !activators.is_empty()
+                && sockets::listening(Path::new(listen))
+                    .iter()
+                    .any(|inode| activators.contains(inode));
             match discover.target(&url, &pool.name, &control, on_demand) {
                 Ok(target) => targets.push(target),
                 Err(err) => notes.push(format!("{err:#}")),
@@ -94,13 +101,44 @@ pub fn url_of(listen: &str, ping: Option<&str>) -> String {
     format!("fcgi://{host}:{port}{}", ping.unwrap_or(""))
 }
 
-/// Whether a process other than php-fpm holds the pool's listening socket: systemd's `.socket`
-/// unit (or an activator) starts its php-fpm on the first request.
-fn socket_activated(socket: &Path) -> bool {
-    let inodes = sockets::listening(socket);
-    sockets::holders(&inodes).iter().any(|pid| {
-        std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| !fpm::is_php_fpm(&exe))
-    })
+/// The sockets processes other than php-fpm hold open: a pool's listening socket among them is held
+/// by systemd's `.socket` unit (or an activator), which starts its php-fpm on the first request.
+/// php-fpm's own processes, most of a host with many pools, are not read.
+fn activator_sockets() -> HashSet<u64> {
+    let mut inodes = HashSet::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return inodes;
+    };
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+            continue;
+        };
+        if fpm::is_php_fpm(&exe) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(link) = std::fs::read_link(fd.path())
+                && let Some(inode) = link
+                    .to_str()
+                    .and_then(|l| l.strip_prefix("socket:["))
+                    .and_then(|l| l.strip_suffix(']'))
+                    .and_then(|n| n.parse().ok())
+            {
+                inodes.insert(inode);
+            }
+        }
+    }
+    inodes
 }
 
 /// The files a pattern names: `*` and `?` within any path component.
