@@ -111,8 +111,10 @@ classic_one=("$bin" "$first" 2 --fpm-bin "$dir/php-fpm" --fpm-config "$dir/confs
 echo "== one master of $masters down: until every pool answers again"
 hyperfine --style basic --runs "${DOWN_RUNS:-5}" --export-json "$dir/down.json" \
     --prepare "sh $dir/kill.sh" \
-    --command-name "watch (relaunches m1, checks all $pools)" "${watch[*]}; test \$? -eq 3" \
-    --command-name "classic run (one pool of m1)" "${classic_one[*]}; test \$? -eq 3" >/dev/null
+    --command-name "watch (relaunches m1, checks all $pools)" "${watch[*]}; echo watch \$? >>$dir/codes" \
+    --command-name "classic run (one pool of m1)" "$(printf '%q ' "${classic_one[@]}"); echo classic \$? >>$dir/codes" >/dev/null
+echo "exit codes (3: relaunched and healthy again):" $(sort "$dir/codes" | uniq -c | tr '\n' ' ')
+tail -n 3 "$dir/classic.log" | cut -c1-220
 /usr/bin/python3 - "$dir/down.json" <<'EOF'
 import json, sys
 results = json.load(open(sys.argv[1]))["results"]
