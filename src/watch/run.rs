@@ -37,6 +37,8 @@ struct Probed {
     before: Saving,
     dormancy: Dormancy,
     verdict: Option<Verdict>,
+    /// After its master was relaunched for a sibling: its answer then.
+    fresh: Option<Verdict>,
 }
 
 /// What a run did about one target.
@@ -112,6 +114,7 @@ fn probe_one(target: &Target) -> Probed {
         before,
         dormancy,
         verdict,
+        fresh: None,
     }
 }
 
@@ -205,7 +208,8 @@ fn master_run(
         .all(|(index, probed)| decision(&targets[*index], probed) == Decision::Healthy);
     let mut done = Vec::new();
     let mut relaunched: Option<(usize, Report)> = None;
-    for (index, probed) in members {
+    let mut members: std::collections::VecDeque<(usize, Probed)> = members.into();
+    while let Some((index, probed)) = members.pop_front() {
         let leader = relaunched.as_ref().map(|(_, report)| report);
         let one = pool_run(
             &targets[index],
@@ -221,6 +225,8 @@ fn master_run(
             && matches!(&report.action, Action::Relaunch(steps) if !steps.is_empty())
         {
             relaunched = Some((done.len(), report.clone()));
+            // Its other failing pools are asked again now, at once, while their workers start.
+            ask_again(targets, members.make_contiguous());
         }
         done.push(one);
     }
@@ -256,6 +262,26 @@ fn master_run(
     Master::Done(done)
 }
 
+/// The pools of a just relaunched master that called for a relaunch too, asked again at once (at
+/// most [`CONCURRENCY`] at a time), each within its own deadline.
+fn ask_again(targets: &[Target], members: &mut [(usize, Probed)]) {
+    let mut due: Vec<&mut (usize, Probed)> = members
+        .iter_mut()
+        .filter(|(index, probed)| decision(&targets[*index], probed) == Decision::Relaunch)
+        .collect();
+    for chunk in due.chunks_mut(CONCURRENCY) {
+        std::thread::scope(|scope| {
+            for member in chunk.iter_mut() {
+                let (index, probed) = &mut **member;
+                let probe = &targets[*index].config.probe;
+                scope.spawn(move || {
+                    probed.fresh = Some(health::check(probe, &mut probed.state));
+                });
+            }
+        });
+    }
+}
+
 /// One pool of the master, through the classic pipeline with the master's budget; `leader` is the
 /// report of the pool whose failure relaunched the master earlier in this run, if one did.
 fn pool_run(
@@ -273,6 +299,7 @@ fn pool_run(
         before,
         dormancy,
         mut verdict,
+        fresh,
     } = probed;
     // The budget and cooldown are the master's: what is restarted (#21).
     if relaunch {
@@ -284,7 +311,7 @@ fn pool_run(
     }
     if relaunch && let Some(leader) = leader {
         // Its master was relaunched this run for a sibling: asked again, not relaunched again.
-        let fresh = health::check(&target.config.probe, &mut state);
+        let fresh = fresh.unwrap_or_else(|| health::check(&target.config.probe, &mut state));
         if fresh.answer.is_healthy() {
             let seen = seen_of(verdict.as_ref());
             let report = sibling(target, leader, verdict.take(), &fresh, key);

@@ -761,3 +761,33 @@ fn watch_every_beside_a_classic_run_and_a_hook_none_waits_on_the_other() {
     let out = every.wait_with_output().unwrap();
     assert!(!stderr(&out).contains("holds the lock"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_hung_pool_relaunches_its_master_once_and_names_its_healthy_siblings() {
+    let farm = Farm::start(&[("c", 4)], false);
+    let file = farm.watch_file("");
+    // c01's only worker hangs; its master and the other pools' workers are fine.
+    let worker = farm
+        .family(0)
+        .into_iter()
+        .find(|&p| {
+            fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.trim_end_matches(['\0', ' ']) == "php-fpm: pool c01")
+        })
+        .expect("c01's worker");
+    signal(worker, Signal::STOP);
+    wait_until("the worker to stop", Duration::from_secs(5), || state(worker) == Some('T'));
+    let old = farm.master_pid(0).unwrap();
+    let out = farm.watch(&file, &[]).output().unwrap();
+    assert_eq!(code(&out), 3, "{}{}", stdout(&out), stderr(&out));
+    assert!(farm.master_pid(0).is_some_and(|p| p != old));
+    let lines = farm.log_lines();
+    assert_eq!(lines.len(), 1, "one line: the pool with the problem {lines:#?}");
+    assert_eq!(field(&lines[0], "pool"), Some("c01"));
+    assert_eq!(field(&lines[0], "action"), Some("kill+start"), "{}", lines[0]);
+    assert!(
+        lines[0].contains("affected: healthy pools restarted with their master: c02, c03, c04"),
+        "{}",
+        lines[0]
+    );
+}
