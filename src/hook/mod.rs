@@ -51,8 +51,10 @@ pub fn serve(config: &Config, listen: &Listen) -> Result<Exit> {
 
 /// `hook --watch FILE`: each event starts one run of the whole watch file (#21).
 pub fn serve_watch(config: &WatchConfig, listen: &Listen) -> Result<Exit> {
+    // One deadline thread for the hook's whole life, however many runs it starts (#18).
+    let watchdog = crate::watch::watchdog(config)?;
     serve_runs(listen, |events, ignored| {
-        crate::watch::once(config, Trigger::Hook { events, ignored }).map(|_| true)
+        crate::watch::once(config, Trigger::Hook { events, ignored }, &watchdog).map(|_| true)
     })
 }
 

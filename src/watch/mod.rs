@@ -20,21 +20,24 @@ use lettre::Address;
 
 use crate::alert::{self, Alert};
 use crate::config::watch::{Target, WatchConfig};
+use crate::deadline::Watchdog;
 use crate::exit::Exit;
 use crate::journal::{self, Journal};
 use crate::lock;
 use crate::report::{Action, Mail, Report, RunState, Trigger};
+use crate::spawn;
 use crate::state;
 use crate::stdout::{errln, outln};
 use run::{Done, Master};
 
 /// Runs the file once, or with `--every` until the minute is over; the most serious outcome.
 pub fn command(config: &WatchConfig) -> Result<Exit> {
+    let watchdog = watchdog(config)?;
     let minute_over = config.every.map(|_| Instant::now() + until_next_minute());
     let mut worst = Exit::Healthy;
     loop {
         let started = Instant::now();
-        worst = worst.max(once(config, Trigger::Cron)?);
+        worst = worst.max(once(config, Trigger::Cron, &watchdog)?);
         let (Some(every), Some(minute_over)) = (config.every, minute_over) else {
             break;
         };
@@ -50,9 +53,56 @@ pub fn command(config: &WatchConfig) -> Result<Exit> {
     Ok(worst)
 }
 
-/// One run over every target.
-pub fn once(config: &WatchConfig, trigger: Trigger) -> Result<Exit> {
+/// The backstop of every run of this process (one thread for the process, however many runs the
+/// hook starts, #18): a run that outlives the longest `run_timeout` of its targets is logged, its
+/// helper killed, and the process ended, which frees every lock it holds. Every probe, relaunch step
+/// and mail has its own deadline; this is for whatever was missed.
+pub fn watchdog(config: &WatchConfig) -> Result<Watchdog> {
+    let mut journal = if config.dry_run {
+        None
+    } else {
+        Some(Journal::open(&config.log)?)
+    };
+    let file = config.file.display().to_string();
+    Ok(Watchdog::new(move || {
+        spawn::kill_running_helper();
+        let error =
+            "run-timeout: the watch run did not finish within the longest run_timeout of its \
+                     targets and was ended"
+                .to_owned();
+        let report = Report::ended(
+            Local::now().fixed_offset(),
+            format!("watch:{file}"),
+            Duration::ZERO,
+            error.clone(),
+        );
+        match journal.as_mut() {
+            Some(journal) => {
+                let _ = journal.append(&report);
+            }
+            None => outln!("{}", journal::line(&report).trim_end()),
+        }
+        errln!("php-relaunch: {error}");
+        std::process::exit(i32::from(Exit::Failing.code()));
+    }))
+}
+
+/// One run over every target, within `watchdog`'s deadline.
+pub fn once(config: &WatchConfig, trigger: Trigger, watchdog: &Watchdog) -> Result<Exit> {
     let targets = targets(config);
+    let limit = targets
+        .iter()
+        .map(|t| t.config.run_timeout)
+        .max()
+        .unwrap_or(Duration::from_mins(2));
+    watchdog.arm(Instant::now() + limit);
+    let exit = run_targets(config, &targets, trigger);
+    watchdog.disarm();
+    exit
+}
+
+/// What `once` does within its deadline.
+fn run_targets(config: &WatchConfig, targets: &[Target], trigger: Trigger) -> Result<Exit> {
     if targets.is_empty() {
         errln!(
             "php-relaunch: {}: no target to watch (nothing listed, no pool discovered)",
@@ -66,7 +116,7 @@ pub fn once(config: &WatchConfig, trigger: Trigger) -> Result<Exit> {
     } else {
         Some(Journal::open(&config.log)?)
     };
-    let masters = run::act(config, &targets, trigger);
+    let masters = run::act(config, targets, trigger);
     let mut done: Vec<Done> = Vec::new();
     let mut busy = 0;
     let total = masters.len();
@@ -85,7 +135,7 @@ pub fn once(config: &WatchConfig, trigger: Trigger) -> Result<Exit> {
     };
     done.sort_by_key(|d| d.index);
     keep_telling(&mut done, trigger);
-    mail(config, &targets, &mut done);
+    mail(config, targets, &mut done);
     for d in &done {
         let Some(report) = &d.report else {
             continue;
@@ -101,7 +151,7 @@ pub fn once(config: &WatchConfig, trigger: Trigger) -> Result<Exit> {
         }
     }
     if let Some(path) = config.metrics_file.as_ref().filter(|_| !config.dry_run) {
-        let text = metrics::render(&targets, &done);
+        let text = metrics::render(targets, &done);
         if let Err(err) = crate::metrics::write(path, &text) {
             errln!("php-relaunch: {err:#}");
         }

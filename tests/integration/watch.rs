@@ -776,18 +776,43 @@ fn a_hung_pool_relaunches_its_master_once_and_names_its_healthy_siblings() {
         })
         .expect("c01's worker");
     signal(worker, Signal::STOP);
-    wait_until("the worker to stop", Duration::from_secs(5), || state(worker) == Some('T'));
+    wait_until("the worker to stop", Duration::from_secs(5), || {
+        state(worker) == Some('T')
+    });
     let old = farm.master_pid(0).unwrap();
     let out = farm.watch(&file, &[]).output().unwrap();
     assert_eq!(code(&out), 3, "{}{}", stdout(&out), stderr(&out));
     assert!(farm.master_pid(0).is_some_and(|p| p != old));
     let lines = farm.log_lines();
-    assert_eq!(lines.len(), 1, "one line: the pool with the problem {lines:#?}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "one line: the pool with the problem {lines:#?}"
+    );
     assert_eq!(field(&lines[0], "pool"), Some("c01"));
-    assert_eq!(field(&lines[0], "action"), Some("kill+start"), "{}", lines[0]);
+    assert_eq!(
+        field(&lines[0], "action"),
+        Some("kill+start"),
+        "{}",
+        lines[0]
+    );
     assert!(
         lines[0].contains("affected: healthy pools restarted with their master: c02, c03, c04"),
         "{}",
         lines[0]
     );
+}
+
+#[test]
+fn a_run_past_its_run_timeout_is_logged_and_ended() {
+    let farm = Farm::start(&[("c", 2)], false);
+    let file = farm.watch_file("run_timeout = 1");
+    farm.freeze(0);
+    let out = farm.watch(&file, &[]).output().unwrap();
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("run-timeout"), "{}", stderr(&out));
+    let lines = farm.log_lines();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(field(&lines[0], "url").is_some_and(|u| u.starts_with("watch:")), "{}", lines[0]);
+    assert!(lines[0].contains("run-timeout"), "{}", lines[0]);
 }
