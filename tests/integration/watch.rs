@@ -813,6 +813,38 @@ fn a_run_past_its_run_timeout_is_logged_and_ended() {
     assert!(stderr(&out).contains("run-timeout"), "{}", stderr(&out));
     let lines = farm.log_lines();
     assert_eq!(lines.len(), 1, "{lines:#?}");
-    assert!(field(&lines[0], "url").is_some_and(|u| u.starts_with("watch:")), "{}", lines[0]);
+    assert!(
+        field(&lines[0], "url").is_some_and(|u| u.starts_with("watch:")),
+        "{}",
+        lines[0]
+    );
     assert!(lines[0].contains("run-timeout"), "{}", lines[0]);
+}
+
+#[test]
+fn a_mail_that_failed_is_sent_by_the_next_run() {
+    let farm = Farm::start(&[("a", 2)], false);
+    let mut busy = vec![farm.occupy("a", "a01"), farm.occupy("a", "a01")];
+    let file = farm.watch_file("emails = [\"ops@example.com\"]");
+    let nowhere = format!("smtp://127.0.0.1:{}", crate::common::free_port());
+    let out = farm.watch(&file, &["--smtp", &nowhere]).output().unwrap();
+    assert_eq!(code(&out), 4, "{}{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("mail"), "{}", stderr(&out));
+    let first = farm.log_lines().pop().unwrap();
+    assert_eq!(field(&first, "mail"), Some("failed"), "{first}");
+    let smtp = Smtp::start(farm.d());
+    let out = farm
+        .watch(&file, &["--smtp", &smtp.url()])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 4, "{}{}", stdout(&out), stderr(&out));
+    let second = farm.log_lines().pop().unwrap();
+    assert_eq!(field(&second, "mail"), Some("sent"), "{second}");
+    wait_until_quietly(Duration::from_secs(5), || !smtp.messages().is_empty());
+    assert_eq!(smtp.messages().len(), 1);
+    assert!(smtp.messages()[0].contains("a01"));
+    for child in &mut busy {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
