@@ -132,6 +132,7 @@ impl Host for Fake {
             answer: self.answer.clone(),
             latency: Duration::from_millis(3),
             body: Vec::new(),
+            stderr: None,
         }
     }
 
