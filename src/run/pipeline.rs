@@ -95,8 +95,8 @@ pub fn check(
     }
     if let Some(asked) = hung {
         report.error = Some(format!(
-            "the heartbeat timed out, but php-fpm answers on its own sockets ({asked}): the web \
-             server is hung, not php-fpm; php-fpm left alone"
+            "the heartbeat timed out, and so did a page of the web server outside PHP, while php-fpm \
+             answers on its own sockets ({asked}): the web server is hung, not php-fpm; php-fpm left alone"
         ));
     }
     let Some(course) = course else {
@@ -139,6 +139,9 @@ fn blame(
         && matches!(answer, Answer::Timeout)
         && !config.probe.target.is_fastcgi()
         && config.pool.is_none()
+        // A page of the web server outside PHP that answers says the web server is not hung: a
+        // script stuck behind a lock is php-fpm's (#18).
+        && host.web_server_hangs()
         && let Some(asked) = host.fpm_answers()
     {
         *hung = Some(asked);

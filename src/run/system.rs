@@ -94,6 +94,17 @@ impl Host for System<'_> {
         verdict
     }
 
+    fn web_server_hangs(&mut self) -> bool {
+        let probe::Target::Http(url) = &self.config.probe.target else {
+            return false;
+        };
+        let page = outside_php(url);
+        matches!(
+            probe::probe(&probe::Target::Http(page), self.config.probe.timeout, None).answer,
+            Answer::Timeout
+        )
+    }
+
     fn fpm_answers(&mut self) -> Option<String> {
         let config = self.config;
         fpm::answers_itself(
@@ -247,5 +258,35 @@ impl Host for System<'_> {
             None => alert::default_sender(&self.hostname())?,
         };
         alert::send(&config.transport, &from, &config.recipients, alert)
+    }
+}
+
+/// A page of the heartbeat's web server that no PHP serves: the same scheme and authority, a path
+/// that names no script (nginx answers it itself, 404 or 403, while its workers run).
+fn outside_php(heartbeat: &str) -> String {
+    let after_scheme = heartbeat.find("://").map_or(0, |at| at + 3);
+    let end = heartbeat[after_scheme..]
+        .find('/')
+        .map_or(heartbeat.len(), |at| after_scheme + at);
+    format!(
+        "{}/.well-known/php-relaunch-web-server-check",
+        &heartbeat[..end]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_outside_php_is_on_the_heartbeats_server() {
+        assert_eq!(
+            outside_php("http://127.0.0.1:8889/php-heartbeat.php?x=1"),
+            "http://127.0.0.1:8889/.well-known/php-relaunch-web-server-check"
+        );
+        assert_eq!(
+            outside_php("http://[::1]"),
+            "http://[::1]/.well-known/php-relaunch-web-server-check"
+        );
     }
 }

@@ -429,8 +429,10 @@ fn children_of(parent: u32) -> Vec<u32> {
 /// Item 3, its second half: nginx's workers run as the pool user (`www-data`), so its PHP can
 /// SIGSTOP them. Here `www-data` itself stops the private nginx's worker (which runs as `www-data`,
 /// as Debian's does): the heartbeat times out, and before #18 the timeout was blamed on php-fpm,
-/// which got `restart+kill+start` though it was healthy. Now php-fpm is asked on its own socket
-/// (its `ping.path`) first; it answers, so the run alerts `state=web-server-hung` and leaves it alone.
+/// which got `restart+kill+start` though it was healthy. Now a page of nginx outside PHP is asked
+/// (it times out too: nginx is hung) and php-fpm on its own socket (its `ping.path`; it answers),
+/// so the run alerts `state=web-server-hung` and leaves php-fpm alone. (A script stuck behind a lock,
+/// with nginx answering, stays php-fpm's: tests/integration/policy.rs kills the stuck worker.)
 #[test]
 fn a_hung_web_server_is_alerted_and_the_healthy_php_fpm_left_alone() {
     let site = Site::start();
