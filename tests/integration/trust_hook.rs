@@ -159,6 +159,11 @@ fn ten_thousand_hook_runs_leave_threads_fds_and_memory_flat() {
             thread::sleep(Duration::from_micros(200));
         }
         if run % EVERY == 0 {
+            // Sampled between runs: the line is written before the run lets go of its lock, log
+            // and deadline.
+            wait_until("the run to end", Duration::from_secs(20), || {
+                File::open(&site.lock).is_ok_and(|lock| lock.try_lock().is_ok())
+            });
             samples.push(sample(hook.pid()));
             let (first, last) = (samples[0], samples[samples.len() - 1]);
             assert_eq!(last.threads, first.threads, "after {run} runs: {samples:?}");
