@@ -26,6 +26,7 @@ use crate::state::{Incident, State};
 const NOW: i64 = 1_800_000_000;
 
 /// A machine that answers as the test says and writes down what was asked of it.
+#[allow(clippy::struct_excessive_bools)] // a scripted host: each bool is one switch a test flips
 struct Fake {
     /// The first probe's answer.
     answer: Answer,
