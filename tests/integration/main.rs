@@ -19,3 +19,4 @@ mod security;
 mod system_service;
 mod trust_files;
 mod trust_text;
+mod units;
