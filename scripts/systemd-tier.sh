@@ -85,6 +85,14 @@ teardown() {
     left=$(grep -F " $root" /proc/self/mounts || true)
     [ -z "$left" ] || echo "systemd tier: mounts left behind: $left" >&2
     rmdir "/run/systemd/nspawn/unix-export/$machine" 2>/dev/null || true
+    # nspawn (--keep-unit) makes a `payload` cgroup below ours and leaves it behind, empty. rmdir
+    # removes only empty cgroups, so another container's is never touched.
+    local cg
+    for cg in "/sys/fs/cgroup/unified$(sed -n 's/^0:://p' /proc/self/cgroup)" \
+        "/sys/fs/cgroup/systemd$(sed -n 's/^[0-9]*:name=systemd://p' /proc/self/cgroup)" \
+        "/sys/fs/cgroup$(sed -n 's/^0:://p' /proc/self/cgroup)"; do
+        [ -d "${cg%/}/payload" ] && find "${cg%/}/payload" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    done
 }
 cleanup() { teardown; rm -rf "$share"; }
 trap cleanup EXIT
