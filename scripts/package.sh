@@ -12,7 +12,7 @@ rm -rf target/assets
 # The generators live in a build of their own (feature `generate`): the installed binary does not carry them.
 generate() { cargo run --quiet --locked --features generate -- generate "$@"; }
 generate man target/assets/man
-gzip -9n target/assets/man/*.8
+gzip -9nf target/assets/man/*.8
 generate completions target/assets/completions
 cargo deb --no-build --target "$host" --quiet --output target/debian/ >&2
 ls -t target/debian/php-relaunch_*.deb | head -1
