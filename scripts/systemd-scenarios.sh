@@ -4,7 +4,7 @@
 # inside the container from the moment php-fpm went down.
 
 # The order they run in.
-SCENARIOS=(timer hook package start_limit sigstop ondemand)
+SCENARIOS=(timer hook package)
 
 HEARTBEAT=http://127.0.0.1:8889/php-heartbeat.php
 # The cron line's arguments, as README.md gives them (no mail: the box has no MTA).
