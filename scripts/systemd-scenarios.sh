@@ -4,7 +4,7 @@
 # inside the container from the moment php-fpm went down.
 
 # The order they run in.
-SCENARIOS=(timer hook package)
+SCENARIOS=(timer hook package start_limit)
 
 HEARTBEAT=http://127.0.0.1:8889/php-heartbeat.php
 # The cron line's arguments, as README.md gives them (no mail: the box has no MTA).
@@ -177,6 +177,7 @@ scenario_package() {
     [ -z "${cron//[[:space:]]/}" ] || fail "after install a cron line is active: $cron"
     report=$(inside /usr/sbin/php-relaunch doctor 2>&1 || true)
     [[ $report == *"pool www"* ]] || fail "doctor does not find pool www: $report"
+    [[ $report == *"php8.2-fpm, systemd service"* ]] || fail "doctor does not say php8.2-fpm is a systemd service: $report"
 
     enable_timer
     unit_is php-relaunch.timer active || fail "enable --now did not start php-relaunch.timer"
@@ -188,4 +189,31 @@ scenario_package() {
     [ -z "$units" ] || fail "after dpkg -P systemd still has: $units"
     units=$(inside systemctl --failed --plain --no-legend || true)
     [ -z "$units" ] || fail "after dpkg -P failed units: $units"
+}
+
+# (3) php-fpm crash-looped into systemd's start limit (Debian: 5 starts in 10 s), which refuses
+# `start` until `reset-failed`: one check by the hardened php-relaunch.service gets it started, and
+# its log line says so.
+scenario_start_limit() {
+    heartbeat_site
+    local i refused=
+    # The check's line, set first: a daemon-reload forgets the start limit.
+    inside sh -ec "mkdir -p /etc/systemd/system/php-relaunch.service.d
+        printf '[Service]\nExecStart=\nExecStart=/usr/sbin/php-relaunch %s\n' \"$LINE\" >/etc/systemd/system/php-relaunch.service.d/override.conf
+        systemctl daemon-reload"
+    for i in 1 2 3 4 5 6 7 8; do
+        inside kill -9 "$(prop php8.2-fpm MainPID)" 2>/dev/null || true
+        wait_for 2 unit_is php8.2-fpm failed || true
+        if ! inside systemctl start php8.2-fpm 2>/dev/null; then refused=$i; break; fi
+    done
+    [ -n "$refused" ] || fail "systemd kept starting php8.2-fpm after 8 crashes: no start limit to test"
+    inside systemctl start php8.2-fpm 2>/dev/null && fail "php8.2-fpm starts again at once: not in its start limit"
+    answers "$HEARTBEAT" 502 || fail "the heartbeat answers $(status "$HEARTBEAT") with php-fpm in its start limit, expected 502"
+    # One check, as the timer would start it (the timer itself is not enabled here).
+    inside systemctl start php-relaunch.service || fail "php-relaunch.service failed: $(inside journalctl -n 20 --no-pager -u php-relaunch.service)"
+    answers "$HEARTBEAT" || fail "the heartbeat answers $(status "$HEARTBEAT") after the check: $(inside cat /var/log/php-relaunch.log)"
+    wait_for 3 unit_is php8.2-fpm active || fail "php8.2-fpm is $(inside systemctl is-active php8.2-fpm) after the check"
+    inside grep -q 'start-limit-hit' /var/log/php-relaunch.log ||
+        fail "the log line does not say php-fpm was in its start limit: $(inside cat /var/log/php-relaunch.log)"
+    say "start limit: refused at start $refused; $(inside cat /var/log/php-relaunch.log)"
 }

@@ -101,7 +101,7 @@ trap 'exit 130' INT TERM
 # Boots a fresh container from the cached root, waits for systemd to be running, installs the .deb.
 # Sets $init (the container's PID 1, as the host sees it).
 boot() {
-    machine=php-relaunch-tier-$$-$1
+    machine=php-relaunch-tier-$$-${1//_/-}
     local console=$share/$1.console
     setsid systemd-nspawn --quiet --register=no --keep-unit --private-network -M "$machine" -D "$root" \
         --volatile=overlay --bind-ro="$share:/mnt/tier" -b >"$console" 2>&1 </dev/null &
