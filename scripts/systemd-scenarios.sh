@@ -4,7 +4,7 @@
 # inside the container from the moment php-fpm went down.
 
 # The order they run in.
-SCENARIOS=(timer hook package start_limit)
+SCENARIOS=(timer hook package start_limit ondemand)
 
 HEARTBEAT=http://127.0.0.1:8889/php-heartbeat.php
 # The cron line's arguments, as README.md gives them (no mail: the box has no MTA).
@@ -216,4 +216,39 @@ scenario_start_limit() {
     inside grep -q 'start-limit-hit' /var/log/php-relaunch.log ||
         fail "the log line does not say php-fpm was in its start limit: $(inside cat /var/log/php-relaunch.log)"
     say "start limit: refused at start $refused; $(inside cat /var/log/php-relaunch.log)"
+}
+
+# (6, the part the hardened template needs) An on-demand pool with the shipped
+# php-fpm-ondemand@.socket/.service, named other than www: the first request starts the pool; after
+# a stop the socket still answers and starts it again.
+scenario_ondemand() {
+    local doc=/usr/share/doc/php-relaunch round
+    inside sh -ec "cp $doc/systemd/php-fpm-ondemand@.socket $doc/systemd/php-fpm-ondemand@.service /etc/systemd/system/
+        mkdir -p /etc/php/8.2/fpm/ondemand
+        sed -e 's/ondemand-www/ondemand-shop/g' -e 's/^\[www\]/[shop]/' -e 's|/www.sock|/shop.sock|' \
+            $doc/examples/php-fpm-ondemand.conf >/etc/php/8.2/fpm/ondemand/shop.conf
+        systemctl daemon-reload
+        systemctl enable --now php-fpm-ondemand@shop.socket 2>/dev/null
+        echo '<?php echo \"shop\";' >/var/www/html/shop.php
+        cat >/etc/nginx/sites-enabled/shop.conf <<'EOF2'
+server {
+    listen 127.0.0.1:8081;
+    root /var/www/html;
+    location ~ \.php\$ {
+        include fastcgi_params;
+        fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name;
+        fastcgi_pass unix:/run/php-fpm-ondemand/shop.sock;
+    }
+}
+EOF2
+        nginx -t -q && systemctl restart nginx"
+    unit_is php-fpm-ondemand@shop.service inactive || fail "the pool runs before any request"
+    for round in 1 2 3; do
+        answers http://127.0.0.1:8081/shop.php ||
+            fail "round $round: the on-demand pool answers $(status http://127.0.0.1:8081/shop.php): $(inside journalctl -n 20 --no-pager -u php-fpm-ondemand@shop.service)"
+        unit_is php-fpm-ondemand@shop.service active || fail "round $round: the request did not start php-fpm-ondemand@shop.service"
+        inside systemctl stop php-fpm-ondemand@shop.service 2>/dev/null
+        inside test -S /run/php-fpm-ondemand/shop.sock || fail "round $round: stopping the pool removed its socket"
+    done
+    say "ondemand: three starts by the socket, three stops, the socket kept"
 }
