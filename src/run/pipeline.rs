@@ -306,6 +306,9 @@ fn relaunch(config: &Config, host: &mut impl Host, report: &mut Report) -> Done 
     if !done.errors.is_empty() {
         report.note(done.errors.join("; "));
     }
+    for note in fpm::take_notes() {
+        report.note(note);
+    }
     if report.error.is_none() {
         report.error = detail;
     }

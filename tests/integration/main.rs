@@ -24,3 +24,4 @@ mod trust_files;
 mod trust_hook;
 mod trust_listeners;
 mod trust_text;
+mod units;
