@@ -46,6 +46,19 @@ rules=$(logrotate -d /etc/logrotate.d/php-relaunch 2>&1) || fail "logrotate -d: 
 active=$(grep -v '^\s*#' /etc/cron.d/php-relaunch || true)
 [ -z "${active//[[:space:]]/}" ] || fail "a cron line is active after install: $active"
 [ -e /etc/systemd/system/timers.target.wants/php-relaunch.timer ] && fail "the timer is enabled"
+# The drop-in name (#22): a link dpkg owns, answering as the original does (111: refused, 3: bad option).
+[ "$(readlink -f /usr/bin/php-fpm-healthcheck)" = /usr/sbin/php-relaunch ] || fail "no php-fpm-healthcheck link"
+dpkg -S /usr/bin/php-fpm-healthcheck >/dev/null || fail "dpkg does not own /usr/bin/php-fpm-healthcheck"
+page=$(man -w php-fpm-healthcheck)
+[[ $page == */man1/php-fpm-healthcheck.1* ]] || fail "man -w php-fpm-healthcheck says: $page"
+warnings=$(MANWIDTH=80 man --warnings php-fpm-healthcheck 2>&1 >/dev/null)
+[ -z "$warnings" ] || fail "man php-fpm-healthcheck warns: $warnings"
+code=0
+FCGI_CONNECT=127.0.0.1:9 php-fpm-healthcheck --timeout=2 2>/dev/null || code=$?
+[ "$code" = 111 ] || fail "php-fpm-healthcheck against nothing exited $code, not 111"
+code=0
+php-fpm-healthcheck --no-such-option 2>/dev/null || code=$?
+[ "$code" = 3 ] || fail "php-fpm-healthcheck with a bad option exited $code, not 3"
 
 # A run leaves a log line and a state file; removal keeps them, purge takes them.
 code=0
@@ -61,9 +74,15 @@ rm -f "$rotation"
 [ "$(wc -l </var/log/php-relaunch.log)" = 1 ] || fail "the run after rotation did not start a new log"
 dpkg -r php-relaunch >/dev/null
 [ ! -e /usr/sbin/php-relaunch ] || fail "dpkg -r left the binary"
+[ ! -L /usr/bin/php-fpm-healthcheck ] || fail "dpkg -r left the php-fpm-healthcheck link"
+[ ! -e /usr/share/man/man1/php-fpm-healthcheck.1.gz ] || fail "dpkg -r left the php-fpm-healthcheck page"
 [ -s /var/log/php-relaunch.log ] && [ -d /var/lib/php-relaunch ] || fail "dpkg -r took the log or state"
 dpkg -P php-relaunch >/dev/null
 for p in /etc/cron.d/php-relaunch /etc/logrotate.d/php-relaunch /etc/php-relaunch /var/log/php-relaunch.log /var/lib/php-relaunch; do
     [ ! -e "$p" ] || fail "dpkg -P left $p"
+done
+# The drop-in's name is gone with the package.
+for p in /usr/bin/php-fpm-healthcheck /usr/share/man/man1/php-fpm-healthcheck.1.gz; do
+    [ ! -L "$p" ] && [ ! -e "$p" ] || fail "dpkg -P left $p"
 done
 echo "package check: $deb installs, works, is watched by nothing, and removes cleanly"

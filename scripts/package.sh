@@ -12,7 +12,9 @@ rm -rf target/assets
 # The generators live in a build of their own (feature `generate`): the installed binary does not carry them.
 generate() { cargo run --quiet --locked --features generate -- generate "$@"; }
 generate man target/assets/man
-gzip -9n target/assets/man/*.8
+# The drop-in's page is written by hand: it has no clap command tree (#22).
+cp debian/php-fpm-healthcheck.1 target/assets/man/
+gzip -9nf target/assets/man/*.8 target/assets/man/*.1
 generate completions target/assets/completions
 cargo deb --no-build --target "$host" --quiet --output target/debian/ >&2
 ls -t target/debian/php-relaunch_*.deb | head -1

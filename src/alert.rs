@@ -14,8 +14,9 @@ use crate::journal;
 use crate::report::{Action, Report, RunState};
 use crate::spawn;
 
-/// How long sending may take, so a dead mail server never holds the lock for long.
-const SEND_DEADLINE: Duration = Duration::from_secs(15);
+/// How long handing a mail over may take, so a dead or hung mail server never holds a run for long:
+/// past it the mail is given up (`mail=failed mail_error=…`) and tried again on the next run (#19).
+const SEND_DEADLINE: Duration = Duration::from_secs(5);
 
 /// How alert mail is sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +65,9 @@ pub fn compose(host: &str, report: &Report) -> Alert {
         }
         (RunState::Down, _) => format!("php-fpm still down after relaunch ({verdict})"),
         (RunState::WebServerDown, _) => format!("web server unreachable ({verdict})"),
+        (RunState::WebServerHung, _) => {
+            format!("web server hung, php-fpm answers ({verdict}): php-fpm left alone")
+        }
         _ => format!("heartbeat answered {verdict}"),
     };
     let mut body = String::new();
@@ -213,6 +217,11 @@ mod tests {
                 RunState::WebServerDown,
                 Action::None,
                 "php-relaunch on web1: web server unreachable (timeout)",
+            ),
+            (
+                RunState::WebServerHung,
+                Action::None,
+                "php-relaunch on web1: web server hung, php-fpm answers (timeout): php-fpm left alone",
             ),
             (
                 RunState::UnexpectedStatus,

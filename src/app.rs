@@ -79,6 +79,7 @@ fn command_run(command: Command) -> Result<Exit> {
                 path: args.listen,
                 group: args.socket_group,
                 idle_exit: args.idle_exit,
+                hold: args.hold,
                 stdin: args.stdin,
             };
             match args.watch {

@@ -1,91 +1,133 @@
 //! The overall deadline of a run (`--run-timeout`, #13). Every step has a deadline of its own; this
 //! one is the backstop for whatever was missed, so that nothing, however it hangs, holds the lock
-//! for ever and keeps every later run from watching. A thread waits for the deadline; if the run is
-//! still going then, it calls the expiry action, which records the fact and ends the process. The
-//! thread is started the first time a deadline is armed: a healthy check, which arms none, starts no
-//! thread.
+//! for ever and keeps every later run from watching. One thread per process waits for whichever
+//! deadline is armed; if the run is still going then, it calls that run's expiry action, which
+//! records the fact and ends the process. The thread is started the first time a deadline is armed
+//! (a healthy check, which arms none, starts none), and is the only one however many runs the
+//! process makes: the long-lived hook makes one run per event (#18), and a thread or a handle kept
+//! per run would grow until it hit a limit.
 
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, Once, PoisonError};
 use std::thread;
 use std::time::Instant;
-
-/// The deadline shared with the waiting thread.
-#[derive(Default)]
-struct Shared {
-    until: Mutex<Option<Instant>>,
-    changed: Condvar,
-}
 
 /// What runs when an armed deadline passes.
 type Expire = Box<dyn FnOnce() + Send>;
 
-/// A deadline that can be armed and disarmed around each check.
+/// The deadline armed now, with its run's expiry action.
+struct Armed {
+    /// Which watchdog armed it.
+    owner: u64,
+    until: Instant,
+    expire: Expire,
+}
+
+/// The process's one deadline, shared with its waiting thread.
+static ARMED: Mutex<Option<Armed>> = Mutex::new(None);
+static CHANGED: Condvar = Condvar::new();
+static STARTED: Once = Once::new();
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+fn armed() -> MutexGuard<'static, Option<Armed>> {
+    ARMED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A run's deadline, armed and disarmed around each check. One run at a time per process: arming
+/// one watchdog while another's deadline is armed replaces it.
 pub struct Watchdog {
-    shared: Arc<Shared>,
-    /// Until the first `arm`: the expiry action, for the thread that `arm` starts.
+    id: u64,
+    /// While disarmed: the expiry action, for the next `arm`.
     expire: Mutex<Option<Expire>>,
 }
 
 impl Watchdog {
-    /// A disarmed watchdog. `expire` runs once, on its own thread, if an armed deadline passes.
+    /// A disarmed watchdog. `expire` runs once, on the deadline thread, if an armed deadline passes.
+    /// It is dropped with the watchdog, so nothing it holds (a log handle) outlives the run.
     pub fn new(expire: impl FnOnce() + Send + 'static) -> Watchdog {
         Watchdog {
-            shared: Arc::new(Shared::default()),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             expire: Mutex::new(Some(Box::new(expire))),
         }
     }
 
-    /// Sets the deadline to `until`, starting the waiting thread the first time.
+    /// Sets the deadline to `until`, starting the process's deadline thread the first time.
     pub fn arm(&self, until: Instant) {
-        self.set(Some(until));
-        let expire = self
-            .expire
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        STARTED.call_once(|| {
+            // Should the thread not start (no memory, a task limit), the run goes on without its
+            // backstop rather than not at all: every step still has its own deadline.
+            if let Err(err) = thread::Builder::new()
+                .name("run-deadline".into())
+                .spawn(wait)
+            {
+                eprintln!("php-relaunch: starting the run's deadline thread: {err}");
+            }
+        });
+        let mut armed = armed();
+        let expire = match armed.take() {
+            Some(mine) if mine.owner == self.id => Some(mine.expire),
+            // Another run's deadline (there is none while runs follow one another): replaced.
+            _ => self.own().take(),
+        };
         if let Some(expire) = expire {
-            let waiting = Arc::clone(&self.shared);
-            thread::spawn(move || wait(&waiting, expire));
+            *armed = Some(Armed {
+                owner: self.id,
+                until,
+                expire,
+            });
         }
+        drop(armed);
+        CHANGED.notify_one();
     }
 
-    /// Clears the deadline: the check it guarded has ended.
+    /// Clears the deadline: the check it guarded has ended. The expiry action comes back here, for
+    /// the next `arm`.
     pub fn disarm(&self) {
-        self.set(None);
+        let mut armed = armed();
+        if armed.as_ref().is_some_and(|a| a.owner == self.id)
+            && let Some(mine) = armed.take()
+        {
+            *self.own() = Some(mine.expire);
+        }
+        drop(armed);
+        CHANGED.notify_one();
     }
 
-    fn set(&self, until: Option<Instant>) {
-        *self
-            .shared
-            .until
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = until;
-        self.shared.changed.notify_one();
+    fn own(&self) -> MutexGuard<'_, Option<Expire>> {
+        self.expire.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// Waits, on its own thread, until an armed deadline passes; then runs `expire`.
-fn wait(waiting: &Shared, expire: Expire) {
-    {
-        let mut until = waiting.until.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            until = match *until {
-                None => waiting
-                    .changed
-                    .wait(until)
-                    .unwrap_or_else(PoisonError::into_inner),
-                Some(at) if Instant::now() >= at => break,
-                Some(at) => {
-                    waiting
-                        .changed
-                        .wait_timeout(until, at.saturating_duration_since(Instant::now()))
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0
-                }
-            };
+impl Drop for Watchdog {
+    /// Disarms, and drops the expiry action with whatever it holds.
+    fn drop(&mut self) {
+        self.disarm();
+    }
+}
+
+/// The deadline thread: for ever, waits until an armed deadline passes, then runs its expiry.
+fn wait() {
+    loop {
+        let expire = {
+            let mut armed = armed();
+            loop {
+                armed = match armed.as_ref().map(|a| a.until) {
+                    None => CHANGED.wait(armed).unwrap_or_else(PoisonError::into_inner),
+                    Some(at) if Instant::now() >= at => break,
+                    Some(at) => {
+                        CHANGED
+                            .wait_timeout(armed, at.saturating_duration_since(Instant::now()))
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0
+                    }
+                };
+            }
+            armed.take().map(|a| a.expire)
+        };
+        if let Some(expire) = expire {
+            expire();
         }
     }
-    expire();
 }
 
 #[cfg(test)]
@@ -94,8 +136,9 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
+    // One test: the deadline is the process's, so tests of it must not run side by side.
     #[test]
-    fn fires_once_armed_and_past_and_not_when_disarmed() {
+    fn fires_once_armed_and_past_not_when_disarmed_and_each_run_lets_go_of_its_action() {
         let (fired, heard) = mpsc::channel();
         let watchdog = Watchdog::new(move || fired.send(()).unwrap());
         watchdog.arm(Instant::now() + Duration::from_millis(50));
@@ -103,5 +146,17 @@ mod tests {
         assert!(heard.recv_timeout(Duration::from_millis(200)).is_err());
         watchdog.arm(Instant::now() + Duration::from_millis(50));
         heard.recv_timeout(Duration::from_secs(5)).unwrap();
+
+        // Many runs, each armed and dropped: each expiry action is dropped with its run, so what
+        // it holds (the log's handle) is released.
+        let held = std::sync::Arc::new(());
+        for _ in 0..200 {
+            let copy = std::sync::Arc::clone(&held);
+            let run = Watchdog::new(move || drop(copy));
+            run.arm(Instant::now() + Duration::from_mins(1));
+            run.disarm();
+            run.arm(Instant::now() + Duration::from_mins(1));
+        }
+        assert_eq!(std::sync::Arc::strong_count(&held), 1);
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Shape (stable; `report` and people's greps parse it):
 //! `TIMESTAMP url=URL verdict=V latency=S action=A old_pid=P new_pid=P took=S state=S mail=M
-//! trigger=cron|hook events=N [ignored=N] [error="…"]`
+//! trigger=cron|hook events=N [ignored=N] [error="…"] [mail_error="…"]`
 //!
 //! The whole line is escaped once here (#18): whatever a field carries from outside (a target from a
 //! pools file, a reply, a server's error), no control or bidi character reaches the file raw.
@@ -48,6 +48,9 @@ pub fn line(report: &Report) -> String {
     }
     if let Some(error) = &report.error {
         let _ = write!(line, " error=\"{}\"", one_line(error));
+    }
+    if let Some(error) = &report.mail_error {
+        let _ = write!(line, " mail_error=\"{}\"", one_line(error));
     }
     let mut line = escape::printable(&line, &[]);
     line.push('\n');

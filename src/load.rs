@@ -22,6 +22,8 @@ pub struct Load {
     pub source: &'static str,
     /// The status page as read, for the evidence.
     pub raw: Option<String>,
+    /// The pool this is, when known (the status page's `pool`, or the pool /proc was asked about).
+    pub pool: Option<String>,
 }
 
 impl Load {
@@ -41,6 +43,8 @@ impl Load {
 
 #[derive(Deserialize)]
 struct Full {
+    #[serde(default)]
+    pool: Option<String>,
     #[serde(rename = "total processes")]
     total: usize,
     #[serde(rename = "active processes")]
@@ -93,6 +97,7 @@ pub fn parse_full(raw: &str, stuck_after: Option<Duration>) -> Option<Load> {
         stuck,
         source: "status page",
         raw: Some(raw.to_owned()),
+        pool: full.pool,
     })
 }
 
@@ -112,27 +117,34 @@ pub fn believed(page: Load, seen: Option<Load>) -> Load {
     }
 }
 
-/// Without a status page: a worker blocked in accept(2) on the listen socket is idle.
-pub fn from_proc(instance: &Instance, procs: &[Proc]) -> Option<Load> {
-    let workers = instance.workers_idle(procs)?;
+/// From /proc: a worker blocked in accept(2) on the listen socket is idle. Judged for `pool` alone,
+/// from its own workers (#19); with the pool unknown (a heartbeat through a web server in front of a
+/// master of several pools), the busiest pool is the one judged, so a pool saturated anywhere is
+/// never taken for a dead one.
+pub fn from_proc(instance: &Instance, procs: &[Proc], pool: Option<&str>) -> Option<Load> {
+    let pools = instance.pools_idle(procs)?;
+    let judged = pools
+        .into_iter()
+        .filter(|(name, _)| pool.is_none_or(|wanted| wanted == name))
+        .map(|(name, workers)| {
+            let busy = workers.iter().filter(|(_, idle)| !idle).count();
+            (name, busy, workers.len())
+        })
+        // Saturated first, then the busiest by share (busy × other's total against other's busy × total).
+        .max_by(|a, b| {
+            let saturated = |(_, busy, total): &(String, usize, usize)| *total > 0 && busy >= total;
+            saturated(a)
+                .cmp(&saturated(b))
+                .then((a.1 * b.2).cmp(&(b.1 * a.2)))
+        })?;
+    let (name, busy, total) = judged;
     Some(Load {
-        busy: workers.iter().filter(|(_, idle)| !idle).count(),
-        total: workers.len(),
+        busy,
+        total,
         stuck: Vec::new(),
         source: "/proc",
         raw: None,
-    })
-}
-
-/// Without a status page, for one pool of a master with several (#21): only that pool's workers.
-pub fn from_proc_of_pool(instance: &Instance, procs: &[Proc], pool: &str) -> Option<Load> {
-    let workers = instance.pool_workers_idle(procs, pool)?;
-    Some(Load {
-        busy: workers.iter().filter(|(_, idle)| !idle).count(),
-        total: workers.len(),
-        stuck: Vec::new(),
-        source: "/proc",
-        raw: None,
+        pool: Some(name),
     })
 }
 
@@ -188,6 +200,7 @@ mod tests {
             stuck: vec![],
             source: "/proc",
             raw: None,
+            pool: None,
         };
         assert!(load(5, 5).saturated());
         assert!(!load(4, 5).saturated());
@@ -202,6 +215,7 @@ mod tests {
             stuck: vec![(11, Duration::from_secs(400))],
             source: "status page",
             raw: Some("{}".into()),
+            pool: None,
         };
         let seen = |busy| Load {
             busy,
@@ -209,6 +223,7 @@ mod tests {
             stuck: vec![],
             source: "/proc",
             raw: None,
+            pool: None,
         };
         let judged = believed(page.clone(), Some(seen(0)));
         assert_eq!((judged.busy, judged.total), (0, 2));

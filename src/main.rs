@@ -11,6 +11,7 @@ mod evidence;
 mod exit;
 mod fpm;
 mod health;
+mod healthcheck;
 mod history;
 mod hook;
 mod journal;
@@ -36,6 +37,10 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
+    // Called as php-fpm-healthcheck: the drop-in's own interface, without clap (#22).
+    if healthcheck::called_as(&args) {
+        return ExitCode::from(healthcheck::main(&args));
+    }
     match cli::parse(&args) {
         Ok(invocation) => app::run(invocation),
         Err(stop) => app::stop(stop),

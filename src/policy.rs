@@ -14,6 +14,9 @@ pub enum Decision {
     Relaunch,
     /// The web server itself is not answering (refused, DNS, broken connection): alert, leave php-fpm alone.
     WebServerDown,
+    /// The heartbeat timed out through the web server, but php-fpm answers on its own sockets: the
+    /// web server is hung. Alert, leave php-fpm alone (#18).
+    WebServerHung,
     /// Any other status: alert only; a restart would hide an application error.
     UnexpectedStatus,
     /// php-fpm answered, but wrongly (`--expect`, a status threshold, a broken FastCGI reply): alert only.
@@ -154,6 +157,7 @@ pub fn record_healthy(state: &mut State, limits: &Limits) -> Recovery {
     };
     if state.gave_up && state.successes >= limits.recover_after {
         state.gave_up = false;
+        state.give_up_unmailed = false;
         state.relaunches.clear();
         recovery.budget_restored = true;
     }
@@ -182,7 +186,9 @@ pub fn record_failure(state: &mut State, verdict: &str, now: i64) -> bool {
         since: now,
         verdict: verdict.to_owned(),
         alerted: false,
+        healed: false,
     });
+    incident.healed = false;
     !incident.alerted
 }
 
@@ -214,7 +220,10 @@ pub enum Course {
 /// Books a run's answer in `state` and says what the run is to do; `None` when it is healthy and
 /// there is nothing to tell (no log line). The one place where a run's decisions are made and the
 /// memory between runs changes (with [`book`] and [`alert_sent`] after the control acted). `paused`
-/// is asked only when a relaunch is called for.
+/// is asked only when a relaunch is called for. An untrusted run (one a hook datagram started, which
+/// anyone in the socket's group can send) may relaunch within the limits, but its healthy answer
+/// changes nothing: it restores no budget, counts toward no `--recover-after`, and ends no incident
+/// (so a failure toggled on and off between datagrams is one incident and one mail).
 pub fn assess(
     state: &mut State,
     limits: &Limits,
@@ -222,8 +231,10 @@ pub fn assess(
     verdict: &str,
     paused: impl FnOnce() -> bool,
     now: i64,
+    trusted: bool,
 ) -> Option<Course> {
     let course = match decision {
+        Decision::Healthy if !trusted => return None,
         Decision::Healthy => {
             let recovery = record_healthy(state, limits);
             match recovery.ended {
@@ -233,6 +244,7 @@ pub fn assess(
             }
         }
         Decision::WebServerDown
+        | Decision::WebServerHung
         | Decision::UnexpectedStatus
         | Decision::Unhealthy
         | Decision::SocketLost => Course::AlertOnly {
@@ -279,9 +291,11 @@ pub enum Done {
     },
 }
 
-/// Books what the control did at `now`. A run that brought the heartbeat back ends its incident
-/// there: its alert says it is healthy again, so no "recovered" alert follows.
-pub fn book(state: &mut State, limits: &Limits, now: i64, done: Done) {
+/// Books what the control did at `now`. A trusted run that brought the heartbeat back ends its
+/// incident there: its alert says it is healthy again, so no "recovered" alert follows. An untrusted
+/// one (a hook run) only marks it healed: anyone in the hook socket's group can start such runs, and
+/// ending the incident would let each relaunch mail anew (#18); the next cron run ends it quietly.
+pub fn book(state: &mut State, limits: &Limits, now: i64, done: Done, trusted: bool) {
     let healthy = match done {
         Done::Nothing => false,
         Done::Healthy => true,
@@ -292,7 +306,10 @@ pub fn book(state: &mut State, limits: &Limits, now: i64, done: Done) {
     };
     if healthy {
         state.failures = 0;
-        state.incident = None;
+        match state.incident.as_mut() {
+            Some(incident) if !trusted => incident.healed = true,
+            _ => state.incident = None,
+        }
     }
 }
 
@@ -318,6 +335,7 @@ pub fn asleep(state: &mut State) {
 pub fn reset(state: &mut State) -> bool {
     let was_spent = state.gave_up;
     state.gave_up = false;
+    state.give_up_unmailed = false;
     state.relaunches.clear();
     state.failures = 0;
     was_spent
@@ -351,6 +369,7 @@ mod tests {
                 since: now + 86_400,
                 verdict: "502".into(),
                 alerted: true,
+                healed: false,
             }),
             ..State::default()
         };

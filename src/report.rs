@@ -37,6 +37,8 @@ pub struct Report {
     pub took: Option<Duration>,
     /// What became of the alert.
     pub mail: Mail,
+    /// Why the alert could not be sent (`mail_error=`): apart from `error`, which tells of php-fpm.
+    pub mail_error: Option<String>,
     /// What started the run.
     pub trigger: Trigger,
     /// What went wrong on the way, or what explains the state; one line in the log.
@@ -73,6 +75,7 @@ impl Report {
             new_pid: None,
             took: None,
             mail: Mail::None,
+            mail_error: None,
             trigger: Trigger::Cron,
             alert: false,
             processes: Vec::new(),
@@ -130,6 +133,9 @@ pub enum RunState {
     Down,
     /// The web server does not answer: php-fpm left alone.
     WebServerDown,
+    /// The heartbeat timed out, but php-fpm answers on its own sockets: the web server is hung, php-fpm
+    /// left alone.
+    WebServerHung,
     /// A status no relaunch is for.
     UnexpectedStatus,
     /// php-fpm answered wrongly (`--expect`, a status threshold).
@@ -157,6 +163,7 @@ impl RunState {
             RunState::Healthy | RunState::Recovered | RunState::Idle => Exit::Healthy,
             RunState::Relaunched => Exit::Recovered,
             RunState::WebServerDown
+            | RunState::WebServerHung
             | RunState::UnexpectedStatus
             | RunState::Unhealthy
             | RunState::Saturated
@@ -177,6 +184,7 @@ impl fmt::Display for RunState {
             RunState::Recovered => "recovered",
             RunState::Down => "down",
             RunState::WebServerDown => "web-server-down",
+            RunState::WebServerHung => "web-server-hung",
             RunState::UnexpectedStatus => "unexpected-status",
             RunState::Unhealthy => "unhealthy",
             RunState::Failing => "failing",
@@ -277,6 +285,16 @@ pub enum Trigger {
         /// What arrived since the hook's previous line and was not an event.
         ignored: u64,
     },
+}
+
+impl Trigger {
+    /// Whether a run so started may change policy's memory beyond its own relaunch: restore a spent
+    /// budget, count toward `--recover-after`, end an incident, move the status counters' baseline.
+    /// A hook run's datagram can come from anyone in the socket's group (#18), so only cron's (or a
+    /// person's) runs do.
+    pub fn is_trusted(self) -> bool {
+        self == Trigger::Cron
+    }
 }
 
 impl fmt::Display for Trigger {

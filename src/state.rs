@@ -46,6 +46,9 @@ pub struct State {
     /// The restart budget is spent and the giving-up alert was sent.
     #[serde(default)]
     pub gave_up: bool,
+    /// The giving-up alert was due and could not be sent: the next held run tries again (#19).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub give_up_unmailed: bool,
     /// The problem going on now, if any: one alert per incident, and a "recovered" one at its end.
     #[serde(default)]
     pub incident: Option<Incident>,
@@ -86,6 +89,11 @@ pub struct Incident {
     pub verdict: String,
     /// Whether its alert went out (so no other goes out for it).
     pub alerted: bool,
+    /// Whether a relaunch an untrusted trigger started brought the heartbeat back: the incident stays
+    /// open until a trusted run sees it healthy (so a cycle of hook relaunches is one incident and
+    /// one mail, #18), and its end needs no mail of its own (the relaunch's said healthy again).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub healed: bool,
 }
 
 /// How many characters of a target a state file name keeps.
@@ -201,6 +209,7 @@ mod tests {
                 since: 1_700_000_000,
                 verdict: "502".into(),
                 alerted: true,
+                healed: false,
             }),
             ..State::default()
         };

@@ -333,7 +333,8 @@ pub struct Chosen {
     pub replica: Option<usize>,
 }
 
-// `hook [--listen PATH] [--socket-group GROUP] [--idle-exit DURATION] [--stdin] [run options] URL
+// `hook [--listen PATH] [--socket-group GROUP] [--idle-exit DURATION] [--hold DURATION] [--stdin]
+// [run options] URL
 // TIMEOUT [EMAILS] [PHP_CGI]` (no doc comment: it would replace the `about` in COMMANDS).
 #[derive(Args, Debug)]
 pub struct HookArgs {
@@ -359,6 +360,17 @@ pub struct HookArgs {
         value_parser = Named(values::duration)
     )]
     pub idle_exit: Duration,
+
+    /// After each run, events for this long start no new run (they are counted into the next run's
+    /// line): the quiet window, so that a storm of 502s makes one run, not one per request. With 0, an
+    /// event that came during a run starts the next one as soon as it ends
+    #[arg(
+        long = "hold",
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = Named(values::duration_or_zero)
+    )]
+    pub hold: Duration,
 
     /// Read events from standard input, one per line (Apache's piped log); exit at its end
     #[arg(long = "stdin")]

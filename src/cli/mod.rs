@@ -46,8 +46,14 @@ Classification of the heartbeat answer:
 ";
 
 const LOG_LINE: &str = "\
-Log line (one per run that found a problem or did something):
-  TIMESTAMP url=URL verdict=V latency=S action=A old_pid=P new_pid=P took=S state=S mail=M [error=\"...\"]";
+Log line (one per run that found a problem or did something, and one per hook run):
+  TIMESTAMP url=URL verdict=V latency=S action=A old_pid=P new_pid=P took=S state=S mail=M
+  trigger=cron|hook events=N [ignored=N] [error=\"...\"] [mail_error=\"...\"]
+  verdict: status code, timeout, refused, dns, error, unhealthy, untrusted-listener
+  state: healthy, down, web-server-down, web-server-hung, unexpected-status, unhealthy,
+    failing, paused, cooldown, saturated, config-error, recovered, idle, socket-lost
+  mail: sent, failed (mail_error= says why; tried again on the incident's next run), none
+  events: the 502/504 events a hook run answers; ignored: other datagrams since the last line";
 
 /// The long help's epilogue: targets, classification, the exit-code table, the log line.
 fn after_help() -> String {

@@ -69,6 +69,14 @@ pub fn every(name: &str, text: &str) -> Result<Duration> {
     Ok(every)
 }
 
+/// A duration as [`duration`] reads it, or zero (`0`, `0s`…): for a wait that may be left out.
+pub fn duration_or_zero(name: &str, text: &str) -> Result<Duration> {
+    if matches!(text.trim(), "0" | "0s" | "0m" | "0h" | "0d") {
+        return Ok(Duration::ZERO);
+    }
+    duration(name, text)
+}
+
 /// A duration as people write them: `90s`, `10m`, `1h`, `2d`, or plain seconds.
 pub fn duration(name: &str, text: &str) -> Result<Duration> {
     let text = text.trim();
@@ -225,6 +233,20 @@ mod tests {
                 err.starts_with("--within takes a duration such as 90s"),
                 "{bad}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn a_hold_may_be_zero() {
+        for zero in ["0", "0s", " 0m "] {
+            assert_eq!(duration_or_zero("--hold", zero).unwrap(), Duration::ZERO);
+        }
+        assert_eq!(
+            duration_or_zero("--hold", "10s").unwrap(),
+            Duration::from_secs(10)
+        );
+        for bad in ["", "-1", "0x", "x"] {
+            assert!(duration_or_zero("--hold", bad).is_err(), "{bad}");
         }
     }
 

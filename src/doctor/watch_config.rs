@@ -124,6 +124,7 @@ mod tests {
                 Installation {
                     config: "/etc/php/8.2/fpm/php-fpm.conf".into(),
                     service: None,
+                    init: None,
                     binary: Some("/usr/sbin/php-fpm8.2".into()),
                     master: None,
                     pools: vec![
@@ -134,6 +135,7 @@ mod tests {
                 Installation {
                     config: "/srv/\"odd\"/php-fpm.conf".into(),
                     service: None,
+                    init: None,
                     binary: None,
                     master: None,
                     pools: vec![pool("api", "/run/api.sock", None)],

@@ -5,6 +5,7 @@
 //! children from that binary; orphans of a dead master are recognised by binary, pool name and pool
 //! user. Every signal goes through a pidfd to the process that was judged.
 
+mod answers;
 mod conf;
 mod procs;
 mod relaunch;
@@ -20,10 +21,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use rustix::process::Signal;
 
+pub use answers::answers_itself;
 pub use conf::{PoolConf, read as read_config, setting_of as config_setting};
 pub use procs::{Proc, Sent, snapshot};
 pub use relaunch::{Levers, Plan, Relaunch, Step, relaunch, relaunch_cgi};
-pub use service::{detect_service, service_command, service_exists};
+pub use service::{detect_service, service_command, service_exists, service_kind, take_notes};
 pub use trust::{binary as trusted_binary, gid_of};
 
 use service::{conventional_config, master_config, service_binary};
@@ -86,6 +88,9 @@ struct PoolId {
     /// Its `listen` setting, whose socket a worker of it holds.
     listen: Option<String>,
 }
+
+/// A pool's name and its workers, each with whether it is idle (blocked in accept(2)).
+pub type PoolWorkers = (String, Vec<(u32, bool)>);
 
 /// The php-fpm this run keeps: how to control it and how to recognise its processes.
 #[derive(Debug, Clone)]
@@ -377,16 +382,44 @@ impl Instance {
             .collect()
     }
 
-    /// The workers of the pool `pool` only (title `php-fpm: pool POOL`, never another pool's nor
-    /// `POOL_status`) and whether each is idle, as /proc shows them (#21).
-    pub fn pool_workers_idle(&self, procs: &[Proc], pool: &str) -> Option<Vec<(u32, bool)>> {
+    /// Each pool's workers of the master and whether each is idle, pool by pool: a worker is a pool's
+    /// only by its title `php-fpm: pool NAME`, so another pool's (`NAME_status` of
+    /// `pm.status_listen` included) never hides this one's saturation (#19). `None` where /proc
+    /// cannot tell.
+    pub fn pools_idle(&self, procs: &[Proc]) -> Option<Vec<PoolWorkers>> {
         let master = self.master(procs)?.pid;
-        let title = format!("php-fpm: pool {pool}");
-        self.workers(procs, master)
-            .into_iter()
-            .filter(|p| p.cmd.trim_end() == title)
-            .map(|p| in_accept(p.pid).map(|idle| (p.pid, idle)))
+        let workers = self.workers(procs, master);
+        self.pools
+            .iter()
+            .map(|pool| {
+                let name = pool.title.trim_start_matches("php-fpm: pool ").to_owned();
+                let idle = workers
+                    .iter()
+                    .filter(|p| p.cmd.trim() == pool.title)
+                    .map(|p| in_accept(p.pid).map(|idle| (p.pid, idle)))
+                    .collect::<Option<Vec<_>>>()?;
+                Some((name, idle))
+            })
             .collect()
+    }
+
+    /// The pool of this config that listens at the unix socket `path` or on TCP `port`.
+    pub fn pool_listening_at(&self, path: Option<&Path>, port: Option<u16>) -> Option<String> {
+        self.pools.iter().find_map(|pool| {
+            let listen = pool.listen.as_deref()?.trim();
+            let at = match (path, port) {
+                (Some(path), _) => Path::new(listen) == path,
+                (None, Some(port)) => {
+                    listen
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| p.parse::<u16>().ok())
+                        == Some(port)
+                }
+                (None, None) => false,
+            };
+            at.then(|| pool.title.trim_start_matches("php-fpm: pool ").to_owned())
+        })
     }
 
     /// SIGKILLs those of `pids` that are workers of the verified master in a fresh snapshot (a

@@ -1,8 +1,8 @@
 //! `php-relaunch hook`: nginx's conditional access log (or Apache's piped log) reports each 502/504
 //! it serves, and the first one starts an ordinary run at once. The event only triggers; the
 //! heartbeat probe decides, within the same limits, lock and log as a cron run. Events that arrive
-//! during a run, or in the recovery window after it, are counted into the next run's line; the next
-//! run starts on an event that arrives after that window.
+//! during a run, or in the recovery window after it, are answered by one run when that window ends,
+//! and counted on its line.
 
 mod event;
 mod source;
@@ -19,7 +19,6 @@ use signal_hook::iterator::Signals;
 use crate::config::Config;
 use crate::config::watch::WatchConfig;
 use crate::exit::Exit;
-use crate::policy;
 use crate::report::Trigger;
 use crate::run;
 use source::{Source, Tally};
@@ -33,6 +32,8 @@ pub struct Listen {
     pub group: String,
     /// `--idle-exit`, under socket activation.
     pub idle_exit: Duration,
+    /// `--hold`: after a run, events this long start no run.
+    pub hold: Duration,
     /// `--stdin`.
     pub stdin: bool,
 }
@@ -74,7 +75,7 @@ fn serve_runs(listen: &Listen, run: impl FnMut(u64, u64) -> Result<bool>) -> Res
         .context("hook: starting the signal thread")?;
     source.read_into(Arc::clone(&tally))?;
     let idle_exit = source.is_activated().then_some(listen.idle_exit);
-    let answered = answer(&tally, idle_exit, policy::cooldown(None), run);
+    let answered = answer(&tally, idle_exit, listen.hold, run);
     source.remove();
     let counts = *tally.lock();
     if counts.events > 0 {
@@ -92,49 +93,60 @@ fn serve_runs(listen: &Listen, run: impl FnMut(u64, u64) -> Result<bool>) -> Res
     answered.map(|()| Exit::Healthy)
 }
 
-/// The loop: wait for an event past the hold, `run` (which says whether it ran: a cron run may hold
-/// the lock), then hold for `window` (the shortest recovery window policy keeps after a relaunch: at
-/// most one run per window).
+/// The loop: wait for an event, `run` (which says whether it ran: a cron run may hold the lock),
+/// then hold for `window` (`--hold`; by default 10 s, the shortest recovery window policy keeps after
+/// a relaunch: at most one run per window). Events that came during the run or the window are
+/// answered by one run when the window ends; with no hold, as soon as the run ends.
 fn answer(
     tally: &Tally,
     idle_exit: Option<Duration>,
     window: Duration,
     mut run: impl FnMut(u64, u64) -> Result<bool>,
 ) -> Result<()> {
-    // Events before this are answered (or fell in a recovery window); none at first, so the event
-    // that started a socket-activated hook, already queued when it starts, counts.
+    // Until then, events are held back (they came during the last run or the window after it);
+    // none at first, so the event that started a socket-activated hook, already queued, counts.
+    // Held events are answered when the window ends, by one run for all of them, so an event never
+    // waits for a later visitor's (#19).
     let mut hold_until: Option<Instant> = None;
-    let due = |counts: &source::Counts, hold: Option<Instant>| {
-        counts.events > 0
-            && counts
-                .last_event
-                .is_some_and(|at| hold.is_none_or(|h| at >= h))
-    };
     loop {
         let mut counts = tally.lock();
-        while !(counts.stop || counts.closed || due(&counts, hold_until)) {
-            let timeout = match idle_exit {
-                Some(idle) => {
-                    let left = (counts.last_heard + idle).saturating_duration_since(Instant::now());
+        loop {
+            let now = Instant::now();
+            let held = hold_until
+                .and_then(|h| h.checked_duration_since(now))
+                .filter(|left| !left.is_zero());
+            // At the end of the input, what is due now is still answered; what is held is not.
+            if counts.stop || (counts.closed && (counts.events == 0 || held.is_some())) {
+                return Ok(());
+            }
+            let timeout = match (counts.events, held, idle_exit) {
+                (0, _, Some(idle)) => {
+                    let left = (counts.last_heard + idle).saturating_duration_since(now);
                     if left.is_zero() {
                         return Ok(());
                     }
                     Some(left)
                 }
-                None => None,
+                (0, _, None) => None,
+                (_, Some(left), _) => Some(left),
+                _ => break,
             };
             counts = tally.wait(counts, timeout);
         }
-        if counts.stop || !due(&counts, hold_until) {
-            return Ok(());
-        }
         let (events, ignored) = (counts.events, counts.ignored);
+        // Taken under the lock: every event counted after this came after the run took its events.
+        let taken_at = Instant::now();
         drop(counts);
         if run(events, ignored)? {
             let mut counts = tally.lock();
             counts.events -= events;
             counts.ignored -= ignored;
-            hold_until = Some(Instant::now() + window);
+            // No hold: what came during the run is answered by the next one, at once.
+            hold_until = Some(if window.is_zero() {
+                taken_at
+            } else {
+                Instant::now() + window
+            });
         }
     }
 }
@@ -190,7 +202,7 @@ mod tests {
     }
 
     #[test]
-    fn after_the_window_a_new_event_starts_the_next_run_with_the_carried_ones() {
+    fn what_came_during_a_run_is_answered_after_the_window_and_a_later_event_gets_its_own() {
         let tally = Tally::new();
         tally.heard(b"status=502 uri=/");
         let feeder = Arc::clone(&tally);
@@ -209,7 +221,48 @@ mod tests {
             Ok(true)
         })
         .unwrap();
+        assert_eq!(ran, [1, 1, 1]);
+    }
+
+    #[test]
+    fn an_event_held_back_by_the_window_is_answered_when_it_ends() {
+        // #19 item 12: a lone event inside the window, and nothing after it: it gets its run once
+        // the window ends (one run for all that came), not when some later visitor's event comes.
+        let tally = Tally::new();
+        tally.heard(b"status=502 uri=/");
+        let feeder = Arc::clone(&tally);
+        let mut ran = Vec::new();
+        answer(&tally, None, Duration::from_millis(50), |events, _| {
+            ran.push(events);
+            if ran.len() == 1 {
+                feeder.heard(b"status=504 uri=/");
+                feeder.heard(b"status=502 uri=/");
+            } else {
+                feeder.stop();
+            }
+            Ok(true)
+        })
+        .unwrap();
         assert_eq!(ran, [1, 2]);
+    }
+
+    #[test]
+    fn without_a_hold_an_event_during_a_run_starts_the_next() {
+        let tally = Tally::new();
+        tally.heard(b"status=502 uri=/");
+        let feeder = Arc::clone(&tally);
+        let mut ran = Vec::new();
+        answer(&tally, None, Duration::ZERO, |events, _| {
+            ran.push(events);
+            if ran.len() < 3 {
+                feeder.heard(b"status=502 uri=/");
+            } else {
+                feeder.close();
+            }
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(ran, [1, 1, 1]);
     }
 
     #[test]

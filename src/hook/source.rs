@@ -25,8 +25,6 @@ pub struct Counts {
     pub events: u64,
     /// Datagrams or lines that were not events.
     pub ignored: u64,
-    /// When the last event arrived.
-    pub last_event: Option<Instant>,
     /// When anything last arrived (for `--idle-exit`).
     pub last_heard: Instant,
     /// The input ended (end of standard input) or failed.
@@ -48,7 +46,6 @@ impl Tally {
             counts: Mutex::new(Counts {
                 events: 0,
                 ignored: 0,
-                last_event: None,
                 last_heard: Instant::now(),
                 closed: false,
                 stop: false,
@@ -96,7 +93,6 @@ impl Tally {
             c.last_heard = now;
             if event.is_some() {
                 c.events += 1;
-                c.last_event = Some(now);
             } else {
                 c.ignored += 1;
             }

@@ -5,7 +5,7 @@
 //! record, exactly as far as needed, never to EOF. Every length comes from the wire and is bounded.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -39,6 +39,11 @@ const REQUEST_ID: u16 = 1;
 /// The most reply we read (STDOUT and STDERR together), so a runaway script cannot exhaust memory.
 pub const MAX_REPLY: usize = 1 << 20;
 
+/// The detail of [`Error::Refused`] when the connection was refused.
+pub const REFUSED: &str = "connection refused";
+/// The detail of [`Error::Refused`] when there is no socket file at the path.
+pub const NO_SOCKET: &str = "no such socket";
+
 /// What went wrong in an exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
@@ -46,6 +51,8 @@ pub enum Error {
     Timeout,
     /// Nothing listens at the address (refused, or no such socket file).
     Refused(String),
+    /// The host name did not resolve, or not within the deadline.
+    Dns(String),
     /// Any other I/O failure (reset, permission denied …).
     Io(String),
     /// The peer answered, but not with valid FastCGI.
@@ -56,7 +63,7 @@ impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Error::Timeout => f.write_str("timed out"),
-            Error::Refused(detail) | Error::Io(detail) => f.write_str(detail),
+            Error::Refused(detail) | Error::Dns(detail) | Error::Io(detail) => f.write_str(detail),
             Error::Protocol(detail) => write!(f, "bad FastCGI reply: {detail}"),
         }
     }
@@ -448,10 +455,7 @@ impl Write for Connection {
 }
 
 fn connect_tcp(host: &str, port: u16, deadline: Instant) -> Result<TcpStream, Error> {
-    let addrs: Vec<_> = (host, port)
-        .to_socket_addrs()
-        .map_err(|err| Error::Io(format!("cannot resolve '{host}': {err}")))?
-        .collect();
+    let addrs = super::resolve::resolve(host, port, deadline).map_err(Error::Dns)?;
     let mut last = Error::Io(format!("'{host}' has no address"));
     for addr in addrs {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -505,8 +509,8 @@ fn connect_unix(path: &Path, deadline: Instant) -> Result<UnixStream, Error> {
 fn io_error(err: &io::Error) -> Error {
     match err.kind() {
         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Error::Timeout,
-        io::ErrorKind::ConnectionRefused => Error::Refused("connection refused".into()),
-        io::ErrorKind::NotFound => Error::Refused("no such socket".into()),
+        io::ErrorKind::ConnectionRefused => Error::Refused(REFUSED.into()),
+        io::ErrorKind::NotFound => Error::Refused(NO_SOCKET.into()),
         _ => Error::Io(err.to_string()),
     }
 }

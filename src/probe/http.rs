@@ -2,7 +2,7 @@
 //! body, no proxy, no redirects followed.
 
 use std::io::{self, Read};
-use std::net::ToSocketAddrs;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ureq::Agent;
@@ -22,6 +22,27 @@ pub fn probe_http(url: &str, timeout: Duration) -> Verdict {
         .build()
         .into();
     let started = Instant::now();
+    // The name is looked up within the deadline first: a resolver that fails or hangs is `dns`, never
+    // a timeout blamed on php-fpm (#19).
+    let Some((host, port)) = host_port(url) else {
+        return Verdict {
+            answer: Answer::Failed(format!("no host in '{url}'")),
+            latency: started.elapsed(),
+            body: Vec::new(),
+            stderr: None,
+        };
+    };
+    let addrs = match super::resolve::resolve(host, port, started + timeout) {
+        Ok(addrs) => addrs,
+        Err(why) => {
+            return Verdict {
+                answer: Answer::Dns(why),
+                latency: started.elapsed(),
+                body: Vec::new(),
+                stderr: None,
+            };
+        }
+    };
     let mut body = Vec::new();
     let answer = match agent.get(url).call() {
         Ok(mut response) => {
@@ -39,24 +60,35 @@ pub fn probe_http(url: &str, timeout: Duration) -> Verdict {
         }
         Err(err) => classify(err),
     };
+    // A healthy answer counts only from a listener root trusts (#18).
+    let answer = match answer.is_healthy().then(|| distrust(&addrs, host, port)) {
+        Some(Some(reason)) => Answer::Untrusted(reason),
+        _ => answer,
+    };
     Verdict {
         answer,
         latency: started.elapsed(),
         body,
+        stderr: None,
     }
 }
 
-/// Why the listener of `url` on this host is not to be believed, if it is not (#18): the TCP
-/// listener that takes connections to the URL's host and port, when that host is this one. A URL of
-/// another host cannot be checked so: `None`.
-pub fn distrust(url: &str) -> Option<String> {
+/// The host and port of an `http://` URL (80 unless given).
+fn host_port(url: &str) -> Option<(&str, u16)> {
     let rest = url.split_once("://")?.1;
     let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit('@').next()?;
     let (host, port) = super::split_host_port(authority);
-    let port = port.map_or(Some(80), |p| p.parse().ok())?;
-    let listeners: Vec<_> = (host, port)
-        .to_socket_addrs()
-        .ok()?
+    Some((host, port.map_or(Some(80), |p| p.parse().ok())?))
+}
+
+/// Why the listener at `addrs` (`host`'s, port `port`) on this host is not to be believed, if it is
+/// not (#18): the TCP listener that takes connections to them, when they are this host's. A URL of
+/// another host cannot be checked so: `None`.
+fn distrust(addrs: &[SocketAddr], host: &str, port: u16) -> Option<String> {
+    let listeners: Vec<_> = addrs
+        .iter()
+        .copied()
         .flat_map(crate::listener::tcp)
         .collect();
     crate::listener::distrust(&listeners, &format!("the listener of {host}:{port}"))

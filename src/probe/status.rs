@@ -1,4 +1,5 @@
-//! php-fpm's status page (`pm.status_path?json`) against thresholds, as container health checks do.
+//! php-fpm's status page against thresholds, as container health checks do: `?json` for a run's checks,
+//! the plain text for the php-fpm-healthcheck drop-in (#22).
 //! The cumulative counters (max children reached, slow requests) are judged by how much they grew since
 //! the previous check, which the state file remembers; a restarted pool (new start time, or a counter
 //! that went down) starts counting afresh.
@@ -81,6 +82,19 @@ pub fn parse(body: &[u8]) -> Result<PoolStatus, String> {
     })
 }
 
+/// The value of `name` on php-fpm's plain-text status page (`pm.status_path` without `?json`): the
+/// first line `NAME: VALUE`, the value trimmed. `listen queue` does not match `listen queue len`.
+pub fn text_value<'a>(page: &'a str, name: &str) -> Option<&'a str> {
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+/// Whether `page` is php-fpm's plain-text status page: it names the pool and its process manager.
+pub fn is_text_page(page: &str) -> bool {
+    text_value(page, "pool").is_some() && text_value(page, "process manager").is_some()
+}
+
 /// Judges `now` against `limits`; `before` is the previous check's counters, if any. Returns the
 /// reasons for being unhealthy, empty when healthy.
 pub fn judge(limits: &Thresholds, now: &PoolStatus, before: Option<&Counters>) -> Vec<String> {
@@ -146,6 +160,26 @@ mod tests {
                 .unwrap_err()
                 .contains("add ?json")
         );
+    }
+
+    /// What php-fpm 8.2 answers on `/status` (plain text).
+    const TEXT: &str = "pool:                 www\nprocess manager:      static\n\
+        start time:           03/Dec/2026:11:00:00 +0000\naccepted conn:        17\n\
+        listen queue:         3\nmax listen queue:     5\nlisten queue len:     4096\n";
+
+    #[test]
+    fn reads_the_plain_text_page() {
+        assert!(is_text_page(TEXT));
+        assert_eq!(text_value(TEXT, "accepted conn"), Some("17"));
+        assert_eq!(text_value(TEXT, "listen queue"), Some("3"));
+        assert_eq!(text_value(TEXT, "listen queue len"), Some("4096"));
+        assert_eq!(
+            text_value(TEXT, "start time"),
+            Some("03/Dec/2026:11:00:00 +0000")
+        );
+        assert_eq!(text_value(TEXT, "slow requests"), None);
+        assert!(!is_text_page("File not found."));
+        assert!(!is_text_page(STATUS));
     }
 
     #[test]

@@ -103,7 +103,8 @@ pub fn answer(config: &Config, events: u64, ignored: u64) -> Result<Option<Exit>
 }
 
 /// The log (opened up front so a bad log path is refused before anything is done; a dry run writes
-/// nothing) and the run's deadline, which writes to a handle of its own.
+/// nothing) and the run's deadline, which writes to a handle of its own, closed with the run: the
+/// hook makes many runs in one process (#18).
 fn open(config: &Config, trigger: Trigger) -> Result<(Option<Journal>, Watchdog)> {
     let journal = if config.dry_run {
         None

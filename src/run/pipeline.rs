@@ -36,14 +36,24 @@ pub fn check(
         Some(_) => host.dormancy(),
         None => Dormancy::Awake,
     };
+    let mut hung = None;
+    let mut fpm_said = None;
     let (answer, latency, decision) = match &dormancy {
         Dormancy::Awake => {
+            // Only a trusted run moves the status counters' baseline: hook runs every few seconds
+            // would otherwise shrink the window their growth is judged over (#18).
+            let baseline = state.status;
             let verdict = host.probe(state);
+            if !trigger.is_trusted() {
+                state.status = baseline;
+            }
             let decision = policy::decide(
                 &verdict.answer,
                 &config.relaunch_on,
                 config.probe.target.is_fastcgi(),
             );
+            let decision = blame(config, host, &verdict.answer, decision, &mut hung);
+            fpm_said = verdict.stderr;
             (Some(verdict.answer), verdict.latency, decision)
         }
         Dormancy::Asleep => (None, Duration::ZERO, Decision::Healthy),
@@ -66,6 +76,7 @@ pub fn check(
         &said,
         || host.paused(),
         now,
+        trigger.is_trusted(),
     );
     let asleep = dormancy == Dormancy::Asleep;
     if course.is_none() && trigger == Trigger::Cron && !(asleep && config.dry_run) {
@@ -82,16 +93,66 @@ pub fn check(
     if let Dormancy::Lost(why) = dormancy {
         report.error = Some(why);
     }
+    if let Some(asked) = hung {
+        report.error = Some(format!(
+            "the heartbeat timed out, and so did a page of the web server outside PHP, while php-fpm \
+             answers on its own sockets ({asked}): the web server is hung, not php-fpm; php-fpm left alone"
+        ));
+    }
     let Some(course) = course else {
         report.state = if asleep {
             RunState::Idle
         } else {
             RunState::Healthy
         };
+        keep_outside_words(&mut report, fpm_said);
         return (seen, Some(report));
     };
-    follow(config, course, state, host, &mut report, now);
-    // Whose listener answered stays in the log whatever the run did next (#18).
+    let giving_up = matches!(course, Course::Held(policy::Hold::GiveUp { .. }));
+    let incident = state.incident.clone();
+    follow(
+        config,
+        course,
+        state,
+        host,
+        &mut report,
+        now,
+        trigger.is_trusted(),
+    );
+    keep_outside_words(&mut report, fpm_said);
+    if report.alert && !config.dry_run {
+        tell(config, state, host, &mut report, giving_up, incident);
+    }
+    (seen, Some(report))
+}
+
+/// A timeout through the web server is php-fpm's only if php-fpm does not answer itself on its own
+/// sockets (#18): when it does, the web server is the one hung, and `hung` says what was asked.
+fn blame(
+    config: &Config,
+    host: &mut impl Host,
+    answer: &Answer,
+    decision: Decision,
+    hung: &mut Option<String>,
+) -> Decision {
+    if decision == Decision::Relaunch
+        && matches!(answer, Answer::Timeout)
+        && !config.probe.target.is_fastcgi()
+        && config.pool.is_none()
+        // A page of the web server outside PHP that answers says the web server is not hung: a
+        // script stuck behind a lock is php-fpm's (#18).
+        && host.web_server_hangs()
+        && let Some(asked) = host.fpm_answers()
+    {
+        *hung = Some(asked);
+        return Decision::WebServerHung;
+    }
+    decision
+}
+
+/// What stays in the line whatever the run did next: whose listener answered (#18), and php-fpm's
+/// own words on the request, "Primary script unknown" (#19; the renderers escape them).
+fn keep_outside_words(report: &mut Report, fpm_said: Option<String>) {
     if let Some(Answer::Untrusted(why)) = &report.answer
         && !report
             .error
@@ -103,13 +164,9 @@ pub fn check(
             None => why.clone(),
         });
     }
-    if report.alert && !config.dry_run {
-        if !config.recipients.is_empty() {
-            mail(host, &mut report);
-        }
-        policy::alert_sent(state);
+    if let Some(said) = fpm_said {
+        report.note(format!("php-fpm said: {said}"));
     }
-    (seen, Some(report))
 }
 
 /// Does what `course` says, filling in the report; policy books what the control did.
@@ -120,6 +177,7 @@ fn follow(
     host: &mut impl Host,
     report: &mut Report,
     now: i64,
+    trusted: bool,
 ) {
     match course {
         Course::Recovered(incident) => {
@@ -129,7 +187,9 @@ fn follow(
                 local(incident.since),
                 incident.verdict
             ));
-            report.alert = incident.alerted;
+            // A healed incident's relaunch already said it is healthy again, unless that mail
+            // failed: then this is the one that tells.
+            report.alert = incident.alerted != incident.healed;
         }
         Course::BudgetRestored => {
             report.state = RunState::Healthy;
@@ -138,6 +198,7 @@ fn follow(
         Course::AlertOnly { decision, alert } => {
             report.state = match decision {
                 Decision::WebServerDown => RunState::WebServerDown,
+                Decision::WebServerHung => RunState::WebServerHung,
                 Decision::UnexpectedStatus => RunState::UnexpectedStatus,
                 Decision::SocketLost => RunState::SocketLost,
                 _ => RunState::Unhealthy,
@@ -163,7 +224,9 @@ fn follow(
                 limits.within.as_secs(),
                 limits.recover_after
             ));
-            if first {
+            // Its alert goes out once: now, or (saying so again) on the next held run if it could
+            // not be sent (#19).
+            if first || state.give_up_unmailed {
                 report.action = Action::GaveUp;
                 report.alert = true;
             }
@@ -182,7 +245,7 @@ fn follow(
             } else {
                 relaunch(config, host, report)
             };
-            policy::book(state, &config.limits, now, done);
+            policy::book(state, &config.limits, now, done, trusted);
         }
     }
 }
@@ -242,6 +305,9 @@ fn relaunch(config: &Config, host: &mut impl Host, report: &mut Report) -> Done 
     };
     if !done.errors.is_empty() {
         report.note(done.errors.join("; "));
+    }
+    for note in fpm::take_notes() {
+        report.note(note);
     }
     if report.error.is_none() {
         report.error = detail;
@@ -379,17 +445,50 @@ fn relaunch_pool(config: &Config, host: &mut impl Host, report: &mut Report) -> 
     }
 }
 
-/// Sends the alert; a failure is told in the report and on stderr, never fatal.
-fn mail(host: &mut impl Host, report: &mut Report) {
+/// Sends the run's alert, booked only once it is sent (or nobody is to get it): a failed one is due
+/// again on the next run of the incident, the giving-up one included (#19). `incident` is the one
+/// open before the control acted.
+fn tell(
+    config: &Config,
+    state: &mut State,
+    host: &mut impl Host,
+    report: &mut Report,
+    giving_up: bool,
+    incident: Option<crate::state::Incident>,
+) {
+    let told = config.recipients.is_empty() || mail(host, report);
+    if told {
+        policy::alert_sent(state);
+    } else if state.incident.is_none()
+        && let Some(mut healed) = incident
+    {
+        // The relaunch healed it and ended the incident, but its mail did not go: kept open as
+        // healed and untold, so the next healthy run mails its end.
+        healed.healed = true;
+        state.incident = Some(healed);
+    }
+    if giving_up {
+        state.give_up_unmailed = !told;
+    }
+}
+
+/// Sends the alert; whether it went. A failure is told in the report's own `mail_error=` (not in
+/// `error=`, which tells of php-fpm: `state=healthy … error="mail: …"` read as a contradiction) and
+/// on stderr, never fatal.
+fn mail(host: &mut impl Host, report: &mut Report) -> bool {
     let alert = alert::compose(&host.hostname(), report);
     match host.send(&alert) {
-        Ok(()) => report.mail = Mail::Sent,
+        Ok(()) => {
+            report.mail = Mail::Sent;
+            true
+        }
         Err(err) => {
             // The mail server's words: escaped here for stderr, by the renderers for the log.
-            let err = format!("mail: {err:#}");
-            eprintln!("php-relaunch: {}", crate::escape::field(&err));
+            let err = format!("{err:#}");
+            eprintln!("php-relaunch: mail: {}", crate::escape::field(&err));
             report.mail = Mail::Failed;
-            report.note(err);
+            report.mail_error = Some(err);
+            false
         }
     }
 }

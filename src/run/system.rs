@@ -16,7 +16,8 @@ use crate::load;
 use crate::ondemand::{self, Dormancy};
 use crate::poll::poll_until;
 use crate::pools;
-use crate::probe::{self, Answer, Verdict};
+use crate::probe::fastcgi::Address;
+use crate::probe::{self, Answer, Target, Verdict};
 use crate::report::Report;
 use crate::state::State;
 
@@ -93,6 +94,26 @@ impl Host for System<'_> {
         verdict
     }
 
+    fn web_server_hangs(&mut self) -> bool {
+        let probe::Target::Http(url) = &self.config.probe.target else {
+            return false;
+        };
+        let page = outside_php(url);
+        matches!(
+            probe::probe(&probe::Target::Http(page), self.config.probe.timeout, None).answer,
+            Answer::Timeout
+        )
+    }
+
+    fn fpm_answers(&mut self) -> Option<String> {
+        let config = self.config;
+        fpm::answers_itself(
+            &config.control,
+            config.pid_file.as_deref(),
+            config.probe.timeout,
+        )
+    }
+
     fn verify(&mut self) -> (bool, Answer) {
         let probe = &self.config.probe;
         let deadline = Instant::now() + self.config.restart_timeout;
@@ -125,15 +146,33 @@ impl Host for System<'_> {
         let instance = Instance::resolve(&config.control, config.pid_file.as_deref(), &procs)?;
         let plan = instance.plan(&procs);
         let load = if plan == Plan::Restart {
-            // A status page is a claim (its socket may be the pool user's); /proc is the fact.
-            let seen = match &config.fpm_pool {
-                Some(pool) => load::from_proc_of_pool(&instance, &procs, pool),
-                None => load::from_proc(&instance, &procs),
-            };
-            match &config.status {
-                Some(status) => load::from_status(status, config.probe.timeout, config.stuck_after)
-                    .map(|page| load::believed(page, seen)),
-                None => seen,
+            // A status page is a claim (its socket may be the pool user's); /proc is the fact, judged
+            // for the pool in question alone (#19).
+            let target_pool = config
+                .fpm_pool
+                .clone()
+                .or_else(|| match &config.probe.target {
+                    Target::FastCgi {
+                        address: Address::Unix(path),
+                        ..
+                    } => instance.pool_listening_at(Some(path), None),
+                    Target::FastCgi {
+                        address: Address::Tcp { port, .. },
+                        ..
+                    } => instance.pool_listening_at(None, Some(*port)),
+                    Target::Http(_) => None,
+                });
+            let page = config.status.as_ref().and_then(|status| {
+                load::from_status(status, config.probe.timeout, config.stuck_after)
+            });
+            match page {
+                Some(page) => {
+                    let pool = page.pool.clone().or(target_pool);
+                    let seen = load::from_proc(&instance, &procs, pool.as_deref());
+                    Some(load::believed(page, seen))
+                }
+                // No status page, or one that does not answer: /proc alone judges.
+                None => load::from_proc(&instance, &procs, target_pool.as_deref()),
             }
         } else {
             None
@@ -222,5 +261,35 @@ impl Host for System<'_> {
             None => alert::default_sender(&self.hostname())?,
         };
         alert::send(&config.transport, &from, &config.recipients, alert)
+    }
+}
+
+/// A page of the heartbeat's web server that no PHP serves: the same scheme and authority, a path
+/// that names no script (nginx answers it itself, 404 or 403, while its workers run).
+fn outside_php(heartbeat: &str) -> String {
+    let after_scheme = heartbeat.find("://").map_or(0, |at| at + 3);
+    let end = heartbeat[after_scheme..]
+        .find('/')
+        .map_or(heartbeat.len(), |at| after_scheme + at);
+    format!(
+        "{}/.well-known/php-relaunch-web-server-check",
+        &heartbeat[..end]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_outside_php_is_on_the_heartbeats_server() {
+        assert_eq!(
+            outside_php("http://127.0.0.1:8889/php-heartbeat.php?x=1"),
+            "http://127.0.0.1:8889/.well-known/php-relaunch-web-server-check"
+        );
+        assert_eq!(
+            outside_php("http://[::1]"),
+            "http://[::1]/.well-known/php-relaunch-web-server-check"
+        );
     }
 }

@@ -62,6 +62,14 @@ impl Host for WatchHost<'_> {
         }
     }
 
+    fn web_server_hangs(&mut self) -> bool {
+        self.inner.web_server_hangs()
+    }
+
+    fn fpm_answers(&mut self) -> Option<String> {
+        self.inner.fpm_answers()
+    }
+
     fn verify(&mut self) -> (bool, Answer) {
         self.inner.verify()
     }

@@ -416,7 +416,11 @@ pub struct Smtp {
 
 impl Smtp {
     pub fn start(dir: &Path) -> Smtp {
-        let port = free_port();
+        Smtp::start_on(dir, free_port())
+    }
+
+    /// The same on `port`.
+    pub fn start_on(dir: &Path, port: u16) -> Smtp {
         let maildir = dir.join("maildir");
         let child = Command::new("/usr/bin/python3")
             .args([

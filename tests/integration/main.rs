@@ -3,13 +3,16 @@
 //! and the one builder of the binary's command; each module is one area of the README.
 
 mod common;
+mod dns;
 mod doctor;
 mod fastcgi;
 mod files;
+mod healthcheck;
 mod hook;
 mod inputs;
 mod layout;
 mod locks;
+mod never_worse_hook;
 mod ondemand;
 mod policy;
 mod pools;
@@ -18,6 +21,8 @@ mod report;
 mod security;
 mod system_service;
 mod trust_files;
+mod trust_hook;
 mod trust_listeners;
 mod trust_text;
+mod units;
 mod watch;

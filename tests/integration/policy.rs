@@ -56,6 +56,55 @@ fn with_status_listener(site: &Site, extra: &str) -> String {
     format!("unix://{};/status", socket.display())
 }
 
+/// Fills `site`'s pool (2 workers) with requests that sleep a minute; the heartbeat then times out.
+fn fill_the_pool(site: &Site) -> Busy {
+    let busy = Busy::start(&site.nginx.url("slow.php?s=60"), 2);
+    wait_until("the pool to fill", Duration::from_secs(10), || {
+        curl_status(&site.heartbeat()) != "200"
+    });
+    busy
+}
+
+/// The run's line says `saturated`, exit 4, and the master is the one that was running.
+fn assert_saturated_and_left_alone(site: &Site, master: u32, extra: &[&str]) {
+    let out = site.run(&site.heartbeat(), "1", extra);
+    let (line, _) = last_line(site);
+    assert_eq!(out.status.code(), Some(4), "{line}\n{}", stderr(&out));
+    assert_eq!(field(&line, "state"), Some("saturated"), "{line}");
+    assert_eq!(field(&line, "action"), Some("none"), "{line}");
+    assert_eq!(site.fpm.master(), Some(master), "not restarted");
+}
+
+#[test]
+fn a_saturated_pool_beside_its_status_pool_is_alerted_on_never_restarted() {
+    let site = Site::start();
+    // pm.status_listen: the status page is served by a pool of its own (`www_status`), whose idle
+    // worker waits in accept(2) while every `www` worker is busy.
+    let status = with_status_listener(&site, "");
+    let master = site.fpm.master().unwrap();
+    let _busy = fill_the_pool(&site);
+    assert_saturated_and_left_alone(&site, master, &["--status", &format!("{status}?json")]);
+    // A status page that does not answer leaves the judgement to /proc, for this pool alone.
+    let silent = format!(
+        "unix://{};/status",
+        site.dir.path().join("none.sock").display()
+    );
+    assert_saturated_and_left_alone(&site, master, &["--status", &silent]);
+    assert_saturated_and_left_alone(&site, master, &[]);
+}
+
+#[test]
+fn a_saturated_pool_beside_an_idle_one_is_alerted_on_never_restarted() {
+    let site = Site::start();
+    site.fpm.reconfigure(&format!(
+        "\n[other]\nuser = www-data\ngroup = www-data\nlisten = {}\npm = static\npm.max_children = 2\n",
+        site.dir.path().join("other.sock").display()
+    ));
+    let master = site.fpm.master().unwrap();
+    let _busy = fill_the_pool(&site);
+    assert_saturated_and_left_alone(&site, master, &[]);
+}
+
 #[test]
 fn the_failure_threshold_delays_the_relaunch() {
     let site = Site::start();

@@ -17,6 +17,7 @@ use crate::journal;
 use crate::load::Load;
 use crate::ondemand::Dormancy;
 use crate::pools::{Balancer, Pool, Replica, Standing};
+use crate::probe::status::Counters;
 use crate::probe::{Answer, Verdict};
 use crate::report::{Report, Trigger};
 use crate::run::host::{Found, FoundReplicas, Host};
@@ -25,6 +26,7 @@ use crate::state::{Incident, State};
 const NOW: i64 = 1_800_000_000;
 
 /// A machine that answers as the test says and writes down what was asked of it.
+#[allow(clippy::struct_excessive_bools)] // a scripted host: each bool is one switch a test flips
 struct Fake {
     /// The first probe's answer.
     answer: Answer,
@@ -42,6 +44,14 @@ struct Fake {
     replicas: Vec<(&'static str, Option<Relaunch>)>,
     /// `--on-demand`: what the socket says.
     dormancy: Dormancy,
+    /// After a timeout: whether the web server hangs on a page outside PHP too.
+    web_hangs: bool,
+    /// After a timeout: the sockets php-fpm answered on itself, if it does.
+    fpm_answers: Option<String>,
+    /// The status page's counters each probe reads (and, as the real probe does, books in the state).
+    counters: Option<Counters>,
+    /// The clock, unix seconds.
+    at: i64,
     /// Everything done, in order.
     did: Vec<String>,
     sent: Vec<Alert>,
@@ -60,6 +70,10 @@ impl Fake {
             mail_fails: false,
             replicas: Vec::new(),
             dormancy: Dormancy::Awake,
+            counters: None,
+            web_hangs: false,
+            fpm_answers: None,
+            at: NOW,
             did: Vec::new(),
             sent: Vec::new(),
         }
@@ -99,12 +113,13 @@ fn load(busy: usize, total: usize, stuck: &[(u32, u64)]) -> Load {
             .collect(),
         source: "status page",
         raw: None,
+        pool: None,
     }
 }
 
 impl Host for Fake {
     fn now(&self) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(NOW.unsigned_abs())
+        SystemTime::UNIX_EPOCH + Duration::from_secs(self.at.unsigned_abs())
     }
 
     fn dormancy(&mut self) -> Dormancy {
@@ -112,13 +127,33 @@ impl Host for Fake {
         self.dormancy.clone()
     }
 
-    fn probe(&mut self, _state: &mut State) -> Verdict {
+    fn probe(&mut self, state: &mut State) -> Verdict {
         self.did.push("probe".into());
+        if let Some(counters) = self.counters {
+            state.status = Some(counters);
+        }
         Verdict {
             answer: self.answer.clone(),
             latency: Duration::from_millis(3),
             body: Vec::new(),
+            stderr: None,
         }
+    }
+
+    /// Written down only when it hangs, so the other paths read as before.
+    fn web_server_hangs(&mut self) -> bool {
+        if self.web_hangs {
+            self.did.push("web server hangs".into());
+        }
+        self.web_hangs
+    }
+
+    /// Written down only when php-fpm answers, so the other paths read as before.
+    fn fpm_answers(&mut self) -> Option<String> {
+        if self.fpm_answers.is_some() {
+            self.did.push("php-fpm answers".into());
+        }
+        self.fpm_answers.clone()
     }
 
     fn verify(&mut self) -> (bool, Answer) {
@@ -601,6 +636,7 @@ fn the_end_of_an_alerted_incident_is_mailed_once() {
             since,
             verdict: "unhealthy".into(),
             alerted: true,
+            healed: false,
         }),
         ..State::default()
     };
@@ -620,6 +656,7 @@ fn the_end_of_an_alerted_incident_is_mailed_once() {
         since,
         verdict: "502".into(),
         alerted: false,
+        healed: false,
     });
     let report = run(&config, &mut state, &mut host).unwrap();
     assert_eq!(report.mail.to_string(), "none");
@@ -656,7 +693,77 @@ fn a_mail_that_cannot_be_sent_is_said_in_the_line() {
     host.mail_fails = true;
     let report = run(&config(&[]), &mut State::default(), &mut host).unwrap();
     assert_eq!(report.mail.to_string(), "failed");
-    assert_eq!(report.error.as_deref(), Some("mail: connection refused"));
+    assert_eq!(report.mail_error.as_deref(), Some("connection refused"));
+    // php-fpm is healthy again: the line's error= does not say otherwise (#19).
+    assert_eq!(report.state.to_string(), "healthy");
+    assert_eq!(report.error, None);
+    assert!(journal::line(&report).contains(" mail_error=\"connection refused\""));
+}
+
+/// #19: a failed mail used to be booked as sent, so the incident was never told. Now it is due
+/// again on the next run of the incident, and booked once it goes; the giving-up alert too.
+#[test]
+fn a_failed_mail_is_tried_again_on_the_next_run_of_the_incident() {
+    let config = config(&["--max-restarts", "3", "--within", "1h"]);
+    let mut state = State::default();
+    let mut host = Fake::answering(Answer::Status(502));
+    host.mail_fails = true;
+    let first = run(&config, &mut state, &mut host).unwrap();
+    assert!(first.action.to_string().starts_with("restart"), "{first:?}");
+    assert_eq!(first.mail.to_string(), "failed");
+    host.mail_fails = false;
+    host.at += 600;
+    let second = run(&config, &mut state, &mut host).unwrap();
+    assert!(
+        second.action.to_string().starts_with("restart"),
+        "{second:?}"
+    );
+    assert_eq!(
+        second.mail.to_string(),
+        "sent",
+        "the incident's mail, at last"
+    );
+    // Booked now: the next run of the incident says nothing more.
+    host.at += 600;
+    let third = run(&config, &mut state, &mut host).unwrap();
+    assert_eq!(third.mail.to_string(), "none");
+    assert_eq!(host.sent.len(), 1);
+
+    // The giving-up alert alone fails: tried again on the next held run, then never more.
+    let mut state = State {
+        relaunches: vec![NOW - 60],
+        ..State::default()
+    };
+    let mut host = Fake::answering(Answer::Status(502));
+    host.mail_fails = true;
+    let config = configured(&[
+        "http://127.0.0.1:8889/php-heartbeat.php",
+        "2",
+        "ops@example.com",
+        "--max-restarts",
+        "1",
+        "--within",
+        "1h",
+    ]);
+    let gave_up = run(&config, &mut state, &mut host).unwrap();
+    assert_eq!(
+        (
+            gave_up.action.to_string().as_str(),
+            gave_up.mail.to_string().as_str()
+        ),
+        ("gave-up", "failed")
+    );
+    host.mail_fails = false;
+    let again = run(&config, &mut state, &mut host).unwrap();
+    assert_eq!(again.mail.to_string(), "sent");
+    assert!(
+        host.sent[0].subject.contains("giving up"),
+        "{:?}",
+        host.sent[0].subject
+    );
+    let after = run(&config, &mut state, &mut host).unwrap();
+    assert_eq!(after.mail.to_string(), "none");
+    assert_eq!(host.sent.len(), 1);
 }
 
 #[test]
@@ -917,4 +1024,174 @@ fn an_untrusted_listener_is_relaunched_for_and_named_whatever_the_run_did() {
         error.starts_with(why) && error.contains("recovery window"),
         "{error}"
     );
+}
+
+/// A run a hook datagram started: anyone in the socket's group can cause one (#18).
+fn hook_run(config: &Config, state: &mut State, host: &mut Fake) -> Report {
+    let trigger = Trigger::Hook {
+        events: 1,
+        ignored: 0,
+    };
+    check(config, state, host, trigger, || {})
+        .1
+        .expect("a hook run always tells")
+}
+
+#[test]
+fn healthy_hook_runs_change_no_policy() {
+    let config = config(&["--recover-after", "3"]);
+    let incident = Incident {
+        since: NOW - 600,
+        verdict: "502".into(),
+        alerted: true,
+        healed: false,
+    };
+    // (what the state was, what it must stay after four healthy hook runs)
+    let cases = [
+        (
+            "a spent budget is not restored, nor counted toward --recover-after",
+            State {
+                relaunches: vec![NOW - 300; 5],
+                gave_up: true,
+                incident: Some(incident.clone()),
+                ..State::default()
+            },
+        ),
+        (
+            "an open incident is not ended (so toggling a failure makes one incident, one mail)",
+            State {
+                failures: 0,
+                incident: Some(incident.clone()),
+                ..State::default()
+            },
+        ),
+        (
+            "the status counters' baseline is not moved",
+            State {
+                status: Some(Counters {
+                    start_time: 1,
+                    max_children_reached: 0,
+                    slow_requests: 3,
+                }),
+                ..State::default()
+            },
+        ),
+    ];
+    for (what, before) in cases {
+        let mut state = before.clone();
+        let mut host = Fake::answering(Answer::Status(200));
+        host.counters = Some(Counters {
+            start_time: 1,
+            max_children_reached: 0,
+            slow_requests: 9,
+        });
+        for _ in 0..4 {
+            let report = hook_run(&config, &mut state, &mut host);
+            assert_eq!(
+                fields(&report),
+                "verdict=200 action=none old_pid=- new_pid=- state=healthy mail=none",
+                "{what}"
+            );
+        }
+        assert_eq!(state, before, "{what}");
+        assert!(host.sent.is_empty(), "{what}");
+        // A cron run does what the hook's may not.
+        run(&config, &mut state, &mut host);
+        assert_ne!(state, before, "{what}: cron changes it");
+    }
+}
+
+#[test]
+fn a_hook_run_relaunches_within_the_limits_and_gives_up_once() {
+    let config = config(&["--max-restarts", "2", "--within", "1h"]);
+    let mut state = State {
+        relaunches: vec![NOW - 600, NOW - 300],
+        ..State::default()
+    };
+    let mut host = Fake::answering(Answer::Status(502));
+    let first = hook_run(&config, &mut state, &mut host);
+    assert_eq!(first.action.to_string(), "gave-up");
+    assert_eq!(first.mail.to_string(), "sent");
+    let second = hook_run(&config, &mut state, &mut host);
+    assert_eq!(second.action.to_string(), "none");
+    assert_eq!(host.sent.len(), 1, "the giving-up mail, once");
+    assert!(!host.did.iter().any(|d| d == "restart" || d == "start"));
+}
+
+#[test]
+fn a_timeout_while_php_fpm_answers_itself_blames_the_web_server() {
+    let config = config(&[]);
+    let mut state = State::default();
+    let mut host = Fake::answering(Answer::Timeout);
+    host.fpm_answers = Some("unix:///run/php/php8.2-fpm.sock;/ping".into());
+    host.web_hangs = true;
+    let report = run(&config, &mut state, &mut host).unwrap();
+    assert_eq!(
+        fields(&report),
+        "verdict=timeout action=none old_pid=- new_pid=- state=web-server-hung mail=sent"
+    );
+    assert_eq!(report.exit(), Exit::Alerted);
+    assert!(
+        report
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("php-fpm answers on its own sockets (unix:///run/php")),
+        "{:?}",
+        report.error
+    );
+    assert_eq!(
+        host.did,
+        ["probe", "web server hangs", "php-fpm answers", "mail"]
+    );
+    // Still hung at the next run: the same incident, no second mail.
+    run(&config, &mut state, &mut host);
+    assert_eq!(host.sent.len(), 1);
+
+    // php-fpm does not answer itself (or cannot be asked), or the web server answers a page
+    // outside PHP (a stuck script is php-fpm's): the timeout is php-fpm's, as before.
+    for (web_hangs, fpm_answers) in [(true, None), (false, Some("unix:///x.sock".to_owned()))] {
+        let mut host = Fake::answering(Answer::Timeout).verifying(&[true]);
+        host.web_hangs = web_hangs;
+        host.fpm_answers = fpm_answers;
+        let report = run(&config, &mut State::default(), &mut host).unwrap();
+        assert_eq!(report.state.to_string(), "healthy");
+        assert!(host.did.contains(&"restart".to_owned()), "{:?}", host.did);
+    }
+}
+
+/// #18: the pool user toggles php-fpm's socket between datagrams, so hook runs relaunch (each
+/// heals), answer healthy, relaunch again, until the budget is spent. Each healed relaunch used to end
+/// its incident, so each relaunch mailed anew; an untrusted run ends no incident, so the whole cycle
+/// is one incident: its first mail and the giving-up, nothing more, until cron sees it healthy.
+#[test]
+fn a_hook_driven_cycle_mails_once_per_incident_and_the_giving_up() {
+    let config = config(&["--max-restarts", "3", "--within", "1h"]);
+    let mut state = State::default();
+    let mut host = Fake::answering(Answer::Status(502)).verifying(&[true, true, true]);
+    let mut relaunched = 0;
+    for round in 0..5 {
+        host.at = NOW + round * 300;
+        host.answer = Answer::Status(502);
+        let report = hook_run(&config, &mut state, &mut host);
+        if report.action.to_string().starts_with("restart") {
+            relaunched += 1;
+        }
+        host.answer = Answer::Status(200);
+        hook_run(&config, &mut state, &mut host);
+    }
+    assert_eq!(relaunched, 3, "within the limits");
+    let mails: Vec<&str> = host.sent.iter().map(|a| a.subject.as_str()).collect();
+    assert_eq!(
+        mails.len(),
+        2,
+        "the incident's first mail and its giving-up: {mails:#?}"
+    );
+    assert!(mails[1].contains("giving up"), "{mails:#?}");
+
+    // Cron sees it healthy: the incident ends, and its end is told once.
+    host.at += 60;
+    let report = run(&config, &mut state, &mut host).expect("the end is told");
+    assert_eq!(report.state.to_string(), "recovered");
+    assert_eq!(host.sent.len(), 3);
+    assert!(run(&config, &mut state, &mut host).is_none());
 }
