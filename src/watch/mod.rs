@@ -251,14 +251,17 @@ fn mail(config: &WatchConfig, targets: &[Target], done: &mut [Done]) {
             }
         };
         for &at in &members {
+            let mut gave_up = false;
             if let Some(report) = done[at].report.as_mut() {
                 report.mail = said;
+                gave_up = report.action == Action::GaveUp;
                 if let Err(err) = &sent {
-                    report.note(format!("mail: {err:#}"));
+                    // In its own field, as a classic run's (#19): `error=` tells of php-fpm.
+                    report.mail_error = Some(format!("{err:#}"));
                 }
             }
             if sent.is_err() {
-                unbook_alert(&targets[done[at].index]);
+                unbook_alert(&targets[done[at].index], gave_up);
             }
         }
     }
@@ -298,16 +301,18 @@ fn compose(host: &str, reports: &[&Report]) -> Alert {
     }
 }
 
-/// A mail that was not sent: its incident's alert is due again on the next run.
-fn unbook_alert(target: &Target) {
+/// A mail that was not sent: its incident's alert (and a giving-up alert) is due again on the next
+/// run, as a classic run's is (#19). Done under the master's lock, when it is free at once.
+fn unbook_alert(target: &Target, gave_up: bool) {
     let Ok(Ok(_lock)) = lock::try_acquire(&target.config.lock) else {
         return;
     };
     let path = &target.config.probe.state;
-    if let Ok((mut state, None)) = state::load(path)
-        && let Some(incident) = state.incident.as_mut()
-    {
-        incident.alerted = false;
+    if let Ok((mut state, None)) = state::load(path) {
+        if let Some(incident) = state.incident.as_mut() {
+            incident.alerted = false;
+        }
+        state.give_up_unmailed |= gave_up;
         let _ = state::save(path, &state);
     }
 }
