@@ -15,12 +15,12 @@ mod keys;
 
 use keys::{
     DISCOVER_KEYS, RUN_KEYS, Setting, Settings, TARGET_KEYS, Value, check_key, header_lines,
-    in_file_terms, line_of, table_span, value_of, words,
+    in_file_terms, line_of, table_span, top_of, value_of, words,
 };
 
 use super::Config;
 use crate::alert::Transport;
-use crate::cli::{self, WatchArgs, values};
+use crate::cli::{self, WatchArgs};
 use crate::fpm::Control;
 use crate::probe::Target as ProbeTarget;
 use crate::probe::fastcgi::Address as Listen;
@@ -290,50 +290,6 @@ pub fn parse(
         from: top.from,
         targets: checked,
         discover,
-    })
-}
-
-/// The run's own settings: the command line's, else the top of the file's, else the defaults.
-struct Top {
-    log: PathBuf,
-    state_dir: PathBuf,
-    metrics_file: Option<PathBuf>,
-    transport: Transport,
-    from: Option<Address>,
-}
-
-fn top_of(run: &BTreeMap<String, (usize, Value)>, over: Overrides) -> Result<Top, (usize, String)> {
-    let text_of = |key: &str| -> Result<Option<(usize, String)>, (usize, String)> {
-        match run.get(key) {
-            Some((line, Value::Text(text))) => Ok(Some((*line, text.clone()))),
-            Some((line, _)) => Err((*line, format!("`{key}` takes one string"))),
-            None => Ok(None),
-        }
-    };
-    let path = |key: &str| text_of(key).map(|t| t.map(|(_, t)| PathBuf::from(t)));
-    let transport = match (over.smtp, text_of("smtp")?) {
-        (Some(smtp), _) => smtp,
-        (None, Some((line, text))) => {
-            values::smtp("smtp", &text).map_err(|e| (line, format!("{e:#}")))?
-        }
-        (None, None) => Transport::Sendmail,
-    };
-    let from = match (over.from, text_of("from")?) {
-        (Some(from), _) => Some(from),
-        (None, Some((line, text))) => {
-            Some(values::address("from", &text).map_err(|e| (line, format!("{e:#}")))?)
-        }
-        (None, None) => None,
-    };
-    Ok(Top {
-        log: over.log.or(path("log")?).unwrap_or_else(|| LOG.into()),
-        state_dir: over
-            .state_dir
-            .or(path("state_dir")?)
-            .unwrap_or_else(|| STATE_DIR.into()),
-        metrics_file: over.metrics_file.or(path("metrics_file")?),
-        transport,
-        from,
     })
 }
 

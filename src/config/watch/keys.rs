@@ -8,7 +8,13 @@ use std::ops::Range;
 
 use toml::de::{DeTable, DeValue};
 
-use super::RunSettings;
+use std::path::PathBuf;
+
+use lettre::Address;
+
+use super::{LOG, Overrides, RunSettings, STATE_DIR};
+use crate::alert::Transport;
+use crate::cli::values;
 
 /// A target's deadline when neither it nor the defaults give `timeout` (as `check`'s).
 pub(super) const TIMEOUT: &str = "5";
@@ -213,4 +219,51 @@ pub(super) fn table_span(table: &DeTable<'_>, array: &Range<usize>) -> Range<usi
         .map(toml::Spanned::span)
         .min_by_key(|s| s.start)
         .unwrap_or_else(|| array.clone())
+}
+
+/// The run's own settings: the command line's, else the top of the file's, else the defaults.
+pub(super) struct Top {
+    pub(super) log: PathBuf,
+    pub(super) state_dir: PathBuf,
+    pub(super) metrics_file: Option<PathBuf>,
+    pub(super) transport: Transport,
+    pub(super) from: Option<Address>,
+}
+
+pub(super) fn top_of(
+    run: &BTreeMap<String, (usize, Value)>,
+    over: Overrides,
+) -> Result<Top, (usize, String)> {
+    let text_of = |key: &str| -> Result<Option<(usize, String)>, (usize, String)> {
+        match run.get(key) {
+            Some((line, Value::Text(text))) => Ok(Some((*line, text.clone()))),
+            Some((line, _)) => Err((*line, format!("`{key}` takes one string"))),
+            None => Ok(None),
+        }
+    };
+    let path = |key: &str| text_of(key).map(|t| t.map(|(_, t)| PathBuf::from(t)));
+    let transport = match (over.smtp, text_of("smtp")?) {
+        (Some(smtp), _) => smtp,
+        (None, Some((line, text))) => {
+            values::smtp("smtp", &text).map_err(|e| (line, format!("{e:#}")))?
+        }
+        (None, None) => Transport::Sendmail,
+    };
+    let from = match (over.from, text_of("from")?) {
+        (Some(from), _) => Some(from),
+        (None, Some((line, text))) => {
+            Some(values::address("from", &text).map_err(|e| (line, format!("{e:#}")))?)
+        }
+        (None, None) => None,
+    };
+    Ok(Top {
+        log: over.log.or(path("log")?).unwrap_or_else(|| LOG.into()),
+        state_dir: over
+            .state_dir
+            .or(path("state_dir")?)
+            .unwrap_or_else(|| STATE_DIR.into()),
+        metrics_file: over.metrics_file.or(path("metrics_file")?),
+        transport,
+        from,
+    })
 }
