@@ -848,3 +848,81 @@ fn a_mail_that_failed_is_sent_by_the_next_run() {
         let _ = child.wait();
     }
 }
+
+#[test]
+fn two_runs_at_once_relaunch_a_dead_master_once() {
+    let farm = Farm::start(&[("c", 3)], false);
+    let file = farm.watch_file("");
+    farm.kill(0);
+    let first = farm
+        .watch(&file, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let second = farm
+        .watch(&file, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let outs = [
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    ];
+    let mut codes: Vec<i32> = outs.iter().map(code).collect();
+    codes.sort_unstable();
+    assert!(
+        codes == [3, 5] || codes == [0, 3],
+        "{codes:?}: {}{}",
+        stderr(&outs[0]),
+        stderr(&outs[1])
+    );
+    assert!(farm.master_pid(0).is_some());
+    let lines = farm.log_lines();
+    let relaunches = lines
+        .iter()
+        .filter(|l| matches!(field(l, "action"), Some("start" | "kill+start")))
+        .filter(|l| !l.contains("relaunched with its master"))
+        .count();
+    assert_eq!(relaunches, 1, "{lines:#?}");
+}
+
+#[test]
+fn the_file_doctor_writes_watches_the_pools_it_found() {
+    let farm = Farm::start(&[("c", 3)], false);
+    let out = php_relaunch()
+        .args(["doctor", "--watch-config", "--fpm-config"])
+        .arg(&farm.masters[0].conf)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    for pool in &farm.masters[0].pools {
+        let url = format!(
+            "url = \"unix://{};/ping\"",
+            farm.socket("c", pool).display()
+        );
+        assert!(text.contains(&url), "{url} in\n{text}");
+    }
+    // Only this farm's targets: doctor also finds the host's own php-fpm (Debian's php8.2-fpm),
+    // whose service this test must not touch.
+    let mut blocks = text.split("\n[[target]]");
+    let mut mine = blocks.next().unwrap_or_default().to_owned();
+    let ours = format!("url = \"unix://{}", farm.d().display());
+    for block in blocks.filter(|b| b.contains(&ours)) {
+        mine.push_str("\n[[target]]");
+        mine.push_str(block);
+    }
+    assert!(!mine.contains("/run/php/"), "{mine}");
+    let text = mine;
+    let file = farm.d().join("doctor.toml");
+    fs::write(&file, &text).unwrap();
+    let out = farm.watch(&file, &[]).output().unwrap();
+    assert_eq!(code(&out), 0, "{text}\n{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    // Its master is controlled as doctor saw it: killed, it is relaunched.
+    farm.kill(0);
+    let out = farm.watch(&file, &[]).output().unwrap();
+    assert_eq!(code(&out), 3, "{text}\n{}", stderr(&out));
+}
