@@ -361,3 +361,46 @@ fn idle_stop_refuses_a_pool_whose_socket_only_a_program_started_from_php_holds()
     assert_ne!(out.status.code(), Some(0));
     assert_eq!(site.fpm.master(), Some(master), "php-fpm left running");
 }
+
+/// A `watch` run believes an answer as a classic run does: the same scene, one target in a watch
+/// file, is a failure that names the missing master, not a healthy pool.
+#[test]
+fn a_watch_run_believes_an_answer_only_with_a_verified_master_running() {
+    let (site, _home, _ends) = dead_php_fpm_on_inherited_socket();
+    let file = site.dir.path().join("watch.toml");
+    fs::write(
+        &file,
+        format!(
+            "timeout = 2\n\n[[target]]\nurl = \"unix://{};/ping\"\nfpm_bin = \"{}\"\n\
+             fpm_config = \"{}\"\n",
+            site.fpm.socket.display(),
+            site.fpm.bin.display(),
+            site.fpm.config.display()
+        ),
+    )
+    .unwrap();
+    let out = crate::common::php_relaunch()
+        .arg("watch")
+        .arg("--config")
+        .arg(&file)
+        .arg("--log")
+        .arg(&site.log)
+        .arg("--state-dir")
+        .arg(site.dir.path().join("state"))
+        .output()
+        .unwrap();
+    let line = site.log_lines().pop().unwrap_or_default();
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "{line}\n{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(
+        field(&line, "verdict"),
+        Some("untrusted-listener"),
+        "{line}"
+    );
+    assert!(line.contains("no verified php-fpm master"), "{line}");
+}
