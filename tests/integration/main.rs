@@ -23,4 +23,5 @@ mod system_service;
 mod trust_files;
 mod trust_hook;
 mod trust_listeners;
+mod trust_plans;
 mod trust_text;
