@@ -165,3 +165,44 @@ fn a_worker_the_pool_user_stopped_leaves_the_restart_graceful() {
         stderr(&out)
     );
 }
+
+/// The pool user SIGSTOPs every worker of the pool: the heartbeat times out and php-fpm does not
+/// answer on its own socket either, so php-fpm is relaunched, but its master is healthy and takes a
+/// graceful restart (the stopped workers are continued first, then end with it), not kill+start.
+#[test]
+fn workers_the_pool_user_stopped_are_ended_by_a_graceful_restart() {
+    let site = Site::start();
+    let master = site.fpm.master().unwrap();
+    let workers: Vec<u32> = site
+        .fpm
+        .pids()
+        .into_iter()
+        .filter(|&p| p != master)
+        .collect();
+    assert_eq!(workers.len(), 2, "pm.max_children = 2");
+    let mut kill = Command::new("setpriv");
+    kill.arg(format!("--reuid={WWW_DATA}"))
+        .arg(format!("--regid={WWW_DATA}"))
+        .arg("--clear-groups")
+        .args(["kill", "-STOP"])
+        .args(workers.iter().map(u32::to_string));
+    assert!(kill.status().unwrap().success());
+    wait_until("the workers to stop", Duration::from_secs(5), || {
+        workers
+            .iter()
+            .all(|&p| crate::common::state(p) == Some('T'))
+    });
+
+    let out = site.run(&site.heartbeat(), "2", &[]);
+    let lines = site.log_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}\n{}", stderr(&out));
+    let line = &lines[0];
+    assert_eq!(field(line, "verdict"), Some("timeout"), "{line}");
+    assert_eq!(field(line, "action"), Some("restart"), "{line}");
+    assert_eq!(field(line, "state"), Some("healthy"), "{line}");
+    for pid in workers {
+        assert!(!crate::common::alive(pid), "stopped worker {pid} survived");
+    }
+    assert_ne!(site.fpm.master(), Some(master), "a new master runs");
+    assert!(site.heartbeat_ok());
+}
