@@ -36,7 +36,7 @@ pub fn check(
         Some(_) => host.dormancy(),
         None => Dormancy::Awake,
     };
-    let mut hung = None;
+    let mut note = None;
     let (answer, latency, decision) = match &dormancy {
         Dormancy::Awake => {
             // Only a trusted run moves the status counters' baseline: hook runs every few seconds
@@ -51,7 +51,7 @@ pub fn check(
                 &config.relaunch_on,
                 config.probe.target.is_fastcgi(),
             );
-            let decision = blame(config, host, &verdict.answer, decision, &mut hung);
+            let decision = blame(config, host, &verdict.answer, decision, &mut note);
             (Some(verdict.answer), verdict.latency, decision)
         }
         Dormancy::Asleep => (None, Duration::ZERO, Decision::Healthy),
@@ -91,11 +91,8 @@ pub fn check(
     if let Dormancy::Lost(why) = dormancy {
         report.error = Some(why);
     }
-    if let Some(asked) = hung {
-        report.error = Some(format!(
-            "the heartbeat timed out, but php-fpm answers on its own sockets ({asked}): the web \
-             server is hung, not php-fpm; php-fpm left alone"
-        ));
+    if let Some(note) = note {
+        report.error = Some(note);
     }
     let Some(course) = course else {
         report.state = if asleep {
@@ -135,22 +132,36 @@ pub fn check(
 }
 
 /// A timeout through the web server is php-fpm's only if php-fpm does not answer itself on its own
-/// sockets (#18): when it does, the web server is the one hung, and `hung` says what was asked.
+/// sockets (#18): when it does, the web server is the one hung. Likewise a listener not believed
+/// (another user's, on the way from the web server to php-fpm) calls for no restart while php-fpm
+/// answers on its own sockets: a restart cannot help a php-fpm that is healthy behind it, and the
+/// other user would spend the budget at will. `note` says what was asked.
 fn blame(
     config: &Config,
     host: &mut impl Host,
     answer: &Answer,
     decision: Decision,
-    hung: &mut Option<String>,
+    note: &mut Option<String>,
 ) -> Decision {
+    let timeout = matches!(answer, Answer::Timeout);
     if decision == Decision::Relaunch
-        && matches!(answer, Answer::Timeout)
+        && (timeout || matches!(answer, Answer::Untrusted(_)))
         && !config.probe.target.is_fastcgi()
         && config.pool.is_none()
         && let Some(asked) = host.fpm_answers()
     {
-        *hung = Some(asked);
-        return Decision::WebServerHung;
+        if timeout {
+            *note = Some(format!(
+                "the heartbeat timed out, but php-fpm answers on its own sockets ({asked}): the \
+                 web server is hung, not php-fpm; php-fpm left alone"
+            ));
+            return Decision::WebServerHung;
+        }
+        *note = Some(format!(
+            "php-fpm answers on its own sockets ({asked}): a restart cannot help; php-fpm left \
+             alone"
+        ));
+        return Decision::Unhealthy;
     }
     decision
 }
