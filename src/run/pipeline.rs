@@ -37,6 +37,7 @@ pub fn check(
         None => Dormancy::Awake,
     };
     let mut note = None;
+    let mut fpm_said = None;
     let (answer, latency, decision) = match &dormancy {
         Dormancy::Awake => {
             // Only a trusted run moves the status counters' baseline: hook runs every few seconds
@@ -52,6 +53,7 @@ pub fn check(
                 config.probe.target.is_fastcgi(),
             );
             let decision = blame(config, host, &verdict.answer, decision, &mut note);
+            fpm_said = verdict.stderr;
             (Some(verdict.answer), verdict.latency, decision)
         }
         Dormancy::Asleep => (None, Duration::ZERO, Decision::Healthy),
@@ -100,6 +102,7 @@ pub fn check(
         } else {
             RunState::Healthy
         };
+        keep_outside_words(&mut report, fpm_said);
         return (seen, Some(report));
     };
     let giving_up = matches!(course, Course::Held(policy::Hold::GiveUp { .. }));
@@ -113,7 +116,58 @@ pub fn check(
         now,
         trigger.is_trusted(),
     );
-    // Whose listener answered stays in the log whatever the run did next (#18).
+    keep_outside_words(&mut report, fpm_said);
+    if report.alert && !config.dry_run {
+        tell(config, state, host, &mut report, giving_up, incident);
+    }
+    (seen, Some(report))
+}
+
+/// A timeout through the web server is php-fpm's only if php-fpm does not answer itself on its own
+/// sockets (#18): when it does, the web server is the one hung, and `note` says what was asked.
+/// Likewise a listener not believed (another user's, on the way from the web server to php-fpm)
+/// calls for no restart while php-fpm answers on its own sockets: a restart cannot help a php-fpm
+/// that is healthy behind it, and the other user would spend the budget at will.
+fn blame(
+    config: &Config,
+    host: &mut impl Host,
+    answer: &Answer,
+    decision: Decision,
+    note: &mut Option<String>,
+) -> Decision {
+    if decision != Decision::Relaunch || config.probe.target.is_fastcgi() || config.pool.is_some() {
+        return decision;
+    }
+    match answer {
+        // A page of the web server outside PHP that answers says the web server is not hung: a
+        // script stuck behind a lock is php-fpm's (#18).
+        Answer::Timeout if host.web_server_hangs() => {
+            if let Some(asked) = host.fpm_answers() {
+                *note = Some(format!(
+                    "the heartbeat timed out, and so did a page of the web server outside PHP, \
+                     while php-fpm answers on its own sockets ({asked}): the web server is hung, \
+                     not php-fpm; php-fpm left alone"
+                ));
+                return Decision::WebServerHung;
+            }
+        }
+        Answer::Untrusted(_) => {
+            if let Some(asked) = host.fpm_answers() {
+                *note = Some(format!(
+                    "php-fpm answers on its own sockets ({asked}): a restart cannot help; \
+                     php-fpm left alone"
+                ));
+                return Decision::Unhealthy;
+            }
+        }
+        _ => {}
+    }
+    decision
+}
+
+/// What stays in the line whatever the run did next: whose listener answered (#18), and php-fpm's
+/// own words on the request, "Primary script unknown" (#19; the renderers escape them).
+fn keep_outside_words(report: &mut Report, fpm_said: Option<String>) {
     if let Some(Answer::Untrusted(why)) = &report.answer
         && !report
             .error
@@ -125,45 +179,9 @@ pub fn check(
             None => why.clone(),
         });
     }
-    if report.alert && !config.dry_run {
-        tell(config, state, host, &mut report, giving_up, incident);
+    if let Some(said) = fpm_said {
+        report.note(format!("php-fpm said: {said}"));
     }
-    (seen, Some(report))
-}
-
-/// A timeout through the web server is php-fpm's only if php-fpm does not answer itself on its own
-/// sockets (#18): when it does, the web server is the one hung. Likewise a listener not believed
-/// (another user's, on the way from the web server to php-fpm) calls for no restart while php-fpm
-/// answers on its own sockets: a restart cannot help a php-fpm that is healthy behind it, and the
-/// other user would spend the budget at will. `note` says what was asked.
-fn blame(
-    config: &Config,
-    host: &mut impl Host,
-    answer: &Answer,
-    decision: Decision,
-    note: &mut Option<String>,
-) -> Decision {
-    let timeout = matches!(answer, Answer::Timeout);
-    if decision == Decision::Relaunch
-        && (timeout || matches!(answer, Answer::Untrusted(_)))
-        && !config.probe.target.is_fastcgi()
-        && config.pool.is_none()
-        && let Some(asked) = host.fpm_answers()
-    {
-        if timeout {
-            *note = Some(format!(
-                "the heartbeat timed out, but php-fpm answers on its own sockets ({asked}): the \
-                 web server is hung, not php-fpm; php-fpm left alone"
-            ));
-            return Decision::WebServerHung;
-        }
-        *note = Some(format!(
-            "php-fpm answers on its own sockets ({asked}): a restart cannot help; php-fpm left \
-             alone"
-        ));
-        return Decision::Unhealthy;
-    }
-    decision
 }
 
 /// Does what `course` says, filling in the report; policy books what the control did.
@@ -302,6 +320,9 @@ fn relaunch(config: &Config, host: &mut impl Host, report: &mut Report) -> Done 
     };
     if !done.errors.is_empty() {
         report.note(done.errors.join("; "));
+    }
+    for note in fpm::take_notes() {
+        report.note(note);
     }
     if report.error.is_none() {
         report.error = detail;
