@@ -497,7 +497,10 @@ impl Instance {
     }
 
     fn restart(&self, deadline: Duration) -> Result<()> {
-        self.continue_stopped(&snapshot()?);
+        // Best effort: a process table that cannot be read fails the restart below, not here.
+        if let Ok(procs) = snapshot() {
+            self.continue_stopped(&procs);
+        }
         match &self.via {
             Via::Service(name) => service_command(name, "restart", deadline),
             Via::Direct { .. } => {
