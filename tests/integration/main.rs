@@ -24,6 +24,7 @@ mod trust_answers;
 mod trust_files;
 mod trust_hook;
 mod trust_listeners;
+mod trust_plans;
 mod trust_text;
 mod units;
 mod watch;
