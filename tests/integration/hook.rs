@@ -412,7 +412,7 @@ fn apaches_piped_log_relaunches_a_hung_php_fpm() {
         .filter(|l| l.starts_with("LogFormat") || l.starts_with("CustomLog"))
         .map(|l| {
             l.replace(
-                "/usr/local/bin/php-relaunch hook --stdin http://127.0.0.1:8889/php-heartbeat.php 5",
+                "/usr/sbin/php-relaunch hook --stdin http://127.0.0.1:8889/php-heartbeat.php 5",
                 &format!("{} {}", env!("CARGO_BIN_EXE_php-relaunch"), hook.join(" ")),
             )
         })
@@ -488,7 +488,7 @@ fn the_shipped_units_pass_systemd_analyze_verify() {
     let service = fs::read_to_string(project().join("systemd/php-relaunch-hook.service"))
         .unwrap()
         .replace(
-            "/usr/local/bin/php-relaunch",
+            "/usr/sbin/php-relaunch",
             env!("CARGO_BIN_EXE_php-relaunch"),
         );
     assert!(service.contains(" hook "), "{service}");
