@@ -487,10 +487,7 @@ fn the_shipped_units_pass_systemd_analyze_verify() {
     let dir = crate::common::shared_tempdir();
     let service = fs::read_to_string(project().join("systemd/php-relaunch-hook.service"))
         .unwrap()
-        .replace(
-            "/usr/sbin/php-relaunch",
-            env!("CARGO_BIN_EXE_php-relaunch"),
-        );
+        .replace("/usr/sbin/php-relaunch", env!("CARGO_BIN_EXE_php-relaunch"));
     assert!(service.contains(" hook "), "{service}");
     fs::write(dir.path().join("php-relaunch-hook.service"), service).unwrap();
     let socket = fs::read_to_string(project().join("systemd/php-relaunch-hook.socket")).unwrap();
