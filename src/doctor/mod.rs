@@ -5,6 +5,9 @@
 //! (`installed`).
 
 mod installed;
+mod watch_config;
+
+pub use watch_config::command as watch_config;
 
 use std::fmt::Write as _;
 use std::fs;

@@ -131,6 +131,12 @@ pub fn instance_key(control: &Control, pool: Option<&str>) -> String {
     }
 }
 
+/// The configuration a service's master runs, by its convention (`phpX.Y-fpm` →
+/// `/etc/php/X.Y/fpm/php-fpm.conf`).
+pub fn service_config(service: &str) -> Option<PathBuf> {
+    conventional_config(service)
+}
+
 /// The instance key of the master that runs `config` (canonical, as `--fpm-config` is kept).
 pub fn config_key(config: &Path) -> String {
     format!("fpm:{}", config.display())

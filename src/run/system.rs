@@ -148,17 +148,20 @@ impl Host for System<'_> {
         let load = if plan == Plan::Restart {
             // A status page is a claim (its socket may be the pool user's); /proc is the fact, judged
             // for the pool in question alone (#19).
-            let target_pool = match &config.probe.target {
-                Target::FastCgi {
-                    address: Address::Unix(path),
-                    ..
-                } => instance.pool_listening_at(Some(path), None),
-                Target::FastCgi {
-                    address: Address::Tcp { port, .. },
-                    ..
-                } => instance.pool_listening_at(None, Some(*port)),
-                Target::Http(_) => None,
-            };
+            let target_pool = config
+                .fpm_pool
+                .clone()
+                .or_else(|| match &config.probe.target {
+                    Target::FastCgi {
+                        address: Address::Unix(path),
+                        ..
+                    } => instance.pool_listening_at(Some(path), None),
+                    Target::FastCgi {
+                        address: Address::Tcp { port, .. },
+                        ..
+                    } => instance.pool_listening_at(None, Some(*port)),
+                    Target::Http(_) => None,
+                });
             let page = config.status.as_ref().and_then(|status| {
                 load::from_status(status, config.probe.timeout, config.stuck_after)
             });

@@ -25,3 +25,4 @@ mod trust_hook;
 mod trust_listeners;
 mod trust_text;
 mod units;
+mod watch;

@@ -213,16 +213,8 @@ fn site_with_pool_user_socket_dir() -> Site {
     fs::write(&fpm.config, conf).unwrap();
     fpm.socket = socket;
     fpm.start();
-    let nginx = crate::common::Nginx::new(dir.path(), &format!("unix:{}", fpm.socket.display()));
-    nginx.start();
-    Site {
-        log: dir.path().join("php-relaunch.log"),
-        lock: dir.path().join("php-relaunch.lock"),
-        state: dir.path().join("state.json"),
-        fpm,
-        nginx,
-        dir,
-    }
+    let upstream = format!("unix:{}", fpm.socket.display());
+    Site::around(dir, fpm, &upstream)
 }
 
 /// Runs `program ARGS…` as `www-data` (uid and gid 33, no other groups); whether it succeeded.
