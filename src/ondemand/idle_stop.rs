@@ -18,6 +18,7 @@ use crate::lock;
 use crate::policy;
 use crate::report::{Action, Report, RunState};
 use crate::state;
+use crate::stdout::errln;
 
 /// How long a status page may take.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -38,7 +39,7 @@ pub fn command(args: &IdleStopArgs) -> Result<Exit> {
     let mut lock = match lock::try_acquire(&lock_path)? {
         Ok(lock) => lock,
         Err(holder) => {
-            eprintln!("php-relaunch: {}", lock::busy_message(&lock_path, &holder));
+            errln!("php-relaunch: {}", lock::busy_message(&lock_path, &holder));
             return Ok(Exit::Busy);
         }
     };
@@ -70,7 +71,7 @@ pub fn command(args: &IdleStopArgs) -> Result<Exit> {
         )
     })?;
     if !activated(&instance, &procs, &socket) {
-        eprintln!(
+        errln!(
             "php-relaunch: refusing to stop the php-fpm of '{}': no other process holds its socket {}, \
              so nothing would start it again (it is not socket-activated)",
             config.display(),
@@ -119,7 +120,7 @@ pub fn command(args: &IdleStopArgs) -> Result<Exit> {
     }
     // The pool is stopped whatever becomes of its line: a full disk does not turn that into exit 2.
     if let Err(err) = journal.append(&report) {
-        eprintln!("php-relaunch: {err:#}");
+        errln!("php-relaunch: {err:#}");
     }
     Ok(exit)
 }

@@ -17,6 +17,7 @@ use crate::policy::{self, Course, Decision, Done, Hold};
 use crate::probe::Answer;
 use crate::report::{Action, Mail, Report, RunState, Trigger};
 use crate::state::{State, unix_seconds};
+use crate::stdout::errln;
 
 /// Runs one check, booking it in `state`. `None` when the heartbeat is healthy and there is nothing
 /// to tell (the hot path: no log line, no time zone read); a run the hook started always tells, since
@@ -500,7 +501,7 @@ fn mail(host: &mut impl Host, report: &mut Report) -> bool {
         Err(err) => {
             // The mail server's words: escaped here for stderr, by the renderers for the log.
             let err = format!("{err:#}");
-            eprintln!("php-relaunch: mail: {}", crate::escape::field(&err));
+            errln!("php-relaunch: mail: {}", crate::escape::field(&err));
             report.mail = Mail::Failed;
             report.mail_error = Some(err);
             false
