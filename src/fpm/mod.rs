@@ -477,6 +477,7 @@ impl Instance {
 
     /// Starts the master (the init script's `start`, or the binary with its config) within `deadline`.
     pub fn start(&self, deadline: Duration) -> Result<()> {
+        self.clear_held_sockets();
         match &self.via {
             Via::Service(name) => service_command(name, "start", deadline),
             Via::Direct {
@@ -494,6 +495,28 @@ impl Instance {
                     args.extend([OsStr::new("--pid"), pid_file.as_os_str()]);
                 }
                 spawn::run_ok(bin, &args, None, deadline).map(drop)
+            }
+        }
+    }
+
+    /// Before a start: a pool's unix socket that a root-made listener still answers on while no
+    /// process of root's (php-fpm, or systemd holding it for activation) holds it is a socket a
+    /// program PHP started inherited from a dead master's worker (php-fpm's workers keep it without
+    /// close-on-exec). php-fpm would refuse to start over it ("another FPM instance seems to already
+    /// listen"), so the path is unlinked and php-fpm binds a fresh one (#18); the program keeps a
+    /// socket nobody can reach. A socket activated by systemd, or a TCP port, is left alone.
+    fn clear_held_sockets(&self) {
+        for pool in &self.pools {
+            let Some(path) = pool.listen.as_deref().map(str::trim).map(Path::new) else {
+                continue;
+            };
+            if !path.is_absolute() || !sockets::is_socket_file(path) {
+                continue;
+            }
+            let inodes = sockets::listening(path);
+            if !inodes.is_empty() && sockets::holders(&inodes).is_empty() {
+                // unlink(2) never follows a link: whatever stands at the path, only it goes.
+                let _ = std::fs::remove_file(path);
             }
         }
     }

@@ -281,6 +281,11 @@ fn an_answer_on_roots_own_socket_counts_only_with_a_verified_master_running() {
         field(&line, "action").is_some_and(|a| a.contains("start")),
         "{line}"
     );
+    // And php-fpm is back: the socket the pool user's program held was unlinked before the start,
+    // so php-fpm bound a fresh one, and nginx reaches it.
+    assert_eq!(field(&line, "state"), Some("healthy"), "{line}");
+    assert!(site.fpm.master().is_some());
+    assert!(site.heartbeat_ok());
 }
 
 /// The same scene, watched as an on-demand pool: the pool user's program is taken for the socket's
