@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::probe::Answer;
-use crate::state::{Incident, State};
+use crate::state::{Incident, PendingMail, State};
 
 /// What to do about one answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -346,6 +346,59 @@ pub fn alert_sent(state: &mut State) {
     if let Some(incident) = state.incident.as_mut() {
         incident.alerted = true;
     }
+}
+
+/// Whether an alert of `incident` (its start) is on its way already, handed over by a run that may
+/// still book it: then no other is sent for it (#19).
+pub fn mail_on_its_way(state: &State, incident: Option<i64>, now: i64) -> bool {
+    state
+        .mails_pending
+        .iter()
+        .any(|p| p.incident == incident && p.at <= now && now <= p.until)
+}
+
+/// Books the outcome of a mail handed over without the lock, into the state as it is now (other
+/// runs may have changed it meanwhile): sent, its incident is told; failed, it is due again on the
+/// incident's next run, the giving-up alert too, and an incident its relaunch ended is reopened
+/// (healed, untold) unless another is open.
+pub fn mail_outcome(state: &mut State, mail: &PendingMail, sent: bool) {
+    let before = state.mails_pending.len();
+    state.mails_pending.retain(|p| p != mail);
+    let found = state.mails_pending.len() != before;
+    if sent {
+        if let Some(incident) = state
+            .incident
+            .as_mut()
+            .filter(|i| Some(i.since) == mail.incident)
+        {
+            incident.alerted = true;
+        }
+        if mail.giving_up {
+            state.give_up_unmailed = false;
+        }
+    } else if found {
+        if state.incident.is_none() {
+            state.incident.clone_from(&mail.reopen);
+        }
+        if mail.giving_up && state.gave_up {
+            state.give_up_unmailed = true;
+        }
+    }
+}
+
+/// Mails whose run is over without booking them (ended by its deadline) count as failed, as do
+/// mails handed over "in the future" (the clock was set back). Returns how many.
+pub fn expire_mails(state: &mut State, now: i64) -> usize {
+    let stale: Vec<PendingMail> = state
+        .mails_pending
+        .iter()
+        .filter(|p| !(p.at <= now && now <= p.until))
+        .cloned()
+        .collect();
+    for mail in &stale {
+        mail_outcome(state, mail, false);
+    }
+    stale.len()
 }
 
 #[cfg(test)]

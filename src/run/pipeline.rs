@@ -16,7 +16,7 @@ use crate::ondemand::Dormancy;
 use crate::policy::{self, Course, Decision, Done, Hold};
 use crate::probe::Answer;
 use crate::report::{Action, Mail, Report, RunState, Trigger};
-use crate::state::{State, unix_seconds};
+use crate::state::{Incident, PendingMail, State, unix_seconds};
 
 /// Runs one check, booking it in `state`. `None` when the heartbeat is healthy and there is nothing
 /// to tell (the hot path: no log line, no time zone read); a run the hook started always tells, since
@@ -28,7 +28,7 @@ pub fn check(
     host: &mut impl Host,
     trigger: Trigger,
     past_hot_path: impl FnOnce(),
-) -> (Seen, Option<Report>) {
+) -> (Seen, Option<Report>, Option<Outgoing>) {
     let time = host.now();
     let now = unix_seconds(time);
     // An on-demand pool with no php-fpm running is judged by its socket: a request would start it.
@@ -78,7 +78,7 @@ pub fn check(
     );
     let asleep = dormancy == Dormancy::Asleep;
     if course.is_none() && trigger == Trigger::Cron && !(asleep && config.dry_run) {
-        return (seen, None);
+        return (seen, None, None);
     }
     past_hot_path();
     let mut report = Report::new(
@@ -103,10 +103,15 @@ pub fn check(
         } else {
             RunState::Healthy
         };
-        return (seen, Some(report));
+        return (seen, Some(report), None);
     };
     let giving_up = matches!(course, Course::Held(policy::Hold::GiveUp { .. }));
     let incident = state.incident.clone();
+    // What the alert tells of: the incident open now, or the one that just ended.
+    let about = match &course {
+        Course::Recovered(ended) => Some(ended.since),
+        _ => incident.as_ref().map(|i| i.since),
+    };
     follow(
         config,
         course,
@@ -128,10 +133,35 @@ pub fn check(
             None => why.clone(),
         });
     }
+    let mut outgoing = None;
     if report.alert && !config.dry_run {
-        tell(config, state, host, &mut report, giving_up, incident);
+        let alert = Alert {
+            giving_up,
+            incident,
+            about,
+        };
+        outgoing = tell(config, state, host, &report, alert, now);
     }
-    (seen, Some(report))
+    (seen, Some(report), outgoing)
+}
+
+/// An alert composed by a run, to be sent once the run has let go of the lock (#19), and booked
+/// with [`policy::mail_outcome`] once it is known whether it went.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The mail.
+    pub alert: alert::Alert,
+    /// As it stands in the state meanwhile.
+    pub pending: PendingMail,
+}
+
+/// What the run's alert is about, for booking it.
+struct Alert {
+    giving_up: bool,
+    /// The incident open before the control acted.
+    incident: Option<Incident>,
+    /// The start of the incident the alert tells of.
+    about: Option<i64>,
 }
 
 /// A timeout through the web server is php-fpm's only if php-fpm does not answer itself on its own
@@ -428,39 +458,55 @@ fn relaunch_pool(config: &Config, host: &mut impl Host, report: &mut Report) -> 
     }
 }
 
-/// Sends the run's alert, booked only once it is sent (or nobody is to get it): a failed one is due
-/// again on the next run of the incident, the giving-up one included (#19). `incident` is the one
-/// open before the control acted.
+/// Composes the run's alert, booked only once it is sent (or nobody is to get it): a failed one is
+/// due again on the next run of the incident, the giving-up one included (#19). The run sends it
+/// without the lock, so meanwhile it stands in the state as pending: a run that comes before the
+/// outcome is booked does not send that incident's alert again.
 fn tell(
     config: &Config,
     state: &mut State,
     host: &mut impl Host,
-    report: &mut Report,
-    giving_up: bool,
-    incident: Option<crate::state::Incident>,
-) {
-    let told = config.recipients.is_empty() || mail(host, report);
-    if told {
+    report: &Report,
+    alert: Alert,
+    now: i64,
+) -> Option<Outgoing> {
+    if config.recipients.is_empty() {
         policy::alert_sent(state);
-    } else if state.incident.is_none()
-        && let Some(mut healed) = incident
-    {
-        // The relaunch healed it and ended the incident, but its mail did not go: kept open as
-        // healed and untold, so the next healthy run mails its end.
-        healed.healed = true;
-        state.incident = Some(healed);
+        if alert.giving_up {
+            state.give_up_unmailed = false;
+        }
+        return None;
     }
-    if giving_up {
-        state.give_up_unmailed = !told;
+    if policy::mail_on_its_way(state, alert.about, now) {
+        return None;
     }
+    // A relaunch that healed the incident ended it (or, a hook's, marked it healed): if its mail
+    // fails, the incident is kept open as healed and untold, so the next healthy run mails its end.
+    let healed = state.incident.as_ref().is_none_or(|i| i.healed);
+    let reopen = alert.incident.filter(|_| healed).map(|mut i| {
+        i.healed = true;
+        i
+    });
+    let until = now.saturating_add(i64::try_from(config.run_timeout.as_secs()).unwrap_or(i64::MAX));
+    let pending = PendingMail {
+        at: now,
+        until: until.saturating_add(1),
+        incident: alert.about,
+        giving_up: alert.giving_up,
+        reopen,
+    };
+    state.mails_pending.push(pending.clone());
+    Some(Outgoing {
+        alert: alert::compose(&host.hostname(), report),
+        pending,
+    })
 }
 
 /// Sends the alert; whether it went. A failure is told in the report's own `mail_error=` (not in
 /// `error=`, which tells of php-fpm: `state=healthy … error="mail: …"` read as a contradiction) and
 /// on stderr, never fatal.
-fn mail(host: &mut impl Host, report: &mut Report) -> bool {
-    let alert = alert::compose(&host.hostname(), report);
-    match host.send(&alert) {
+pub fn deliver(host: &mut impl Host, report: &mut Report, alert: &alert::Alert) -> bool {
+    match host.send(alert) {
         Ok(()) => {
             report.mail = Mail::Sent;
             true

@@ -12,8 +12,9 @@ use crate::common::{Site, Smtp, field};
 
 /// php-fpm is stopped; the first run relaunches it and its mail hangs on a server that accepts and
 /// never answers. While it hangs, php-fpm is stopped again: a second run is not turned away (before
-/// #19 it exited 5, "another run holds the lock") and relaunches it. Both lines say
-/// `mail=failed mail_error=…`; the next run of the incident sends the mail, once.
+/// #19 it exited 5, "another run holds the lock"), checks, and finds it down (inside the recovery
+/// window, so it holds back). The first run's line says `mail=failed mail_error=…`; the next run of
+/// the incident sends the mail, once.
 #[test]
 fn a_run_checks_while_the_previous_runs_mail_hangs() {
     let site = Site::start();
@@ -33,21 +34,30 @@ fn a_run_checks_while_the_previous_runs_mail_hangs() {
         "the first run's mail was still hanging during the second run"
     );
     assert_ne!(second.status.code(), Some(5), "{second:?}");
-    assert!(site.heartbeat_ok(), "the second run relaunched php-fpm");
-    assert!(first.wait().unwrap().success());
+    let lines = site.log_lines();
+    assert_eq!(lines.len(), 1, "the second run's line: {lines:#?}");
+    assert_eq!(field(&lines[0], "state"), Some("cooldown"), "{lines:#?}");
+    let status = first.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "relaunched: {:#?}",
+        site.log_lines()
+    );
     drop(held);
     let lines = site.log_lines();
     assert_eq!(lines.len(), 2, "{lines:#?}");
-    for line in &lines {
-        assert!(
-            field(line, "action").is_some_and(|a| a.contains("start")),
-            "{line}"
-        );
-        assert_eq!(field(line, "state"), Some("healthy"), "{line}");
-        assert_eq!(field(line, "mail"), Some("failed"), "{line}");
-        assert!(line.contains(" mail_error=\""), "{line}");
-    }
+    let line = &lines[1];
+    assert!(
+        field(line, "action").is_some_and(|a| a.contains("start")),
+        "{line}"
+    );
+    assert_eq!(field(line, "state"), Some("healthy"), "{line}");
+    assert_eq!(field(line, "mail"), Some("failed"), "{line}");
+    assert!(line.contains(" mail_error=\""), "{line}");
 
+    // php-fpm is back and the mail server is up: the next run tells the incident's end, once.
+    site.fpm.start();
     // The mail server is up now: the next run tells the incident's end, once.
     drop(silent);
     let smtp = Smtp::start_on(site.dir.path(), port);
@@ -111,7 +121,11 @@ fn a_mail_on_its_way_is_sent_once() {
 /// Serves SMTP to each connection in turn until `wait` is closed; the first message's final reply
 /// is held back until `wait` says go on (so its sender is mid-mail), and `data_seen` told it came.
 /// Returns how many messages were accepted.
-fn slow_smtp(listener: &TcpListener, wait: &mpsc::Receiver<()>, data_seen: &mpsc::Sender<()>) -> u32 {
+fn slow_smtp(
+    listener: &TcpListener,
+    wait: &mpsc::Receiver<()>,
+    data_seen: &mpsc::Sender<()>,
+) -> u32 {
     listener.set_nonblocking(true).unwrap();
     let mut messages = 0;
     loop {
