@@ -14,7 +14,7 @@ generate() { cargo run --quiet --locked --features generate -- generate "$@"; }
 generate man target/assets/man
 # The drop-in's page is written by hand: it has no clap command tree (#22).
 cp debian/php-fpm-healthcheck.1 target/assets/man/
-gzip -9n target/assets/man/*.8 target/assets/man/*.1
+gzip -9nf target/assets/man/*.8 target/assets/man/*.1
 generate completions target/assets/completions
 cargo deb --no-build --target "$host" --quiet --output target/debian/ >&2
 ls -t target/debian/php-relaunch_*.deb | head -1

@@ -7,6 +7,7 @@ use anyhow::Result;
 #[cfg(feature = "generate")]
 use crate::cli::{self, Generated};
 use crate::cli::{Command, Invocation, Stop};
+use crate::config::watch as watch_config;
 use crate::config::{Config, ProbeConfig};
 use crate::doctor;
 use crate::escape;
@@ -20,6 +21,7 @@ use crate::pools;
 use crate::run;
 use crate::state::{self, State};
 use crate::stdout::{errln, outln};
+use crate::watch;
 
 /// Does what the command line asked for and says how it went. Errors are printed here, on one
 /// line, and are exit 2 (a health `check` says "unhealthy" and exits 1: Docker reserves 2).
@@ -63,7 +65,9 @@ fn command_run(command: Command) -> Result<Exit> {
         Command::Pools(args) => pools::command(&args),
         Command::IdleStop(args) => ondemand::idle_stop::command(&args),
         Command::Report(args) => history::command(&args),
+        Command::Doctor(args) if args.watch_config => doctor::watch_config(&args.fpm_config),
         Command::Doctor(args) => doctor::command(&args),
+        Command::Watch(args) => watch_config::load(args).and_then(|config| watch::command(&config)),
         #[cfg(feature = "generate")]
         Command::Generate(args) => match args.what {
             Generated::Man => cli::generate::man(&args.dir),
@@ -78,7 +82,23 @@ fn command_run(command: Command) -> Result<Exit> {
                 hold: args.hold,
                 stdin: args.stdin,
             };
-            Config::from_run(args.run).and_then(|config| hook::serve(&config, &listen))
+            match args.watch {
+                // One event starts one run of the whole watch file (#21).
+                Some(file) => {
+                    let watch_args = crate::cli::WatchArgs {
+                        config: file,
+                        dry_run: args.run.dry_run,
+                        log: Some(args.run.log),
+                        metrics_file: args.run.metrics_file,
+                        smtp: args.run.smtp,
+                        from: args.run.from,
+                        ..crate::cli::WatchArgs::default()
+                    };
+                    watch_config::load(watch_args)
+                        .and_then(|config| hook::serve_watch(&config, &listen))
+                }
+                None => Config::from_run(args.run).and_then(|config| hook::serve(&config, &listen)),
+            }
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The validated configuration of a run, built from the command line. Every check that can reject
 //! input happens here, before anything is probed, locked or restarted.
 
+pub mod watch;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -83,6 +85,9 @@ pub struct Config {
     pub on_demand: Option<PathBuf>,
     /// `--metrics-file`: the node_exporter textfile rewritten on every run.
     pub metrics_file: Option<PathBuf>,
+    /// `watch`: the php-fpm pool the target is, when known, so that its saturation is judged from
+    /// its own workers only (#21).
+    pub fpm_pool: Option<String>,
 }
 
 impl Config {
@@ -167,6 +172,7 @@ impl Config {
             pool,
             on_demand,
             metrics_file: run.metrics_file,
+            fpm_pool: None,
         })
     }
 }

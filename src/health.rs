@@ -101,7 +101,13 @@ pub fn report(config: &ProbeConfig, verdict: &Verdict) -> (String, bool) {
             verdict.latency.as_secs_f64() * 1000.0
         )
     } else {
-        format!("unhealthy: {}: {what}", config.target)
+        match &verdict.stderr {
+            Some(said) => format!(
+                "unhealthy: {}: {what} (php-fpm said: {said})",
+                config.target
+            ),
+            None => format!("unhealthy: {}: {what}", config.target),
+        }
     };
     (escape::field(&line), healthy)
 }

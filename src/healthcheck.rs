@@ -317,12 +317,15 @@ fn check(plan: &Plan, env: &Env) -> u8 {
     let answer = exchange(&address(&env.connect), Some(&script), deadline);
     backstop.disarm();
     let (status, body) = match answer {
-        Ok((_, _, Some(distrust))) => {
+        Ok(crate::probe::Exchanged {
+            distrust: Some(distrust),
+            ..
+        }) => {
             // Another user's listener where php-fpm should be (#18): its answer is not php-fpm's.
             errln!("{NAME}: {}", escape::field(&distrust));
             return code::CONNECT;
         }
-        Ok((status, body, None)) => (status, body),
+        Ok(crate::probe::Exchanged { status, body, .. }) => (status, body),
         Err(err) => return failed(&err, page, &env.connect, &via, seconds),
     };
     let text = String::from_utf8_lossy(&body);

@@ -40,6 +40,12 @@ pub fn line(report: &Report) -> String {
         report.mail,
         report.trigger,
     );
+    // `watch` (#21): which master and pool, after the fields a classic run writes.
+    for (key, value) in [("master", &report.master), ("pool", &report.pool)] {
+        if let Some(value) = value {
+            let _ = write!(line, " {key}={}", value.replace(' ', "_"));
+        }
+    }
     if let Some(error) = &report.error {
         let _ = write!(line, " error=\"{}\"", one_line(error));
     }

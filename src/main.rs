@@ -30,6 +30,7 @@ mod secure_file;
 mod spawn;
 mod state;
 mod stdout;
+mod watch;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

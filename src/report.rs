@@ -17,6 +17,10 @@ pub struct Report {
     pub time: DateTime<FixedOffset>,
     /// The heartbeat target, as written.
     pub target: String,
+    /// `watch`: the php-fpm master the target belongs to (its instance key), when known (#21).
+    pub master: Option<String>,
+    /// `watch`: the php-fpm pool the target is, when known.
+    pub pool: Option<String>,
     /// The first answer; `None` when the run ended before judging one (`--run-timeout`).
     pub answer: Option<Answer>,
     /// How long the first answer took.
@@ -60,6 +64,8 @@ impl Report {
         Report {
             time,
             target,
+            master: None,
+            pool: None,
             error: answer.as_ref().and_then(Answer::detail).map(str::to_owned),
             answer,
             latency,

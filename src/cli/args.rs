@@ -376,6 +376,10 @@ pub struct HookArgs {
     #[arg(long = "stdin")]
     pub stdin: bool,
 
+    /// Answer each event with one run of this watch file (every target in it) instead of URL's
+    #[arg(long = "watch", value_name = "PATH", conflicts_with_all = ["url", "timeout"])]
+    pub watch: Option<PathBuf>,
+
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -518,4 +522,8 @@ pub struct DoctorArgs {
     /// Print JSON for configuration management
     #[arg(long = "json")]
     pub json: bool,
+
+    /// Print a ready watch file (/etc/php-relaunch/watch.toml) for the pools found, for `watch`
+    #[arg(long = "watch-config", conflicts_with = "json")]
+    pub watch_config: bool,
 }

@@ -7,6 +7,7 @@ mod args;
 #[cfg(feature = "generate")]
 pub mod generate;
 pub mod values;
+mod watch;
 
 pub use args::{
     By, CheckArgs, DoctorArgs, HookArgs, IdleStopArgs, PoolsArgs, PoolsCommand, ProbeArgs,
@@ -14,6 +15,7 @@ pub use args::{
 };
 #[cfg(feature = "generate")]
 pub use args::{GenerateArgs, Generated};
+pub use watch::WatchArgs;
 
 use args::CHECK_TIMEOUT;
 
@@ -98,13 +100,15 @@ pub enum Command {
     Report(ReportArgs),
     /// `doctor …`.
     Doctor(DoctorArgs),
+    /// `watch …`: every pool of one file in one run (#21).
+    Watch(WatchArgs),
     /// `generate man|completions DIR` (hidden; only in a build with the `generate` feature).
     #[cfg(feature = "generate")]
     Generate(GenerateArgs),
 }
 
 /// The commands, each with what `--help` says of it in its list.
-const COMMANDS: [(&str, &str); 7] = [
+const COMMANDS: [(&str, &str); 8] = [
     (
         "check",
         "Health check for Docker HEALTHCHECK and Kubernetes exec probes: probe once, no lock, no \
@@ -138,20 +142,27 @@ const COMMANDS: [(&str, &str); 7] = [
         "Find the php-fpm pools on this host and say how to watch each: ready-to-paste lines, and \
          what to set first; changes nothing",
     ),
+    (
+        "watch",
+        "Many pools in one run: every target of one file (listed, or discovered from php-fpm's \
+         configurations) probed at once, each pool judged on its own, each master relaunched at most \
+         once; one log line per pool with a problem, one mail per run",
+    ),
 ];
 
 // Written out rather than derived so that each command's arguments are built only when that command
 // is parsed (`Command::defer`): the cron line, which names none, does not pay for building them.
 impl Subcommand for Command {
     fn augment_subcommands(cmd: clap::Command) -> clap::Command {
-        let defer: [fn(clap::Command) -> clap::Command; 7] = [
+        let defer: [fn(clap::Command) -> clap::Command; 8] = [
             CheckArgs::augment_args,
             ResetArgs::augment_args,
             PoolsArgs::augment_args,
-            HookArgs::augment_args,
+            hook_args,
             IdleStopArgs::augment_args,
             ReportArgs::augment_args,
             DoctorArgs::augment_args,
+            WatchArgs::augment_args,
         ];
         let cmd = COMMANDS
             .iter()
@@ -187,6 +198,7 @@ impl FromArgMatches for Command {
             Some(("pools", args)) => PoolsArgs::from_arg_matches(args).map(Command::Pools),
             Some(("report", args)) => ReportArgs::from_arg_matches(args).map(Command::Report),
             Some(("doctor", args)) => DoctorArgs::from_arg_matches(args).map(Command::Doctor),
+            Some(("watch", args)) => WatchArgs::from_arg_matches(args).map(Command::Watch),
             #[cfg(feature = "generate")]
             Some(("generate", args)) => GenerateArgs::from_arg_matches(args).map(Command::Generate),
             Some(("idle-stop", args)) => {
@@ -262,6 +274,27 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, Stop> {
             message: mistake(&err),
         }),
     }
+}
+
+/// `hook`'s arguments: with `--watch FILE` the file names the targets, so URL and TIMEOUT are not
+/// asked for (#21).
+fn hook_args(cmd: clap::Command) -> clap::Command {
+    // In place: `mut_arg` would move them to the end, and so change the positionals' order.
+    HookArgs::augment_args(cmd).mut_args(|a| match a.get_id().as_str() {
+        "url" | "timeout" => a.required(false).required_unless_present("watch"),
+        _ => a,
+    })
+}
+
+/// One target of a watch file, as the classic run's arguments (`argv[0]` is not given): the file
+/// and the command line go through the same parsers, defaults and checks (#21). The error is
+/// clap's, as one line.
+pub fn parse_target(args: &[OsString]) -> Result<RunArgs, String> {
+    let cmd = RunArgs::augment_args(clap::Command::new("target").no_binary_name(true))
+        .allow_negative_numbers(true);
+    cmd.try_get_matches_from(args)
+        .and_then(|matches| RunArgs::from_arg_matches(&matches))
+        .map_err(|err| first_paragraph(&err.to_string()))
 }
 
 /// clap's error as one line. A value that does not parse is named by its own message; a mistake of
@@ -440,6 +473,50 @@ mod tests {
         assert_eq!(run.emails.0.len(), 2);
         assert!(run.php_cgi);
         assert_eq!(run.timeout, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn hook_takes_the_classic_arguments_or_a_watch_file() {
+        let hook = |args: &[&str]| match parse(&argv(args)) {
+            Ok(Invocation::Command(command)) => match *command {
+                Command::Hook(hook) => hook,
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{args:?}: {other:?}"),
+        };
+        let classic = hook(&[
+            "hook",
+            "--stdin",
+            "http://127.0.0.1/hb.php",
+            "2",
+            "a@example.com",
+        ]);
+        assert_eq!(classic.run.emails.0.len(), 1);
+        assert_eq!(classic.run.timeout, Some(Duration::from_secs(2)));
+        let watch = hook(&["hook", "--stdin", "--watch", "/etc/php-relaunch/watch.toml"]);
+        assert!(watch.watch.is_some() && watch.run.url.is_none());
+        let (_, missing) = mistake_of(&["hook", "--stdin"]);
+        assert!(missing.contains("<URL>"), "{missing}");
+    }
+
+    #[test]
+    fn watch_takes_its_file_and_the_runs_own_options() {
+        let Ok(Invocation::Command(command)) = parse(&argv(&[
+            "watch",
+            "--config",
+            "/srv/w.toml",
+            "--every",
+            "10",
+            "--dry-run",
+        ])) else {
+            panic!("watch parses");
+        };
+        let Command::Watch(watch) = *command else {
+            panic!("watch");
+        };
+        assert_eq!(watch.config, std::path::Path::new("/srv/w.toml"));
+        assert_eq!(watch.every, Some(Duration::from_secs(10)));
+        assert!(watch.dry_run);
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //! (`installed`).
 
 mod installed;
+mod watch_config;
+
+pub use watch_config::command as watch_config;
 
 use std::fmt::Write as _;
 use std::fs;
@@ -27,6 +30,8 @@ pub struct Installation {
     pub config: PathBuf,
     /// The service that controls it (`php8.2-fpm`, FreeBSD's `php_fpm`), if one does.
     pub service: Option<String>,
+    /// What runs that service here: `systemd service` or `init script`.
+    pub init: Option<&'static str>,
     /// The php-fpm binary, when known.
     pub binary: Option<PathBuf>,
     /// Its master's pid, when one runs.
@@ -114,6 +119,7 @@ pub fn look(extra: &[PathBuf]) -> Findings {
             .collect();
         installations.push(Installation {
             config,
+            init: service.as_deref().map(fpm::service_kind),
             service,
             binary,
             master,
@@ -316,7 +322,11 @@ fn text(findings: &Findings) -> String {
         let running = i
             .master
             .map_or_else(|| "not running".to_owned(), |pid| format!("master {pid}"));
-        let service = i.service.as_deref().unwrap_or("no service");
+        let service = match (&i.service, i.init) {
+            (Some(name), Some(init)) => format!("{name}, {init}"),
+            (Some(name), None) => name.clone(),
+            (None, _) => "no service".to_owned(),
+        };
         let _ = writeln!(out, "{} ({service}, {running})", i.config.display());
         for pool in &i.pools {
             let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());

@@ -25,7 +25,7 @@ pub use answers::answers_itself;
 pub use conf::{PoolConf, read as read_config, setting_of as config_setting};
 pub use procs::{Proc, Sent, snapshot};
 pub use relaunch::{Levers, Plan, Relaunch, Step, relaunch, relaunch_cgi};
-pub use service::{detect_service, service_command, service_exists};
+pub use service::{detect_service, service_command, service_exists, service_kind, take_notes};
 pub use trust::{binary as trusted_binary, gid_of};
 
 use service::{conventional_config, master_config, service_binary};
@@ -129,6 +129,12 @@ pub fn instance_key(control: &Control, pool: Option<&str>) -> String {
         },
         (None, Control::Service(None)) => "service:detected".to_owned(),
     }
+}
+
+/// The configuration a service's master runs, by its convention (`phpX.Y-fpm` →
+/// `/etc/php/X.Y/fpm/php-fpm.conf`).
+pub fn service_config(service: &str) -> Option<PathBuf> {
+    conventional_config(service)
 }
 
 /// The instance key of the master that runs `config` (canonical, as `--fpm-config` is kept).

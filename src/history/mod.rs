@@ -102,6 +102,9 @@ pub struct History {
     /// fell in it).
     pub buckets: Vec<Bucket>,
     pub totals: Counts,
+    /// Totals per target, when the log holds more than one (`watch`, #21).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub targets: BTreeMap<String, Counts>,
     pub incidents: Incidents,
     /// Whether access logs were read.
     pub visitors: bool,
@@ -192,6 +195,8 @@ struct Tally {
     /// The incident open per target: since when.
     open: BTreeMap<String, DateTime<Local>>,
     downtimes: Vec<f64>,
+    /// What each target's lines add up to (`watch` logs many, #21).
+    targets: BTreeMap<String, Counts>,
 }
 
 impl Tally {
@@ -214,9 +219,10 @@ impl Tally {
         let time = entry.time.with_timezone(&Local);
         let failing =
             entry.verdict != "-" && !matches!(entry.verdict.parse::<u16>(), Ok(200..=399));
-        let Some(counts) = self.bucket(time) else {
+        if self.bucket(time).is_none() {
             return;
-        };
+        }
+        let mut counts = Counts::default();
         if failing {
             *counts.failures.entry(entry.verdict.to_owned()).or_default() += 1;
         }
@@ -235,6 +241,13 @@ impl Tally {
             counts.hook_runs += 1;
         } else {
             counts.cron_runs += 1;
+        }
+        self.targets
+            .entry(entry.url.to_owned())
+            .or_default()
+            .add(&counts);
+        if let Some(bucket) = self.bucket(time) {
+            bucket.add(&counts);
         }
         let ends = matches!(entry.state, "healthy" | "recovered" | "idle");
         match (self.open.get(entry.url), ends) {
@@ -307,6 +320,7 @@ fn read(
         skipped: 0,
         open: BTreeMap::new(),
         downtimes: Vec::new(),
+        targets: BTreeMap::new(),
     };
     let mut files = own.to_vec();
     let mut cut = Vec::new();
@@ -359,6 +373,12 @@ fn read(
         owned_by_others,
         buckets: tally.all_buckets(),
         totals,
+        // Per target only when the log holds more than one (a `watch` log): one is the totals.
+        targets: if tally.targets.len() > 1 {
+            std::mem::take(&mut tally.targets)
+        } else {
+            BTreeMap::new()
+        },
         incidents: Incidents {
             count: downtimes.len(),
             median_seconds: median(&downtimes),

@@ -99,7 +99,30 @@ pub fn text(history: &History) -> String {
         duration(i.median_seconds),
         duration(i.longest_seconds)
     );
+    per_target(&mut out, history);
     out
+}
+
+/// Totals per target, when the log holds more than one (`watch`, #21).
+fn per_target(out: &mut String, history: &History) {
+    if history.targets.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "per target ({}): failed checks, relaunches (healthy after), gave up",
+        history.targets.len()
+    );
+    for (target, c) in &history.targets {
+        let _ = writeln!(
+            out,
+            "  {target}  {} failed, {} relaunches ({}), {} gave up",
+            c.failed(),
+            c.relaunches,
+            c.helped,
+            c.gave_up
+        );
+    }
 }
 
 /// `2026-11-30 14:00`.

@@ -17,7 +17,9 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::config::Config;
+use crate::config::watch::WatchConfig;
 use crate::exit::Exit;
+use crate::report::Trigger;
 use crate::run;
 use source::{Source, Tally};
 
@@ -43,6 +45,22 @@ pub fn serve(config: &Config, listen: &Listen) -> Result<Exit> {
         config.every.is_none(),
         "--every does not go with hook: its events start its runs"
     );
+    serve_runs(listen, |events, ignored| {
+        run::answer(config, events, ignored).map(|exit| exit.is_some())
+    })
+}
+
+/// `hook --watch FILE`: each event starts one run of the whole watch file (#21).
+pub fn serve_watch(config: &WatchConfig, listen: &Listen) -> Result<Exit> {
+    // One deadline thread for the hook's whole life, however many runs it starts (#18).
+    let watchdog = crate::watch::watchdog(config)?;
+    serve_runs(listen, |events, ignored| {
+        crate::watch::once(config, Trigger::Hook { events, ignored }, &watchdog).map(|_| true)
+    })
+}
+
+/// Listens and answers events with `run`.
+fn serve_runs(listen: &Listen, run: impl FnMut(u64, u64) -> Result<bool>) -> Result<Exit> {
     let source = Source::open(listen.path.as_deref(), &listen.group, listen.stdin)?;
     let tally = Tally::new();
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("hook: handling SIGTERM")?;
@@ -57,9 +75,7 @@ pub fn serve(config: &Config, listen: &Listen) -> Result<Exit> {
         .context("hook: starting the signal thread")?;
     source.read_into(Arc::clone(&tally))?;
     let idle_exit = source.is_activated().then_some(listen.idle_exit);
-    let answered = answer(&tally, idle_exit, listen.hold, |events, ignored| {
-        run::answer(config, events, ignored).map(|exit| exit.is_some())
-    });
+    let answered = answer(&tally, idle_exit, listen.hold, run);
     source.remove();
     let counts = *tally.lock();
     if counts.events > 0 {

@@ -29,6 +29,7 @@ pub fn probe_http(url: &str, timeout: Duration) -> Verdict {
             answer: Answer::Failed(format!("no host in '{url}'")),
             latency: started.elapsed(),
             body: Vec::new(),
+            stderr: None,
         };
     };
     let addrs = match super::resolve::resolve(host, port, started + timeout) {
@@ -38,6 +39,7 @@ pub fn probe_http(url: &str, timeout: Duration) -> Verdict {
                 answer: Answer::Dns(why),
                 latency: started.elapsed(),
                 body: Vec::new(),
+                stderr: None,
             };
         }
     };
@@ -67,6 +69,7 @@ pub fn probe_http(url: &str, timeout: Duration) -> Verdict {
         answer,
         latency: started.elapsed(),
         body,
+        stderr: None,
     }
 }
 

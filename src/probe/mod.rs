@@ -45,6 +45,19 @@ pub struct Verdict {
     pub latency: Duration,
     /// The response body (at most [`fastcgi::MAX_REPLY`] bytes of it).
     pub body: Vec<u8>,
+    /// What php-fpm wrote to the request's STDERR stream, trimmed and cut to [`MAX_STDERR`]
+    /// characters (escaped where it is shown); `None` over HTTP or when it wrote nothing.
+    pub stderr: Option<String>,
+}
+
+/// The most of php-fpm's STDERR kept for the log line and the mail.
+pub const MAX_STDERR: usize = 300;
+
+/// php-fpm's STDERR as kept: lossy text, trimmed, cut; `None` when empty.
+fn said(stderr: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(stderr);
+    let text = text.trim();
+    (!text.is_empty()).then(|| crate::escape::cut(text, MAX_STDERR))
 }
 
 impl Answer {
@@ -108,38 +121,65 @@ fn probe_fastcgi(address: &Address, script: Option<&Script>, timeout: Duration) 
     let started = Instant::now();
     let result = exchange(address, script, started + timeout);
     let latency = started.elapsed();
-    let (answer, body) = match result {
-        Ok((status, _, Some(reason))) if Answer::Status(status).is_healthy() => {
-            (Answer::Untrusted(reason), Vec::new())
+    let (answer, body, stderr) = match result {
+        Ok(Exchanged {
+            status,
+            distrust: Some(reason),
+            ..
+        }) if Answer::Status(status).is_healthy() => {
+            (Answer::Untrusted(reason), Vec::new(), Vec::new())
         }
-        Ok((status, body, _)) => (Answer::Status(status), body),
-        Err(fastcgi::Error::Timeout) => (Answer::Timeout, Vec::new()),
-        Err(fastcgi::Error::Refused(detail)) => (Answer::Refused(detail), Vec::new()),
-        Err(fastcgi::Error::Dns(detail)) => (Answer::Dns(detail), Vec::new()),
+        Ok(Exchanged {
+            status,
+            body,
+            stderr,
+            ..
+        }) => (Answer::Status(status), body, stderr),
+        Err(fastcgi::Error::Timeout) => (Answer::Timeout, Vec::new(), Vec::new()),
+        Err(fastcgi::Error::Refused(detail)) => (Answer::Refused(detail), Vec::new(), Vec::new()),
+        Err(fastcgi::Error::Dns(detail)) => (Answer::Dns(detail), Vec::new(), Vec::new()),
         Err(err @ (fastcgi::Error::Io(_) | fastcgi::Error::Protocol(_))) => {
-            (Answer::Failed(err.to_string()), Vec::new())
+            (Answer::Failed(err.to_string()), Vec::new(), Vec::new())
         }
     };
     Verdict {
         answer,
         latency,
         body,
+        stderr: said(&stderr),
     }
 }
 
-/// One FastCGI exchange: GET_VALUES without a script, a GET request with one. With the status and
-/// body, why the listener that answered is not to be believed, if it is not.
+/// What one FastCGI exchange brought back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchanged {
+    /// The reply's status (a `Status:` header; absent means 200).
+    pub status: u16,
+    /// The reply's body.
+    pub body: Vec<u8>,
+    /// What php-fpm wrote to the request's STDERR stream ("Primary script unknown", PHP warnings).
+    pub stderr: Vec<u8>,
+    /// Why the listener that answered is not to be believed, if it is not (#18).
+    pub distrust: Option<String>,
+}
+
+/// One FastCGI exchange: GET_VALUES without a script, a GET request with one.
 pub fn exchange(
     address: &Address,
     script: Option<&Script>,
     deadline: Instant,
-) -> Result<(u16, Vec<u8>, Option<String>), fastcgi::Error> {
+) -> Result<Exchanged, fastcgi::Error> {
     let mut conn = fastcgi::Connection::open(address, deadline)?;
     let distrust = conn.distrust();
     let Some(script) = script else {
         conn.send(&fastcgi::get_values_request())?;
         fastcgi::read_get_values_result(&mut conn)?;
-        return Ok((200, Vec::new(), distrust));
+        return Ok(Exchanged {
+            status: 200,
+            body: Vec::new(),
+            stderr: Vec::new(),
+            distrust,
+        });
     };
     let params = params(address, script);
     let params: Vec<(&str, &str)> = params.iter().map(|(n, v)| (*n, v.as_str())).collect();
@@ -148,7 +188,12 @@ pub fn exchange(
     // GET_VALUES above: php-fpm keeps that connection open, and only its one record is wanted.)
     let reply = fastcgi::read_reply(&mut BufReader::with_capacity(16 * 1024, conn))?;
     let (status, body) = fastcgi::parse_cgi(&reply.stdout)?;
-    Ok((status, body.to_vec(), distrust))
+    Ok(Exchanged {
+        status,
+        body: body.to_vec(),
+        stderr: reply.stderr,
+        distrust,
+    })
 }
 
 /// The CGI parameters php-fpm needs to run a script (or answer its ping and status paths).

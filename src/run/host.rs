@@ -45,6 +45,9 @@ pub trait Host {
     fn dormancy(&mut self) -> Dormancy;
     /// Probes the heartbeat once, judging a status page against the counters in `state`.
     fn probe(&mut self, state: &mut State) -> Verdict;
+    /// After the heartbeat through the web server timed out: whether the web server also gives no
+    /// answer in time for a page outside PHP (any status, even 404, says it is not hung).
+    fn web_server_hangs(&mut self) -> bool;
     /// After the heartbeat through the web server timed out: the php-fpm sockets asked, when every
     /// pool of the verified php-fpm answers on its own socket (the web server is the one hung).
     fn fpm_answers(&mut self) -> Option<String>;

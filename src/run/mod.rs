@@ -2,9 +2,9 @@
 //! around the pipeline of one check; then the report rendered as the log line (or, in a dry run,
 //! printed), the memory between runs saved, and the exit code.
 
-mod host;
-mod pipeline;
-mod system;
+pub(crate) mod host;
+pub(crate) mod pipeline;
+pub(crate) mod system;
 
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};

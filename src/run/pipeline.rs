@@ -37,6 +37,7 @@ pub fn check(
         None => Dormancy::Awake,
     };
     let mut hung = None;
+    let mut fpm_said = None;
     let (answer, latency, decision) = match &dormancy {
         Dormancy::Awake => {
             // Only a trusted run moves the status counters' baseline: hook runs every few seconds
@@ -52,6 +53,7 @@ pub fn check(
                 config.probe.target.is_fastcgi(),
             );
             let decision = blame(config, host, &verdict.answer, decision, &mut hung);
+            fpm_said = verdict.stderr;
             (Some(verdict.answer), verdict.latency, decision)
         }
         Dormancy::Asleep => (None, Duration::ZERO, Decision::Healthy),
@@ -93,8 +95,8 @@ pub fn check(
     }
     if let Some(asked) = hung {
         report.error = Some(format!(
-            "the heartbeat timed out, but php-fpm answers on its own sockets ({asked}): the web \
-             server is hung, not php-fpm; php-fpm left alone"
+            "the heartbeat timed out, and so did a page of the web server outside PHP, while php-fpm \
+             answers on its own sockets ({asked}): the web server is hung, not php-fpm; php-fpm left alone"
         ));
     }
     let Some(course) = course else {
@@ -103,6 +105,7 @@ pub fn check(
         } else {
             RunState::Healthy
         };
+        keep_outside_words(&mut report, fpm_said);
         return (seen, Some(report), None);
     };
     let giving_up = matches!(course, Course::Held(policy::Hold::GiveUp { .. }));
@@ -121,18 +124,7 @@ pub fn check(
         now,
         trigger.is_trusted(),
     );
-    // Whose listener answered stays in the log whatever the run did next (#18).
-    if let Some(Answer::Untrusted(why)) = &report.answer
-        && !report
-            .error
-            .as_deref()
-            .is_some_and(|e| e.contains(why.as_str()))
-    {
-        report.error = Some(match report.error.take() {
-            Some(then) => format!("{why}; {then}"),
-            None => why.clone(),
-        });
-    }
+    keep_outside_words(&mut report, fpm_said);
     let mut outgoing = None;
     if report.alert && !config.dry_run {
         let alert = Alert {
@@ -177,12 +169,34 @@ fn blame(
         && matches!(answer, Answer::Timeout)
         && !config.probe.target.is_fastcgi()
         && config.pool.is_none()
+        // A page of the web server outside PHP that answers says the web server is not hung: a
+        // script stuck behind a lock is php-fpm's (#18).
+        && host.web_server_hangs()
         && let Some(asked) = host.fpm_answers()
     {
         *hung = Some(asked);
         return Decision::WebServerHung;
     }
     decision
+}
+
+/// What stays in the line whatever the run did next: whose listener answered (#18), and php-fpm's
+/// own words on the request, "Primary script unknown" (#19; the renderers escape them).
+fn keep_outside_words(report: &mut Report, fpm_said: Option<String>) {
+    if let Some(Answer::Untrusted(why)) = &report.answer
+        && !report
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains(why.as_str()))
+    {
+        report.error = Some(match report.error.take() {
+            Some(then) => format!("{why}; {then}"),
+            None => why.clone(),
+        });
+    }
+    if let Some(said) = fpm_said {
+        report.note(format!("php-fpm said: {said}"));
+    }
 }
 
 /// Does what `course` says, filling in the report; policy books what the control did.
@@ -321,6 +335,9 @@ fn relaunch(config: &Config, host: &mut impl Host, report: &mut Report) -> Done 
     };
     if !done.errors.is_empty() {
         report.note(done.errors.join("; "));
+    }
+    for note in fpm::take_notes() {
+        report.note(note);
     }
     if report.error.is_none() {
         report.error = detail;

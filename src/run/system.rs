@@ -94,6 +94,17 @@ impl Host for System<'_> {
         verdict
     }
 
+    fn web_server_hangs(&mut self) -> bool {
+        let probe::Target::Http(url) = &self.config.probe.target else {
+            return false;
+        };
+        let page = outside_php(url);
+        matches!(
+            probe::probe(&probe::Target::Http(page), self.config.probe.timeout, None).answer,
+            Answer::Timeout
+        )
+    }
+
     fn fpm_answers(&mut self) -> Option<String> {
         let config = self.config;
         fpm::answers_itself(
@@ -137,17 +148,20 @@ impl Host for System<'_> {
         let load = if plan == Plan::Restart {
             // A status page is a claim (its socket may be the pool user's); /proc is the fact, judged
             // for the pool in question alone (#19).
-            let target_pool = match &config.probe.target {
-                Target::FastCgi {
-                    address: Address::Unix(path),
-                    ..
-                } => instance.pool_listening_at(Some(path), None),
-                Target::FastCgi {
-                    address: Address::Tcp { port, .. },
-                    ..
-                } => instance.pool_listening_at(None, Some(*port)),
-                Target::Http(_) => None,
-            };
+            let target_pool = config
+                .fpm_pool
+                .clone()
+                .or_else(|| match &config.probe.target {
+                    Target::FastCgi {
+                        address: Address::Unix(path),
+                        ..
+                    } => instance.pool_listening_at(Some(path), None),
+                    Target::FastCgi {
+                        address: Address::Tcp { port, .. },
+                        ..
+                    } => instance.pool_listening_at(None, Some(*port)),
+                    Target::Http(_) => None,
+                });
             let page = config.status.as_ref().and_then(|status| {
                 load::from_status(status, config.probe.timeout, config.stuck_after)
             });
@@ -247,5 +261,35 @@ impl Host for System<'_> {
             None => alert::default_sender(&self.hostname())?,
         };
         alert::send(&config.transport, &from, &config.recipients, alert)
+    }
+}
+
+/// A page of the heartbeat's web server that no PHP serves: the same scheme and authority, a path
+/// that names no script (nginx answers it itself, 404 or 403, while its workers run).
+fn outside_php(heartbeat: &str) -> String {
+    let after_scheme = heartbeat.find("://").map_or(0, |at| at + 3);
+    let end = heartbeat[after_scheme..]
+        .find('/')
+        .map_or(heartbeat.len(), |at| after_scheme + at);
+    format!(
+        "{}/.well-known/php-relaunch-web-server-check",
+        &heartbeat[..end]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_outside_php_is_on_the_heartbeats_server() {
+        assert_eq!(
+            outside_php("http://127.0.0.1:8889/php-heartbeat.php?x=1"),
+            "http://127.0.0.1:8889/.well-known/php-relaunch-web-server-check"
+        );
+        assert_eq!(
+            outside_php("http://[::1]"),
+            "http://[::1]/.well-known/php-relaunch-web-server-check"
+        );
     }
 }

@@ -518,7 +518,14 @@ impl Site {
     pub fn start_in(dir: tempfile::TempDir) -> Site {
         let fpm = Fpm::new(dir.path());
         fpm.start();
-        let nginx = Nginx::new(dir.path(), &format!("unix:{}", fpm.socket.display()));
+        let upstream = format!("unix:{}", fpm.socket.display());
+        Site::around(dir, fpm, &upstream)
+    }
+
+    /// A site of `fpm` (started) in `dir`: nginx started in front of it at `upstream`
+    /// (`unix:PATH` or `HOST:PORT`), with the site's log, lock and state paths.
+    pub fn around(dir: tempfile::TempDir, fpm: Fpm, upstream: &str) -> Site {
+        let nginx = Nginx::new(dir.path(), upstream);
         nginx.start();
         Site {
             log: dir.path().join("php-relaunch.log"),

@@ -140,7 +140,10 @@ fn healthy_pool_answers_every_probe_kind(tcp: bool) {
         "{lacks}"
     );
     let missing = assert_check(&[&pool.script("missing.php"), "2"], 1, "unhealthy: ");
-    assert!(missing.ends_with(": answered 404\n"), "{missing}");
+    assert!(
+        missing.ends_with(": answered 404 (php-fpm said: Primary script unknown)\n"),
+        "{missing}"
+    );
 }
 
 #[test]
@@ -229,6 +232,46 @@ fn check_keeps_its_counters_apart_from_the_watching_runs_state() {
     // One file, and not the one a cron run watching the same target keeps its budget in.
     assert_eq!(written.len(), 1, "{written:?}");
     assert!(written[0].starts_with("check_"), "{written:?}");
+}
+
+#[test]
+fn php_fpms_own_words_reach_the_log_line_the_mail_and_check() {
+    let pool = Pool::start(false);
+    let smtp = crate::common::Smtp::start(pool.dir.path());
+    let missing = pool.script("no-such-script.php");
+    let line = assert_check(&[&missing, "2"], 1, "unhealthy: ");
+    assert!(
+        line.ends_with(": answered 404 (php-fpm said: Primary script unknown)\n"),
+        "{line}"
+    );
+
+    let log = pool.dir.path().join("log");
+    let out = crate::common::php_relaunch()
+        .args([&missing, "2", "ops@example.com", "--smtp", &smtp.url()])
+        .args(pool.fpm.direct_args())
+        .arg("--log")
+        .arg(&log)
+        .arg("--lock")
+        .arg(pool.dir.path().join("lock"))
+        .arg("--state")
+        .arg(pool.dir.path().join("state.json"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let line = fs::read_to_string(&log).unwrap();
+    assert_eq!(field(&line, "verdict"), Some("404"), "{line}");
+    assert!(
+        line.trim_end()
+            .ends_with("error=\"php-fpm said: Primary script unknown\""),
+        "{line}"
+    );
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), 1);
+    assert!(
+        mails[0].contains("php-fpm said: Primary script unknown"),
+        "{}",
+        mails[0]
+    );
 }
 
 #[test]

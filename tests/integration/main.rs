@@ -25,3 +25,5 @@ mod trust_files;
 mod trust_hook;
 mod trust_listeners;
 mod trust_text;
+mod units;
+mod watch;

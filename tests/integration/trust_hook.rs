@@ -159,6 +159,11 @@ fn ten_thousand_hook_runs_leave_threads_fds_and_memory_flat() {
             thread::sleep(Duration::from_micros(200));
         }
         if run % EVERY == 0 {
+            // Sampled between runs: the line is written before the run lets go of its lock, log
+            // and deadline.
+            wait_until("the run to end", Duration::from_secs(20), || {
+                File::open(&site.lock).is_ok_and(|lock| lock.try_lock().is_ok())
+            });
             samples.push(sample(hook.pid()));
             let (first, last) = (samples[0], samples[samples.len() - 1]);
             assert_eq!(last.threads, first.threads, "after {run} runs: {samples:?}");
@@ -208,16 +213,8 @@ fn site_with_pool_user_socket_dir() -> Site {
     fs::write(&fpm.config, conf).unwrap();
     fpm.socket = socket;
     fpm.start();
-    let nginx = crate::common::Nginx::new(dir.path(), &format!("unix:{}", fpm.socket.display()));
-    nginx.start();
-    Site {
-        log: dir.path().join("php-relaunch.log"),
-        lock: dir.path().join("php-relaunch.lock"),
-        state: dir.path().join("state.json"),
-        fpm,
-        nginx,
-        dir,
-    }
+    let upstream = format!("unix:{}", fpm.socket.display());
+    Site::around(dir, fpm, &upstream)
 }
 
 /// Runs `program ARGS…` as `www-data` (uid and gid 33, no other groups); whether it succeeded.
@@ -429,15 +426,20 @@ fn children_of(parent: u32) -> Vec<u32> {
 /// Item 3, its second half: nginx's workers run as the pool user (`www-data`), so its PHP can
 /// SIGSTOP them. Here `www-data` itself stops the private nginx's worker (which runs as `www-data`,
 /// as Debian's does): the heartbeat times out, and before #18 the timeout was blamed on php-fpm,
-/// which got `restart+kill+start` though it was healthy. Now php-fpm is asked on its own socket
-/// (its `ping.path`) first; it answers, so the run alerts `state=web-server-hung` and leaves it alone.
+/// which got `restart+kill+start` though it was healthy. Now a page of nginx outside PHP is asked
+/// (it times out too: nginx is hung) and php-fpm on its own socket (its `ping.path`; it answers),
+/// so the run alerts `state=web-server-hung` and leaves php-fpm alone. (A script stuck behind a lock,
+/// with nginx answering, stays php-fpm's: tests/integration/policy.rs kills the stuck worker.)
 #[test]
 fn a_hung_web_server_is_alerted_and_the_healthy_php_fpm_left_alone() {
     let site = Site::start();
     let master = site.fpm.master().unwrap();
     let nginx = site.nginx.master().unwrap();
+    // nginx answers connections through its backlog before its worker has started.
+    wait_until("nginx's worker", Duration::from_secs(10), || {
+        !children_of(nginx).is_empty()
+    });
     let workers = children_of(nginx);
-    assert!(!workers.is_empty());
     for worker in &workers {
         let pid = worker.to_string();
         assert!(as_www_data("/bin/kill", &["-STOP".as_ref(), pid.as_ref()]));

@@ -13,7 +13,7 @@ use std::time::Duration;
 use rustix::process::Signal;
 
 use crate::common::{
-    Fpm, NOBODY, Nginx, Site, alive, field, free_port, php_relaunch, shared_tempdir, signal, state,
+    Fpm, NOBODY, Site, alive, field, free_port, php_relaunch, shared_tempdir, signal, state,
     stderr, stdout, wait_until,
 };
 
@@ -156,19 +156,8 @@ fn tcp_site() -> Site {
     let dir = shared_tempdir();
     let fpm = Fpm::new_tcp(dir.path());
     fpm.start();
-    let nginx = Nginx::new(
-        dir.path(),
-        &format!("127.0.0.1:{}", fpm.port.expect("a TCP instance")),
-    );
-    nginx.start();
-    Site {
-        log: dir.path().join("php-relaunch.log"),
-        lock: dir.path().join("php-relaunch.lock"),
-        state: dir.path().join("state.json"),
-        fpm,
-        nginx,
-        dir,
-    }
+    let upstream = format!("127.0.0.1:{}", fpm.port.expect("a TCP instance"));
+    Site::around(dir, fpm, &upstream)
 }
 
 /// The site's php-fpm on a unix socket in a directory the pool user owns, as /run/php on Debian.
@@ -186,16 +175,8 @@ fn site_with_socket_in_pool_users_dir() -> Site {
     fs::write(&fpm.config, conf).unwrap();
     fpm.socket = socket;
     fpm.start();
-    let nginx = Nginx::new(dir.path(), &format!("unix:{}", fpm.socket.display()));
-    nginx.start();
-    Site {
-        log: dir.path().join("php-relaunch.log"),
-        lock: dir.path().join("php-relaunch.lock"),
-        state: dir.path().join("state.json"),
-        fpm,
-        nginx,
-        dir,
-    }
+    let upstream = format!("unix:{}", fpm.socket.display());
+    Site::around(dir, fpm, &upstream)
 }
 
 fn last_line(site: &Site) -> String {

@@ -26,6 +26,7 @@ use crate::state::{Incident, State};
 const NOW: i64 = 1_800_000_000;
 
 /// A machine that answers as the test says and writes down what was asked of it.
+#[allow(clippy::struct_excessive_bools)] // a scripted host: each bool is one switch a test flips
 struct Fake {
     /// The first probe's answer.
     answer: Answer,
@@ -43,6 +44,8 @@ struct Fake {
     replicas: Vec<(&'static str, Option<Relaunch>)>,
     /// `--on-demand`: what the socket says.
     dormancy: Dormancy,
+    /// After a timeout: whether the web server hangs on a page outside PHP too.
+    web_hangs: bool,
     /// After a timeout: the sockets php-fpm answered on itself, if it does.
     fpm_answers: Option<String>,
     /// The status page's counters each probe reads (and, as the real probe does, books in the state).
@@ -68,6 +71,7 @@ impl Fake {
             replicas: Vec::new(),
             dormancy: Dormancy::Awake,
             counters: None,
+            web_hangs: false,
             fpm_answers: None,
             at: NOW,
             did: Vec::new(),
@@ -132,7 +136,16 @@ impl Host for Fake {
             answer: self.answer.clone(),
             latency: Duration::from_millis(3),
             body: Vec::new(),
+            stderr: None,
         }
+    }
+
+    /// Written down only when it hangs, so the other paths read as before.
+    fn web_server_hangs(&mut self) -> bool {
+        if self.web_hangs {
+            self.did.push("web server hangs".into());
+        }
+        self.web_hangs
     }
 
     /// Written down only when php-fpm answers, so the other paths read as before.
@@ -1121,6 +1134,7 @@ fn a_timeout_while_php_fpm_answers_itself_blames_the_web_server() {
     let mut state = State::default();
     let mut host = Fake::answering(Answer::Timeout);
     host.fpm_answers = Some("unix:///run/php/php8.2-fpm.sock;/ping".into());
+    host.web_hangs = true;
     let report = run(&config, &mut state, &mut host).unwrap();
     assert_eq!(
         fields(&report),
@@ -1135,16 +1149,24 @@ fn a_timeout_while_php_fpm_answers_itself_blames_the_web_server() {
         "{:?}",
         report.error
     );
-    assert_eq!(host.did, ["probe", "php-fpm answers", "mail"]);
+    assert_eq!(
+        host.did,
+        ["probe", "web server hangs", "php-fpm answers", "mail"]
+    );
     // Still hung at the next run: the same incident, no second mail.
     run(&config, &mut state, &mut host);
     assert_eq!(host.sent.len(), 1);
 
-    // php-fpm does not answer itself (or cannot be asked): a timeout is php-fpm's, as before.
-    let mut host = Fake::answering(Answer::Timeout).verifying(&[true]);
-    let report = run(&config, &mut State::default(), &mut host).unwrap();
-    assert_eq!(report.state.to_string(), "healthy");
-    assert!(host.did.contains(&"restart".to_owned()), "{:?}", host.did);
+    // php-fpm does not answer itself (or cannot be asked), or the web server answers a page
+    // outside PHP (a stuck script is php-fpm's): the timeout is php-fpm's, as before.
+    for (web_hangs, fpm_answers) in [(true, None), (false, Some("unix:///x.sock".to_owned()))] {
+        let mut host = Fake::answering(Answer::Timeout).verifying(&[true]);
+        host.web_hangs = web_hangs;
+        host.fpm_answers = fpm_answers;
+        let report = run(&config, &mut State::default(), &mut host).unwrap();
+        assert_eq!(report.state.to_string(), "healthy");
+        assert!(host.did.contains(&"restart".to_owned()), "{:?}", host.did);
+    }
 }
 
 /// #18: the pool user toggles php-fpm's socket between datagrams, so hook runs relaunch (each

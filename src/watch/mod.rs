@@ -1,0 +1,334 @@
+//! `php-relaunch watch` (#21): many pools in one run. The targets of one file (listed, and those
+//! `[discover]` finds anew every run) are probed at once; each pool is judged on its own and each
+//! master acted on at most once, under its own lock (`run`). What the run did is then rendered
+//! once: a log line per target with something to say, one mail per set of recipients, one metrics
+//! file with a series per target; the exit code is the most serious outcome.
+
+pub mod discover;
+mod host;
+mod metrics;
+mod run;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use chrono::{Local, Timelike};
+use lettre::Address;
+
+use crate::alert::{self, Alert};
+use crate::config::watch::{Target, WatchConfig};
+use crate::deadline::Watchdog;
+use crate::exit::Exit;
+use crate::journal::{self, Journal};
+use crate::lock;
+use crate::report::{Action, Mail, Report, RunState, Trigger};
+use crate::spawn;
+use crate::state;
+use crate::stdout::{errln, outln};
+use run::{Done, Master};
+
+/// Runs the file once, or with `--every` until the minute is over; the most serious outcome.
+pub fn command(config: &WatchConfig) -> Result<Exit> {
+    let watchdog = watchdog(config)?;
+    let minute_over = config.every.map(|_| Instant::now() + until_next_minute());
+    let mut worst = Exit::Healthy;
+    loop {
+        let started = Instant::now();
+        worst = worst.max(once(config, Trigger::Cron, &watchdog)?);
+        let (Some(every), Some(minute_over)) = (config.every, minute_over) else {
+            break;
+        };
+        let next = started + every;
+        // The last run must end within the minute, so the next cron run is not turned away. Locks
+        // are per master and held only while it is acted on: none is held while this sleeps.
+        let longest = longest_timeout(config);
+        if next + longest >= minute_over {
+            break;
+        }
+        thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    Ok(worst)
+}
+
+/// The backstop of every run of this process (one thread for the process, however many runs the
+/// hook starts, #18): a run that outlives the longest `run_timeout` of its targets is logged, its
+/// helper killed, and the process ended, which frees every lock it holds. Every probe, relaunch step
+/// and mail has its own deadline; this is for whatever was missed.
+pub fn watchdog(config: &WatchConfig) -> Result<Watchdog> {
+    let mut journal = if config.dry_run {
+        None
+    } else {
+        Some(Journal::open(&config.log)?)
+    };
+    let file = config.file.display().to_string();
+    Ok(Watchdog::new(move || {
+        spawn::kill_running_helper();
+        let error =
+            "run-timeout: the watch run did not finish within the longest run_timeout of its \
+                     targets and was ended"
+                .to_owned();
+        let report = Report::ended(
+            Local::now().fixed_offset(),
+            format!("watch:{file}"),
+            Duration::ZERO,
+            error.clone(),
+        );
+        match journal.as_mut() {
+            Some(journal) => {
+                let _ = journal.append(&report);
+            }
+            None => outln!("{}", journal::line(&report).trim_end()),
+        }
+        errln!("php-relaunch: {error}");
+        std::process::exit(i32::from(Exit::Failing.code()));
+    }))
+}
+
+/// One run over every target, within `watchdog`'s deadline.
+pub fn once(config: &WatchConfig, trigger: Trigger, watchdog: &Watchdog) -> Result<Exit> {
+    let targets = targets(config);
+    let limit = targets
+        .iter()
+        .map(|t| t.config.run_timeout)
+        .max()
+        .unwrap_or(Duration::from_mins(2));
+    watchdog.arm(Instant::now() + limit);
+    let exit = run_targets(config, &targets, trigger);
+    watchdog.disarm();
+    exit
+}
+
+/// What `once` does within its deadline.
+fn run_targets(config: &WatchConfig, targets: &[Target], trigger: Trigger) -> Result<Exit> {
+    if targets.is_empty() {
+        errln!(
+            "php-relaunch: {}: no target to watch (nothing listed, no pool discovered)",
+            config.file.display()
+        );
+        return Ok(Exit::Failing);
+    }
+    // Opened up front: a bad log path is refused before anything is done.
+    let mut journal = if config.dry_run {
+        None
+    } else {
+        Some(Journal::open(&config.log)?)
+    };
+    let masters = run::act(config, targets, trigger);
+    let mut done: Vec<Done> = Vec::new();
+    let mut busy = 0;
+    let total = masters.len();
+    for (_, master) in masters {
+        match master {
+            Master::Busy => busy += 1,
+            Master::Done(list) => done.extend(list),
+        }
+    }
+    // A master another run holds is skipped (said on stderr); only when every one was is the run
+    // "busy" (5), as a classic run turned away is.
+    let mut worst = if busy > 0 && busy == total {
+        Exit::Busy
+    } else {
+        Exit::Healthy
+    };
+    done.sort_by_key(|d| d.index);
+    keep_telling(&mut done, trigger);
+    mail(config, targets, &mut done);
+    for d in &done {
+        let Some(report) = &d.report else {
+            continue;
+        };
+        worst = worst.max(report.exit());
+        match journal.as_mut() {
+            None => outln!("{}", journal::line(report).trim_end()),
+            Some(journal) => {
+                if let Err(err) = journal.append(report) {
+                    errln!("php-relaunch: {err:#}");
+                }
+            }
+        }
+    }
+    if let Some(path) = config.metrics_file.as_ref().filter(|_| !config.dry_run) {
+        let text = metrics::render(targets, &done);
+        if let Err(err) = crate::metrics::write(path, &text) {
+            errln!("php-relaunch: {err:#}");
+        }
+    }
+    Ok(worst)
+}
+
+/// The listed targets, and those `[discover]` finds now (a listed target wins over a found one).
+fn targets(config: &WatchConfig) -> Vec<Target> {
+    let mut targets = config.targets.clone();
+    if let Some(found) = &config.discover {
+        let (more, notes) = discover::targets(found);
+        for note in notes {
+            errln!("php-relaunch: discover: {note}");
+        }
+        for target in more {
+            let url = target.config.probe.target.to_string();
+            if !targets
+                .iter()
+                .any(|t| t.config.probe.target.to_string() == url)
+            {
+                targets.push(target);
+            }
+        }
+    }
+    targets
+}
+
+/// A run the hook started tells of its events, but 200 healthy pools are not 200 lines: healthy
+/// targets keep quiet unless no target had anything else to say (then the first one speaks).
+fn keep_telling(done: &mut [Done], trigger: Trigger) {
+    if trigger == Trigger::Cron {
+        return;
+    }
+    let quiet = |r: &Report| {
+        matches!(r.state, RunState::Healthy | RunState::Idle) && r.action == Action::None
+    };
+    let any_loud = done
+        .iter()
+        .any(|d| d.report.as_ref().is_some_and(|r| !quiet(r)));
+    let mut first = !any_loud;
+    for d in done.iter_mut() {
+        if d.report.as_ref().is_some_and(quiet) {
+            if first {
+                first = false;
+            } else {
+                d.report = None;
+            }
+        }
+    }
+}
+
+/// One mail per run per set of recipients, listing every pool with a problem and what was done. A
+/// mail that fails is said in each line's `mail=` and on stderr, and its alerts are booked as not
+/// sent, so the next run tries again (#19).
+fn mail(config: &WatchConfig, targets: &[Target], done: &mut [Done]) {
+    let mut by_recipients: BTreeMap<Vec<String>, (Vec<Address>, Vec<usize>)> = BTreeMap::new();
+    for (at, d) in done.iter().enumerate() {
+        let recipients = &targets[d.index].config.recipients;
+        if !d.alert || recipients.is_empty() || d.report.is_none() {
+            continue;
+        }
+        let mut key: Vec<String> = recipients.iter().map(ToString::to_string).collect();
+        key.sort();
+        by_recipients
+            .entry(key)
+            .or_insert_with(|| (recipients.clone(), Vec::new()))
+            .1
+            .push(at);
+    }
+    if by_recipients.is_empty() {
+        return;
+    }
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    for (recipients, members) in by_recipients.into_values() {
+        let reports: Vec<&Report> = members
+            .iter()
+            .filter_map(|&at| done[at].report.as_ref())
+            .collect();
+        let alert = compose(&host, &reports);
+        let sent = match &config.from {
+            Some(from) => Ok(from.clone()),
+            None => alert::default_sender(&host),
+        }
+        .and_then(|from| alert::send(&config.transport, &from, &recipients, &alert));
+        let said = match &sent {
+            Ok(()) => Mail::Sent,
+            Err(err) => {
+                errln!(
+                    "php-relaunch: {}",
+                    crate::escape::field(&format!("mail: {err:#}"))
+                );
+                Mail::Failed
+            }
+        };
+        for &at in &members {
+            let mut gave_up = false;
+            if let Some(report) = done[at].report.as_mut() {
+                report.mail = said;
+                gave_up = report.action == Action::GaveUp;
+                if let Err(err) = &sent {
+                    // In its own field, as a classic run's (#19): `error=` tells of php-fpm.
+                    report.mail_error = Some(format!("{err:#}"));
+                }
+            }
+            if sent.is_err() {
+                unbook_alert(&targets[done[at].index], gave_up);
+            }
+        }
+    }
+}
+
+/// One mail of several reports: the subject counts them, the body has each one's alert text.
+fn compose(host: &str, reports: &[&Report]) -> Alert {
+    let one: Vec<Alert> = reports.iter().map(|r| alert::compose(host, r)).collect();
+    if let [only] = one.as_slice() {
+        return only.clone();
+    }
+    let pools: Vec<String> = reports
+        .iter()
+        .map(|r| r.pool.clone().unwrap_or_else(|| r.target.clone()))
+        .collect();
+    let mut body = format!(
+        "{} pools had a problem in this run: {}\n",
+        reports.len(),
+        pools.join(", ")
+    );
+    for (report, alert) in reports.iter().zip(&one) {
+        let _ = write!(
+            body,
+            "\n==== {} ====\n{}\n",
+            report.pool.as_deref().unwrap_or(&report.target),
+            alert.subject
+        );
+        body.push_str(&alert.body);
+    }
+    Alert {
+        subject: crate::escape::field(&format!(
+            "php-relaunch on {host}: {} pools with a problem ({})",
+            reports.len(),
+            pools.join(", ")
+        )),
+        body,
+    }
+}
+
+/// A mail that was not sent: its incident's alert (and a giving-up alert) is due again on the next
+/// run, as a classic run's is (#19). Done under the master's lock, when it is free at once.
+fn unbook_alert(target: &Target, gave_up: bool) {
+    let Ok(Ok(_lock)) = lock::try_acquire(&target.config.lock) else {
+        return;
+    };
+    let path = &target.config.probe.state;
+    if let Ok((mut state, None)) = state::load(path) {
+        if let Some(incident) = state.incident.as_mut() {
+            incident.alerted = false;
+        }
+        state.give_up_unmailed |= gave_up;
+        let _ = state::save(path, &state);
+    }
+}
+
+/// The longest probe deadline of the file's targets: a repeated run must fit in the minute.
+fn longest_timeout(config: &WatchConfig) -> Duration {
+    config
+        .targets
+        .iter()
+        .map(|t| t.config.probe.timeout)
+        .max()
+        .unwrap_or(Duration::from_secs(5))
+}
+
+fn until_next_minute() -> Duration {
+    let now = Local::now();
+    let into_minute = Duration::new(u64::from(now.second()), now.nanosecond() % 1_000_000_000);
+    Duration::from_mins(1).saturating_sub(into_minute)
+}

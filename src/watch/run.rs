@@ -1,0 +1,485 @@
+//! One `watch` run (#21): every target probed at once (bounded, each within its own deadline), then
+//! per php-fpm master, under that master's lock: each pool judged on its own through the classic
+//! run's pipeline, the master relaunched at most once, its budget and cooldown its own. Then one
+//! mail per set of recipients, one log line per target with something to say, one metrics file.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Local};
+
+use super::host::WatchHost;
+use crate::config::watch::{Target, WatchConfig};
+use crate::fpm;
+use crate::health::{self, Saving};
+use crate::lock;
+use crate::metrics::Seen;
+use crate::ondemand::{self, Dormancy};
+use crate::policy::{self, Decision};
+use crate::probe::Verdict;
+use crate::report::{Action, Report, RunState, Trigger};
+use crate::run::pipeline;
+use crate::state::{self, State};
+use crate::stdout::errln;
+
+/// At most this many probes (and masters acted on) at once.
+pub const CONCURRENCY: usize = 64;
+
+/// A master's lock and its targets, with what their probes found.
+type Group = (PathBuf, Vec<(usize, Probed)>);
+
+/// What the concurrent probes found of one target.
+struct Probed {
+    state: State,
+    before: Saving,
+    dormancy: Dormancy,
+    verdict: Option<Verdict>,
+    /// After its master was relaunched for a sibling: its answer then.
+    fresh: Option<Verdict>,
+}
+
+/// What a run did about one target.
+pub struct Done {
+    /// Its index among the run's targets.
+    pub index: usize,
+    /// What the probe saw, for the metrics.
+    pub seen: Seen,
+    /// The line to log, if any.
+    pub report: Option<Report>,
+    /// Its memory, to be saved.
+    pub state: State,
+    before: Saving,
+    /// Whether its alert is due in the run's mail.
+    pub alert: bool,
+}
+
+/// What a run did about one master.
+pub enum Master {
+    /// Its lock was busy: skipped.
+    Busy,
+    /// Acted on.
+    Done(Vec<Done>),
+}
+
+/// Probes every target at once, at most [`CONCURRENCY`] at a time, each within its own deadline:
+/// N hung pools cost one timeout, not N. A sleeping on-demand pool is looked at, never connected to.
+fn probe_all(targets: &[Target]) -> Vec<Probed> {
+    let slots: Vec<Mutex<Option<Probed>>> = targets.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let work = || {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(target) = targets.get(i) else {
+                break;
+            };
+            let probed = probe_one(target);
+            if let Ok(mut slot) = slots[i].lock() {
+                *slot = Some(probed);
+            }
+        }
+    };
+    let workers = targets.len().clamp(1, CONCURRENCY);
+    std::thread::scope(|scope| {
+        for _ in 1..workers {
+            scope.spawn(work);
+        }
+        work();
+    });
+    slots
+        .into_iter()
+        .zip(targets)
+        .map(|(slot, target)| {
+            slot.into_inner()
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| probe_one(target))
+        })
+        .collect()
+}
+
+fn probe_one(target: &Target) -> Probed {
+    let config = &target.config;
+    let (mut state, before) = health::load_state(&config.probe.state);
+    state.target = config.probe.target.to_string();
+    let dormancy = config
+        .on_demand
+        .as_deref()
+        .map_or(Dormancy::Awake, ondemand::dormancy);
+    let verdict = (dormancy == Dormancy::Awake).then(|| health::check(&config.probe, &mut state));
+    Probed {
+        state,
+        before,
+        dormancy,
+        verdict,
+        fresh: None,
+    }
+}
+
+/// The decision the answer calls for (as the pipeline will make it).
+fn decision(target: &Target, probed: &Probed) -> Decision {
+    match (&probed.dormancy, &probed.verdict) {
+        (Dormancy::Awake, Some(verdict)) => policy::decide(
+            &verdict.answer,
+            &target.config.relaunch_on,
+            target.config.probe.target.is_fastcgi(),
+        ),
+        (Dormancy::Lost(_), _) => Decision::SocketLost,
+        _ => Decision::Healthy,
+    }
+}
+
+/// The run over `targets`: probes, then each master acted on under its own lock.
+pub fn act(config: &WatchConfig, targets: &[Target], trigger: Trigger) -> Vec<(PathBuf, Master)> {
+    let probed = probe_all(targets);
+    let mut groups: BTreeMap<PathBuf, Vec<(usize, Probed)>> = BTreeMap::new();
+    for (index, probed) in probed.into_iter().enumerate() {
+        groups
+            .entry(targets[index].config.lock.clone())
+            .or_default()
+            .push((index, probed));
+    }
+    let keys: Vec<PathBuf> = groups.keys().cloned().collect();
+    let results: Vec<Mutex<Option<Master>>> = keys.iter().map(|_| Mutex::new(None)).collect();
+    let pending: Vec<Mutex<Option<Group>>> =
+        groups.into_iter().map(|g| Mutex::new(Some(g))).collect();
+    let next = AtomicUsize::new(0);
+    // Masters are acted on at once too: a relaunch of one never waits for another's.
+    let work = || {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(slot) = pending.get(i) else {
+                break;
+            };
+            let Some((lock_path, members)) = slot.lock().ok().and_then(|mut g| g.take()) else {
+                continue;
+            };
+            let master = master_run(config, targets, &lock_path, members, trigger);
+            if let Ok(mut result) = results[i].lock() {
+                *result = Some(master);
+            }
+        }
+    };
+    let workers = pending.len().clamp(1, CONCURRENCY);
+    std::thread::scope(|scope| {
+        for _ in 1..workers {
+            scope.spawn(work);
+        }
+        work();
+    });
+    keys.into_iter()
+        .zip(results)
+        .filter_map(|(lock, result)| Some((lock, result.into_inner().ok().flatten()?)))
+        .collect()
+}
+
+/// One master: under its lock, each of its pools through the pipeline; at most one relaunch.
+fn master_run(
+    config: &WatchConfig,
+    targets: &[Target],
+    lock_path: &std::path::Path,
+    mut members: Vec<(usize, Probed)>,
+    trigger: Trigger,
+) -> Master {
+    let Some(mut lock) = take_lock(config, lock_path) else {
+        return Master::Busy;
+    };
+    lock.say_holder(&lock::holder("watch"));
+    let first = &targets[members[0].0];
+    let key = fpm::instance_key(&first.config.control, None);
+    let budget_path = config
+        .state_dir
+        .join(format!("master_{}.json", state::file_stem(&key)));
+    let (mut budget, budget_before) = health::load_state(&budget_path);
+    budget.target = key.clone();
+    let now = state::unix_seconds(SystemTime::now());
+    if policy::discard_future(&mut budget, now) {
+        errln!(
+            "php-relaunch: state file '{}' held times after now (the clock was set back?): discarded them",
+            budget_path.display()
+        );
+    }
+    // The pools calling for a relaunch first: the first of them acts for the master.
+    members.sort_by_key(|(index, probed)| decision(&targets[*index], probed) != Decision::Relaunch);
+    let all_healthy = members
+        .iter()
+        .all(|(index, probed)| decision(&targets[*index], probed) == Decision::Healthy);
+    let mut done = Vec::new();
+    let mut relaunched: Option<(usize, Report)> = None;
+    let mut members: std::collections::VecDeque<(usize, Probed)> = members.into();
+    while let Some((index, probed)) = members.pop_front() {
+        let leader = relaunched.as_ref().map(|(_, report)| report);
+        let one = pool_run(
+            &targets[index],
+            index,
+            probed,
+            &mut budget,
+            leader,
+            &key,
+            trigger,
+        );
+        if relaunched.is_none()
+            && let Some(report) = &one.report
+            && matches!(&report.action, Action::Relaunch(steps) if !steps.is_empty())
+        {
+            relaunched = Some((done.len(), report.clone()));
+            // Its other failing pools are asked again now, at once, while their workers start.
+            ask_again(targets, members.make_contiguous());
+        }
+        done.push(one);
+    }
+    if let Some((leader, _)) = relaunched {
+        name_affected(&mut done, leader, targets);
+    }
+    settle(
+        &mut budget,
+        &first.config.limits,
+        all_healthy,
+        trigger,
+        &key,
+    );
+    if !config.dry_run {
+        health::save_state(&budget_path, &budget, &budget_before);
+        for target in &mut done {
+            if config.metrics_file.is_some() {
+                crate::metrics::count(
+                    &mut target.state.totals,
+                    &target.seen,
+                    target.report.as_ref(),
+                    now,
+                );
+            }
+            health::save_state(
+                &targets[target.index].config.probe.state,
+                &target.state,
+                &target.before,
+            );
+        }
+    }
+    drop(lock);
+    Master::Done(done)
+}
+
+/// The pools of a just relaunched master that called for a relaunch too, asked again at once (at
+/// most [`CONCURRENCY`] at a time), each within its own deadline.
+fn ask_again(targets: &[Target], members: &mut [(usize, Probed)]) {
+    let mut due: Vec<&mut (usize, Probed)> = members
+        .iter_mut()
+        .filter(|(index, probed)| decision(&targets[*index], probed) == Decision::Relaunch)
+        .collect();
+    for chunk in due.chunks_mut(CONCURRENCY) {
+        std::thread::scope(|scope| {
+            for member in chunk.iter_mut() {
+                let (index, probed) = &mut **member;
+                let probe = &targets[*index].config.probe;
+                scope.spawn(move || {
+                    probed.fresh = Some(health::check(probe, &mut probed.state));
+                });
+            }
+        });
+    }
+}
+
+/// One pool of the master, through the classic pipeline with the master's budget; `leader` is the
+/// report of the pool whose failure relaunched the master earlier in this run, if one did.
+fn pool_run(
+    target: &Target,
+    index: usize,
+    probed: Probed,
+    budget: &mut State,
+    leader: Option<&Report>,
+    key: &str,
+    trigger: Trigger,
+) -> Done {
+    let relaunch = decision(target, &probed) == Decision::Relaunch;
+    let Probed {
+        mut state,
+        before,
+        dormancy,
+        mut verdict,
+        fresh,
+    } = probed;
+    // The budget and cooldown are the master's: what is restarted (#21).
+    if relaunch {
+        state.relaunches.clone_from(&budget.relaunches);
+        state.last_took_ms = budget.last_took_ms;
+        state.gave_up = budget.gave_up;
+    } else {
+        state.gave_up = false;
+    }
+    if relaunch && let Some(leader) = leader {
+        // Its master was relaunched this run for a sibling: asked again, not relaunched again.
+        let fresh = fresh.unwrap_or_else(|| health::check(&target.config.probe, &mut state));
+        if fresh.answer.is_healthy() {
+            let seen = seen_of(verdict.as_ref());
+            let report = sibling(target, leader, verdict.take(), &fresh, key);
+            state.failures = 0;
+            state.incident = None;
+            return Done {
+                index,
+                seen,
+                report: Some(report),
+                state,
+                before,
+                // Named in the run's mail with the pool that relaunched their master.
+                alert: true,
+            };
+        }
+        verdict = Some(fresh);
+    }
+    let first_seen = seen_of(verdict.as_ref());
+    let mut host = WatchHost::new(&target.config, verdict, dormancy, target.alert_only.clone());
+    let (seen, mut report, outgoing) =
+        pipeline::check(&target.config, &mut state, &mut host, trigger, || {});
+    // The alert is collected for the run's one mail, sent after every master's lock is let go; a
+    // mail that fails is booked as not sent then (`mail` in the parent module).
+    if let (Some(report), Some(outgoing)) = (report.as_mut(), outgoing) {
+        let sent = pipeline::deliver(&mut host, report, &outgoing.alert);
+        policy::mail_outcome(&mut state, &outgoing.pending, sent);
+    }
+    let seen = if first_seen.verdict.is_empty() {
+        seen
+    } else {
+        first_seen
+    };
+    if relaunch {
+        budget.relaunches.clone_from(&state.relaunches);
+        budget.last_took_ms = state.last_took_ms;
+        budget.gave_up = state.gave_up;
+    }
+    let report = report.map(|mut report| {
+        report.master = Some(key.to_owned());
+        report.pool.clone_from(&target.pool);
+        if let Some(why) = &target.alert_only
+            && !report
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains(why.as_str()))
+            && report.state != RunState::Healthy
+        {
+            report.note(format!("alert only: {why}"));
+        }
+        report
+    });
+    Done {
+        index,
+        seen,
+        alert: !host.alerts.is_empty(),
+        report,
+        state,
+        before,
+    }
+}
+
+/// The master's budget after a run: it comes back after --recover-after runs with every pool
+/// healthy; a hook run never restores it (#18). Failures and incidents are the pools' own.
+fn settle(
+    budget: &mut State,
+    limits: &policy::Limits,
+    all_healthy: bool,
+    trigger: Trigger,
+    key: &str,
+) {
+    if all_healthy && trigger == Trigger::Cron {
+        let recovery = policy::record_healthy(budget, limits);
+        if recovery.budget_restored {
+            errln!("php-relaunch: {key}: restart budget restored after healthy runs");
+        }
+    } else if !all_healthy {
+        budget.successes = 0;
+    }
+    budget.incident = None;
+    budget.failures = 0;
+}
+
+/// The master's lock, or `None` (said on stderr, and in a dry run's output) when another run holds
+/// it: its pools are skipped this run.
+fn take_lock(config: &WatchConfig, lock_path: &std::path::Path) -> Option<lock::Lock> {
+    match lock::try_acquire(lock_path) {
+        Ok(Ok(lock)) => Some(lock),
+        Ok(Err(holder)) => {
+            errln!(
+                "php-relaunch: {}: its pools are skipped this run",
+                lock::busy_message(lock_path, &holder)
+            );
+            if config.dry_run {
+                crate::stdout::outln!("skipped: {} (lock busy)", lock_path.display());
+            }
+            None
+        }
+        Err(err) => {
+            errln!("php-relaunch: {err:#}: its pools are skipped this run");
+            None
+        }
+    }
+}
+
+/// The first answer as the metrics see it.
+fn seen_of(verdict: Option<&Verdict>) -> Seen {
+    match verdict {
+        Some(v) => Seen {
+            up: v.answer.is_healthy(),
+            verdict: v.answer.to_string(),
+            latency: v.latency,
+        },
+        None => Seen {
+            up: true,
+            verdict: String::new(),
+            latency: Duration::ZERO,
+        },
+    }
+}
+
+/// The line of a pool that failed with its master and came back with the relaunch a sibling made.
+fn sibling(
+    target: &Target,
+    leader: &Report,
+    first: Option<Verdict>,
+    fresh: &Verdict,
+    key: &str,
+) -> Report {
+    let (answer, latency) = first.map_or((None, Duration::ZERO), |v| (Some(v.answer), v.latency));
+    let mut report = Report::new(
+        DateTime::<Local>::from(SystemTime::now()).fixed_offset(),
+        target.config.probe.target.to_string(),
+        answer,
+        latency,
+    );
+    report.master = Some(key.to_owned());
+    report.pool.clone_from(&target.pool);
+    report.state = RunState::Relaunched;
+    report.action = leader.action.clone();
+    report.old_pid = leader.old_pid;
+    report.new_pid = leader.new_pid;
+    report.took = leader.took;
+    report.note(format!(
+        "relaunched with its master (for {}); answers {} now",
+        leader.pool.as_deref().unwrap_or(&leader.target),
+        fresh.answer
+    ));
+    report
+}
+
+/// The pools of a relaunched master that were healthy: named in the leader's line and mail.
+fn name_affected(done: &mut [Done], leader: usize, targets: &[Target]) {
+    let affected: Vec<String> = done
+        .iter()
+        .filter(|d| d.report.is_none() && d.seen.up)
+        .map(|d| {
+            let t = &targets[d.index];
+            t.pool
+                .clone()
+                .unwrap_or_else(|| t.config.probe.target.to_string())
+        })
+        .collect();
+    if !affected.is_empty()
+        && let Some(report) = done[leader].report.as_mut()
+    {
+        report.note(format!(
+            "affected: healthy pools restarted with their master: {}",
+            affected.join(", ")
+        ));
+    }
+}
