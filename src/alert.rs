@@ -165,8 +165,8 @@ fn smtp(host: &str, port: u16, message: &Message, deadline: Instant) -> Result<(
     };
     let addrs = resolve(host, port, deadline).map_err(|err| anyhow!(err))?;
     let hello = ClientId::default();
-    let mut connection = SmtpConnection::connect(&addrs[..], Some(left()?), &hello, None, None)
-        .map_err(said)?;
+    let mut connection =
+        SmtpConnection::connect(&addrs[..], Some(left()?), &hello, None, None).map_err(said)?;
     connection.set_timeout(Some(left()?))?;
     connection
         .send(message.envelope(), &message.formatted())

@@ -646,4 +646,70 @@ mod tests {
         asleep(&mut s);
         assert_eq!(s.idle_since, None);
     }
+
+    fn pending(incident: i64) -> PendingMail {
+        PendingMail {
+            at: 1000,
+            until: 1100,
+            incident: Some(incident),
+            giving_up: false,
+            reopen: Some(Incident {
+                since: incident,
+                verdict: "502".into(),
+                alerted: false,
+                healed: true,
+            }),
+        }
+    }
+
+    /// #19: a mail on its way holds back another of its incident while its run may book it, and
+    /// no other incident's.
+    #[test]
+    fn a_mail_on_its_way_holds_back_its_incidents_alert_while_its_run_lasts() {
+        let mut s = State::default();
+        s.mails_pending.push(pending(900));
+        for (incident, now, held) in [
+            (900, 1000, true),
+            (900, 1100, true),
+            (900, 1101, false),
+            (900, 999, false),
+            (950, 1050, false),
+        ] {
+            assert_eq!(
+                mail_on_its_way(&s, Some(incident), now),
+                held,
+                "{incident} {now}"
+            );
+        }
+    }
+
+    /// #19: booked once. Sent, the incident is told; failed, an incident its relaunch ended is
+    /// reopened healed and untold (the next healthy run tells it); a mail whose run is over counts
+    /// as failed once, and its run's late booking changes nothing more.
+    #[test]
+    fn a_pending_mails_outcome_is_booked_once() {
+        let mut s = State {
+            incident: Some(Incident {
+                since: 900,
+                verdict: "502".into(),
+                alerted: false,
+                healed: false,
+            }),
+            ..State::default()
+        };
+        let mail = pending(900);
+        s.mails_pending.push(mail.clone());
+        mail_outcome(&mut s, &mail, true);
+        assert!(s.incident.as_ref().unwrap().alerted);
+        assert!(s.mails_pending.is_empty());
+
+        let mut s = State::default();
+        s.mails_pending.push(mail.clone());
+        assert_eq!(expire_mails(&mut s, 1050), 0);
+        assert_eq!(expire_mails(&mut s, 1101), 1);
+        assert_eq!(s.incident, mail.reopen);
+        s.incident = None;
+        mail_outcome(&mut s, &mail, false);
+        assert_eq!(s.incident, None, "counted as failed once");
+    }
 }

@@ -6,8 +6,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Local};
 
+mod mail;
+
+pub use mail::{Outgoing, deliver};
+
 use super::host::Host;
-use crate::alert;
 use crate::config::Config;
 use crate::fpm::{self, Levers, Plan, Step};
 use crate::load::Load;
@@ -15,8 +18,9 @@ use crate::metrics::Seen;
 use crate::ondemand::Dormancy;
 use crate::policy::{self, Course, Decision, Done, Hold};
 use crate::probe::Answer;
-use crate::report::{Action, Mail, Report, RunState, Trigger};
-use crate::state::{Incident, PendingMail, State, unix_seconds};
+use crate::report::{Action, Report, RunState, Trigger};
+use crate::state::{State, unix_seconds};
+use mail::{Alert, tell};
 
 /// Runs one check, booking it in `state`. `None` when the heartbeat is healthy and there is nothing
 /// to tell (the hot path: no log line, no time zone read); a run the hook started always tells, since
@@ -108,13 +112,7 @@ pub fn check(
         keep_outside_words(&mut report, fpm_said);
         return (seen, Some(report), None);
     };
-    let giving_up = matches!(course, Course::Held(policy::Hold::GiveUp { .. }));
-    let incident = state.incident.clone();
-    // What the alert tells of: the incident open now, or the one that just ended.
-    let about = match &course {
-        Course::Recovered(ended) => Some(ended.since),
-        _ => incident.as_ref().map(|i| i.since),
-    };
+    let alert = Alert::of(&course, state);
     follow(
         config,
         course,
@@ -125,35 +123,10 @@ pub fn check(
         trigger.is_trusted(),
     );
     keep_outside_words(&mut report, fpm_said);
-    let mut outgoing = None;
-    if report.alert && !config.dry_run {
-        let alert = Alert {
-            giving_up,
-            incident,
-            about,
-        };
-        outgoing = tell(config, state, host, &report, alert, now);
-    }
+    let outgoing = (report.alert && !config.dry_run)
+        .then(|| tell(config, state, host, &report, alert, now))
+        .flatten();
     (seen, Some(report), outgoing)
-}
-
-/// An alert composed by a run, to be sent once the run has let go of the lock (#19), and booked
-/// with [`policy::mail_outcome`] once it is known whether it went.
-#[derive(Debug)]
-pub struct Outgoing {
-    /// The mail.
-    pub alert: alert::Alert,
-    /// As it stands in the state meanwhile.
-    pub pending: PendingMail,
-}
-
-/// What the run's alert is about, for booking it.
-struct Alert {
-    giving_up: bool,
-    /// The incident open before the control acted.
-    incident: Option<Incident>,
-    /// The start of the incident the alert tells of.
-    about: Option<i64>,
 }
 
 /// A timeout through the web server is php-fpm's only if php-fpm does not answer itself on its own
@@ -472,70 +445,6 @@ fn relaunch_pool(config: &Config, host: &mut impl Host, report: &mut Report) -> 
         (true, _) => Done::Relaunched { took, healthy },
         (false, true) => Done::Healthy,
         (false, false) => Done::Nothing,
-    }
-}
-
-/// Composes the run's alert, booked only once it is sent (or nobody is to get it): a failed one is
-/// due again on the next run of the incident, the giving-up one included (#19). The run sends it
-/// without the lock, so meanwhile it stands in the state as pending: a run that comes before the
-/// outcome is booked does not send that incident's alert again.
-fn tell(
-    config: &Config,
-    state: &mut State,
-    host: &mut impl Host,
-    report: &Report,
-    alert: Alert,
-    now: i64,
-) -> Option<Outgoing> {
-    if config.recipients.is_empty() {
-        policy::alert_sent(state);
-        if alert.giving_up {
-            state.give_up_unmailed = false;
-        }
-        return None;
-    }
-    if policy::mail_on_its_way(state, alert.about, now) {
-        return None;
-    }
-    // A relaunch that healed the incident ended it (or, a hook's, marked it healed): if its mail
-    // fails, the incident is kept open as healed and untold, so the next healthy run mails its end.
-    let healed = state.incident.as_ref().is_none_or(|i| i.healed);
-    let reopen = alert.incident.filter(|_| healed).map(|mut i| {
-        i.healed = true;
-        i
-    });
-    let until = now.saturating_add(i64::try_from(config.run_timeout.as_secs()).unwrap_or(i64::MAX));
-    let pending = PendingMail {
-        at: now,
-        until: until.saturating_add(1),
-        incident: alert.about,
-        giving_up: alert.giving_up,
-        reopen,
-    };
-    state.mails_pending.push(pending.clone());
-    Some(Outgoing {
-        alert: alert::compose(&host.hostname(), report),
-        pending,
-    })
-}
-
-/// Sends the alert; whether it went. A failure is told in the report's own `mail_error=` (not in
-/// `error=`, which tells of php-fpm: `state=healthy … error="mail: …"` read as a contradiction) and
-/// on stderr, never fatal.
-pub fn deliver(host: &mut impl Host, report: &mut Report, alert: &alert::Alert) -> bool {
-    match host.send(alert) {
-        Ok(()) => {
-            report.mail = Mail::Sent;
-            true
-        }
-        Err(err) => {
-            // The mail server's words: escaped here for stderr, by the renderers for the log.
-            let err = format!("{err:#}");
-            eprintln!("php-relaunch: mail: {}", crate::escape::field(&err));
-            report.mail = Mail::Failed;
-            report.mail_error = Some(err);
-            false
-        }
     }
 }
 

@@ -136,10 +136,13 @@ fn slow_smtp(
                     messages += 1;
                 }
             }
-            Err(_) => match wait.recv_timeout(Duration::from_millis(50)) {
-                Err(mpsc::RecvTimeoutError::Disconnected) => return messages,
-                _ => {}
-            },
+            Err(_) => {
+                if let Err(mpsc::RecvTimeoutError::Disconnected) =
+                    wait.recv_timeout(Duration::from_millis(50))
+                {
+                    return messages;
+                }
+            }
         }
     }
 }
