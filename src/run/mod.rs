@@ -55,9 +55,10 @@ pub fn watch(config: &Config) -> Result<Exit> {
     loop {
         let started = Instant::now();
         // A check another run is making of this php-fpm right now (a hook's) stands for this one.
-        if let Some(mut lock) = lock.take() {
-            lock.say_holder(&lock::holder("cron"));
-            let exit = check(config, journal.as_mut(), &watchdog, Trigger::Cron, lock);
+        if let Some(mut held) = lock.take() {
+            held.say_holder(&lock::holder("cron"));
+            let exit;
+            (exit, lock) = check(config, journal.as_mut(), &watchdog, Trigger::Cron, held);
             watchdog.disarm();
             worst = worst.max(exit);
         }
@@ -69,8 +70,9 @@ pub fn watch(config: &Config) -> Result<Exit> {
         if next + config.probe.timeout >= minute_over {
             break;
         }
-        // The lock was let go after the check: other runs for this php-fpm (the hook's, a `pools`
-        // command) are not kept waiting while the loop sleeps (#19).
+        // The lock is let go while the loop sleeps: other runs for this php-fpm (the hook's, a
+        // `pools` command) are not kept waiting for a check that is not being made (#19).
+        drop(lock.take());
         thread::sleep(next.saturating_duration_since(Instant::now()));
         lock = lock::try_acquire(&config.lock)?.ok();
     }
@@ -93,8 +95,12 @@ pub fn answer(config: &Config, events: u64, ignored: u64) -> Result<Option<Exit>
     lock.say_holder(&lock::holder("hook"));
     let trigger = Trigger::Hook { events, ignored };
     let (mut journal, watchdog) = open(config, trigger)?;
-    let exit = check(config, journal.as_mut(), &watchdog, trigger, lock);
+    let (exit, held) = check(config, journal.as_mut(), &watchdog, trigger, lock);
     watchdog.disarm();
+    // The lock goes last: a run that finds it free finds this run's log and deadline closed.
+    drop(journal);
+    drop(watchdog);
+    drop(held);
     Ok(Some(exit))
 }
 
@@ -125,14 +131,15 @@ fn open(config: &Config, trigger: Trigger) -> Result<(Option<Journal>, Watchdog)
 }
 
 /// One check under `lock`: the pipeline over the real machine, with the state file read before and
-/// saved after. The lock is let go before the alert is sent (see [`send`]).
+/// saved after. The lock is let go before the alert is sent and taken again after (see [`send`]);
+/// it is handed back when held, for the caller to let go last.
 fn check(
     config: &Config,
     journal: Option<&mut Journal>,
     watchdog: &Watchdog,
     trigger: Trigger,
     lock: Lock,
-) -> Exit {
+) -> (Exit, Option<Lock>) {
     let started = Instant::now();
     let (mut state, before) = health::load_state(&config.probe.state);
     state.target = config.probe.target.to_string();
@@ -166,24 +173,25 @@ fn check(
         if !config.dry_run {
             health::save_state(&config.probe.state, &state, &before);
         }
-        return Exit::Healthy;
+        return (Exit::Healthy, Some(lock));
     };
     if config.dry_run {
         print!("{}", journal::line(&report));
-        return report.exit();
+        return (report.exit(), Some(lock));
     }
     // The state is saved whatever becomes of the log line: a full log disk must not reset the limits
     // (the next run would relaunch and mail anew).
     health::save_state(&config.probe.state, &state, &before);
-    if let Some(outgoing) = outgoing {
-        send(config, &mut system, &mut report, &outgoing, lock, started);
-    }
+    let held = match outgoing {
+        Some(outgoing) => send(config, &mut system, &mut report, &outgoing, lock, started),
+        None => Some(lock),
+    };
     if let Some(journal) = journal
         && let Err(err) = journal.append(&report)
     {
         eprintln!("php-relaunch: {err:#}");
     }
-    report.exit()
+    (report.exit(), held)
 }
 
 /// Sends the run's alert with the lock let go, so the next run's check never waits for a mail
@@ -198,7 +206,7 @@ fn send(
     outgoing: &Outgoing,
     lock: Lock,
     started: Instant,
-) {
+) -> Option<Lock> {
     drop(lock);
     let sent = pipeline::deliver(system, report, &outgoing.alert);
     let deadline = (started + config.run_timeout).checked_sub(BOOKING_MARGIN);
@@ -209,12 +217,13 @@ fn send(
              as failed once this run is over",
             config.lock.display()
         );
-        return;
+        return None;
     };
     lock.say_holder(&lock::holder("booking a mail"));
     let (mut state, before) = health::load_state(&config.probe.state);
     policy::mail_outcome(&mut state, &outgoing.pending, sent);
     health::save_state(&config.probe.state, &state, &before);
+    Some(lock)
 }
 
 /// What happens when a check outlives `--run-timeout`: the helper running now is killed with its
