@@ -148,7 +148,7 @@ for name in "${scenarios[@]}"; do
     started=$SECONDS
     declare -F "scenario_$name" >/dev/null || { echo "systemd tier: no scenario $name (${SCENARIOS[*]})" >&2; exit 2; }
     echo "---- $name" >&2
-    if boot "$name" && ( "scenario_$name" ); then
+    if boot "$name" && ( "scenario_$name" && units_as_shipped ); then
         echo "ok   $name ($((SECONDS - started)) s)"
     else
         echo "FAIL $name ($((SECONDS - started)) s)"

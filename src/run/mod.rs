@@ -24,7 +24,7 @@ use crate::poll::poll_until;
 use crate::report::{Report, Trigger};
 use crate::spawn;
 use crate::state;
-use crate::stdout::errln;
+use crate::stdout::{errln, out};
 use pipeline::Outgoing;
 use system::System;
 
@@ -84,7 +84,7 @@ pub fn watch(config: &Config) -> Result<Exit> {
 /// (it ends within its own `--run-timeout`); `None` when it did not end by then.
 pub fn answer(config: &Config, events: u64, ignored: u64) -> Result<Option<Exit>> {
     let Some(lock) = acquire_within(config, Instant::now() + config.run_timeout) else {
-        eprintln!(
+        errln!(
             "php-relaunch: hook: another run held the lock '{}' for {}s: {events} events wait for the next",
             config.lock.display(),
             config.run_timeout.as_secs()
@@ -145,14 +145,14 @@ fn check(
     state.target = config.probe.target.to_string();
     let now = state::unix_seconds(SystemTime::now());
     if policy::expire_mails(&mut state, now) > 0 {
-        eprintln!(
+        errln!(
             "php-relaunch: an alert handed over by an earlier run was never booked (that run was \
              ended): counted as failed, to be sent again"
         );
     }
     if policy::discard_future(&mut state, now) {
         // Saved without them, so this is said once.
-        eprintln!(
+        errln!(
             "php-relaunch: state file '{}' held times after now (the clock was set back?): discarded them",
             config.probe.state.display()
         );
@@ -166,7 +166,7 @@ fn check(
         metrics::count(&mut state.totals, &seen, report.as_ref(), now);
         let text = metrics::render(&state.target, &seen, &state, &config.limits, now);
         if let Err(err) = metrics::write(path, &text) {
-            eprintln!("php-relaunch: {err:#}");
+            errln!("php-relaunch: {err:#}");
         }
     }
     let Some(mut report) = report else {
@@ -176,7 +176,7 @@ fn check(
         return (Exit::Healthy, Some(lock));
     };
     if config.dry_run {
-        print!("{}", journal::line(&report));
+        out!("{}", journal::line(&report));
         return (report.exit(), Some(lock));
     }
     // The state is saved whatever becomes of the log line: a full log disk must not reset the limits
@@ -189,7 +189,7 @@ fn check(
     if let Some(journal) = journal
         && let Err(err) = journal.append(&report)
     {
-        eprintln!("php-relaunch: {err:#}");
+        errln!("php-relaunch: {err:#}");
     }
     (report.exit(), held)
 }
@@ -212,7 +212,7 @@ fn send(
     let deadline = (started + config.run_timeout).checked_sub(BOOKING_MARGIN);
     let relocked = deadline.and_then(|deadline| acquire_within(config, deadline));
     let Some(Ok(mut lock)) = relocked else {
-        eprintln!(
+        errln!(
             "php-relaunch: could not take the lock '{}' again to book the alert's outcome: it counts \
              as failed once this run is over",
             config.lock.display()
@@ -248,12 +248,12 @@ fn expiry(
         match journal {
             Some(mut journal) => {
                 if let Err(err) = journal.append(&report) {
-                    eprintln!("php-relaunch: {err:#}");
+                    errln!("php-relaunch: {err:#}");
                 }
             }
-            None => print!("{}", journal::line(&report)),
+            None => out!("{}", journal::line(&report)),
         }
-        eprintln!("php-relaunch: {error}");
+        errln!("php-relaunch: {error}");
         std::process::exit(i32::from(report.exit().code()));
     }
 }

@@ -131,12 +131,12 @@ fn crontab_example_runs_the_binary_by_full_path_with_the_classic_arguments() {
         .collect();
     assert_eq!(jobs.len(), 2, "{text}");
     assert!(
-        jobs[0].starts_with("* * * * * /usr/local/bin/php-relaunch http://"),
+        jobs[0].starts_with("* * * * * /usr/sbin/php-relaunch http://"),
         "{}",
         jobs[0]
     );
     assert!(
-        jobs[1].starts_with("* * * * * pgrep -x mcron >/dev/null || /usr/local/bin/php-relaunch "),
+        jobs[1].starts_with("* * * * * pgrep -x mcron >/dev/null || /usr/sbin/php-relaunch "),
         "{}",
         jobs[1]
     );
@@ -147,7 +147,7 @@ fn crontab_example_runs_the_binary_by_full_path_with_the_classic_arguments() {
     for job in jobs {
         let job = job.replace(" --every 10", "");
         let args: Vec<String> = job
-            .split("/usr/local/bin/php-relaunch ")
+            .split("/usr/sbin/php-relaunch ")
             .nth(1)
             .unwrap()
             .split(" >/dev/null")

@@ -412,7 +412,7 @@ fn apaches_piped_log_relaunches_a_hung_php_fpm() {
         .filter(|l| l.starts_with("LogFormat") || l.starts_with("CustomLog"))
         .map(|l| {
             l.replace(
-                "/usr/local/bin/php-relaunch hook --stdin http://127.0.0.1:8889/php-heartbeat.php 5",
+                "/usr/sbin/php-relaunch hook --stdin http://127.0.0.1:8889/php-heartbeat.php 5",
                 &format!("{} {}", env!("CARGO_BIN_EXE_php-relaunch"), hook.join(" ")),
             )
         })
@@ -487,10 +487,7 @@ fn the_shipped_units_pass_systemd_analyze_verify() {
     let dir = crate::common::shared_tempdir();
     let service = fs::read_to_string(project().join("systemd/php-relaunch-hook.service"))
         .unwrap()
-        .replace(
-            "/usr/local/bin/php-relaunch",
-            env!("CARGO_BIN_EXE_php-relaunch"),
-        );
+        .replace("/usr/sbin/php-relaunch", env!("CARGO_BIN_EXE_php-relaunch"));
     assert!(service.contains(" hook "), "{service}");
     fs::write(dir.path().join("php-relaunch-hook.service"), service).unwrap();
     let socket = fs::read_to_string(project().join("systemd/php-relaunch-hook.socket")).unwrap();

@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::policy::{self, Course};
 use crate::report::{Mail, Report};
 use crate::state::{Incident, PendingMail, State};
+use crate::stdout::errln;
 
 /// An alert composed by a run, to be sent once the run has let go of the lock (#19), and booked
 /// with [`policy::mail_outcome`] once it is known whether it went.
@@ -99,7 +100,7 @@ pub fn deliver(host: &mut impl Host, report: &mut Report, alert: &alert::Alert) 
         Err(err) => {
             // The mail server's words: escaped here for stderr, by the renderers for the log.
             let err = format!("{err:#}");
-            eprintln!("php-relaunch: mail: {}", crate::escape::field(&err));
+            errln!("php-relaunch: mail: {}", crate::escape::field(&err));
             report.mail = Mail::Failed;
             report.mail_error = Some(err);
             false
