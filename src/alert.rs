@@ -2,15 +2,18 @@
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
-use lettre::{Address, Message, SmtpTransport, Transport as _};
+use lettre::transport::smtp::client::SmtpConnection;
+use lettre::transport::smtp::extension::ClientId;
+use lettre::{Address, Message};
 
 use crate::escape;
 use crate::journal;
+use crate::probe::resolve::resolve;
 use crate::report::{Action, Report, RunState};
 use crate::spawn;
 
@@ -125,11 +128,7 @@ pub fn send(transport: &Transport, from: &Address, to: &[Address], alert: &Alert
         .context("building the alert mail")?;
     match transport {
         Transport::Smtp { host, port } => {
-            SmtpTransport::builder_dangerous(host.as_str())
-                .port(*port)
-                .timeout(Some(SEND_DEADLINE))
-                .build()
-                .send(&message)
+            smtp(host, *port, &message, Instant::now() + SEND_DEADLINE)
                 .with_context(|| format!("sending mail through smtp://{host}:{port}"))?;
         }
         Transport::Sendmail => {
@@ -148,6 +147,53 @@ pub fn send(transport: &Transport, from: &Address, to: &[Address], alert: &Alert
         }
     }
     Ok(())
+}
+
+/// Hands `message` to the SMTP server by `deadline`, all of it: the name lookup, the connection and
+/// every command (lettre's own timeout is per read or write, so a server that answers slowly
+/// could stretch a mail over many of them). Each step gets the time left, and none starts after it.
+fn smtp(host: &str, port: u16, message: &Message, deadline: Instant) -> Result<()> {
+    let left = || {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!(
+                "the mail server did not take the mail within {}s",
+                SEND_DEADLINE.as_secs()
+            );
+        }
+        Ok(left)
+    };
+    let addrs = resolve(host, port, deadline).map_err(|err| anyhow!(err))?;
+    let hello = ClientId::default();
+    let mut connection =
+        SmtpConnection::connect(&addrs[..], Some(left()?), &hello, None, None).map_err(said)?;
+    connection.set_timeout(Some(left()?))?;
+    connection
+        .send(message.envelope(), &message.formatted())
+        .map_err(said)?;
+    if let Ok(left) = left()
+        && connection.set_timeout(Some(left)).is_ok()
+    {
+        let _ = connection.quit();
+    }
+    Ok(())
+}
+
+/// lettre's error, with a timeout said as one (std's socket timeout reads "Resource temporarily
+/// unavailable").
+fn said(err: lettre::transport::smtp::Error) -> anyhow::Error {
+    let timed_out = err.is_timeout()
+        || std::error::Error::source(&err)
+            .and_then(|e| e.downcast_ref::<std::io::Error>())
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::WouldBlock);
+    if timed_out {
+        anyhow!(
+            "the mail server did not answer within {}s",
+            SEND_DEADLINE.as_secs()
+        )
+    } else {
+        anyhow::Error::new(err)
+    }
 }
 
 /// `php-relaunch@HOSTNAME`, the default sender.

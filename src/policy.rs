@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::probe::Answer;
-use crate::state::{Incident, State};
+use crate::state::{Incident, PendingMail, State};
 
 /// What to do about one answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -348,6 +348,59 @@ pub fn alert_sent(state: &mut State) {
     }
 }
 
+/// Whether an alert of `incident` (its start) is on its way already, handed over by a run that may
+/// still book it: then no other is sent for it (#19).
+pub fn mail_on_its_way(state: &State, incident: Option<i64>, now: i64) -> bool {
+    state
+        .mails_pending
+        .iter()
+        .any(|p| p.incident == incident && p.at <= now && now <= p.until)
+}
+
+/// Books the outcome of a mail handed over without the lock, into the state as it is now (other
+/// runs may have changed it meanwhile): sent, its incident is told; failed, it is due again on the
+/// incident's next run, the giving-up alert too, and an incident its relaunch ended is reopened
+/// (healed, untold) unless another is open.
+pub fn mail_outcome(state: &mut State, mail: &PendingMail, sent: bool) {
+    let before = state.mails_pending.len();
+    state.mails_pending.retain(|p| p != mail);
+    let found = state.mails_pending.len() != before;
+    if sent {
+        if let Some(incident) = state
+            .incident
+            .as_mut()
+            .filter(|i| Some(i.since) == mail.incident)
+        {
+            incident.alerted = true;
+        }
+        if mail.giving_up {
+            state.give_up_unmailed = false;
+        }
+    } else if found {
+        if state.incident.is_none() {
+            state.incident.clone_from(&mail.reopen);
+        }
+        if mail.giving_up && state.gave_up {
+            state.give_up_unmailed = true;
+        }
+    }
+}
+
+/// Mails whose run is over without booking them (ended by its deadline) count as failed, as do
+/// mails handed over "in the future" (the clock was set back). Returns how many.
+pub fn expire_mails(state: &mut State, now: i64) -> usize {
+    let stale: Vec<PendingMail> = state
+        .mails_pending
+        .iter()
+        .filter(|p| !(p.at <= now && now <= p.until))
+        .cloned()
+        .collect();
+    for mail in &stale {
+        mail_outcome(state, mail, false);
+    }
+    stale.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -592,5 +645,71 @@ mod tests {
         assert!(idle_long_enough(&mut s, true, 1121, idle_for));
         asleep(&mut s);
         assert_eq!(s.idle_since, None);
+    }
+
+    fn pending(incident: i64) -> PendingMail {
+        PendingMail {
+            at: 1000,
+            until: 1100,
+            incident: Some(incident),
+            giving_up: false,
+            reopen: Some(Incident {
+                since: incident,
+                verdict: "502".into(),
+                alerted: false,
+                healed: true,
+            }),
+        }
+    }
+
+    /// #19: a mail on its way holds back another of its incident while its run may book it, and
+    /// no other incident's.
+    #[test]
+    fn a_mail_on_its_way_holds_back_its_incidents_alert_while_its_run_lasts() {
+        let mut s = State::default();
+        s.mails_pending.push(pending(900));
+        for (incident, now, held) in [
+            (900, 1000, true),
+            (900, 1100, true),
+            (900, 1101, false),
+            (900, 999, false),
+            (950, 1050, false),
+        ] {
+            assert_eq!(
+                mail_on_its_way(&s, Some(incident), now),
+                held,
+                "{incident} {now}"
+            );
+        }
+    }
+
+    /// #19: booked once. Sent, the incident is told; failed, an incident its relaunch ended is
+    /// reopened healed and untold (the next healthy run tells it); a mail whose run is over counts
+    /// as failed once, and its run's late booking changes nothing more.
+    #[test]
+    fn a_pending_mails_outcome_is_booked_once() {
+        let mut s = State {
+            incident: Some(Incident {
+                since: 900,
+                verdict: "502".into(),
+                alerted: false,
+                healed: false,
+            }),
+            ..State::default()
+        };
+        let mail = pending(900);
+        s.mails_pending.push(mail.clone());
+        mail_outcome(&mut s, &mail, true);
+        assert!(s.incident.as_ref().unwrap().alerted);
+        assert!(s.mails_pending.is_empty());
+
+        let mut s = State::default();
+        s.mails_pending.push(mail.clone());
+        assert_eq!(expire_mails(&mut s, 1050), 0);
+        assert_eq!(expire_mails(&mut s, 1101), 1);
+        assert_eq!(s.incident, mail.reopen);
+        s.incident = None;
+        mail_outcome(&mut s, &mail, false);
+        assert_eq!(s.incident, None, "counted as failed once");
     }
 }

@@ -298,6 +298,22 @@ mod tests {
         assert!(done.output.ends_with("line 2999 last"), "{}", done.output);
     }
 
+    /// A sendmail that never reads the mail is killed at its bound all the same (#19): feeding it
+    /// does not stall the wait.
+    #[test]
+    fn a_helper_that_never_reads_its_input_is_killed_at_the_deadline() {
+        let input = vec![b'x'; 1 << 20];
+        let err = run_ok(
+            Path::new("/bin/sleep"),
+            &[OsStr::new("30")],
+            Some(&input),
+            Duration::from_millis(200),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("did not finish within 0.2s"), "{err}");
+    }
+
     #[test]
     fn input_is_fed_on_stdin() {
         let done = run(

@@ -58,6 +58,30 @@ pub struct State {
     /// `idle-stop`: since when the pool has been idle without a break, unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_since: Option<i64>,
+    /// Alerts handed over by runs that let go of the lock to send them and have not booked their
+    /// outcome yet (#19): not sent again meanwhile, counted as failed once their run is over.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mails_pending: Vec<PendingMail>,
+}
+
+/// An alert a run is sending without the lock; booked by that run once it knows the outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingMail {
+    /// When it was handed over, unix seconds.
+    pub at: i64,
+    /// Until when its run may still book the outcome (its `--run-timeout`), unix seconds; past it,
+    /// the run is over (ended by its deadline at the latest) and the mail counts as failed.
+    pub until: i64,
+    /// The start of the incident it tells of, if any: another alert of that incident waits for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<i64>,
+    /// It is the giving-up alert.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub giving_up: bool,
+    /// The incident a relaunch ended, reopened (healed, untold) if the mail fails, so the next
+    /// healthy run tells its end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reopen: Option<Incident>,
 }
 
 /// `--metrics-file`: the counters behind the textfile.

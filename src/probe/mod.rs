@@ -3,7 +3,7 @@
 
 pub mod fastcgi;
 mod http;
-mod resolve;
+pub mod resolve;
 pub mod status;
 mod target;
 

@@ -17,7 +17,7 @@ use crate::deadline::Watchdog;
 use crate::exit::Exit;
 use crate::health;
 use crate::journal::{self, Journal};
-use crate::lock;
+use crate::lock::{self, Lock};
 use crate::metrics;
 use crate::policy;
 use crate::poll::poll_until;
@@ -25,10 +25,15 @@ use crate::report::{Report, Trigger};
 use crate::spawn;
 use crate::state;
 use crate::stdout::{errln, out};
+use pipeline::Outgoing;
 use system::System;
 
 /// How often a hook run asks again for the lock a cron run holds.
 const LOCK_RETRY: Duration = Duration::from_millis(100);
+
+/// How long before the run's deadline waiting for the lock to book a mail's outcome stops, so the
+/// deadline never ends a run whose line is still to be written.
+const BOOKING_MARGIN: Duration = Duration::from_secs(1);
 
 /// Runs the checks the configuration asks for; with `--every`, repeats them until the minute is over
 /// and reports the most serious outcome.
@@ -50,9 +55,10 @@ pub fn watch(config: &Config) -> Result<Exit> {
     loop {
         let started = Instant::now();
         // A check another run is making of this php-fpm right now (a hook's) stands for this one.
-        if let Some(lock) = lock.as_mut() {
-            lock.say_holder(&lock::holder("cron"));
-            let exit = check(config, journal.as_mut(), &watchdog, Trigger::Cron);
+        if let Some(mut held) = lock.take() {
+            held.say_holder(&lock::holder("cron"));
+            let exit;
+            (exit, lock) = check(config, journal.as_mut(), &watchdog, Trigger::Cron, held);
             watchdog.disarm();
             worst = worst.max(exit);
         }
@@ -77,15 +83,7 @@ pub fn watch(config: &Config) -> Result<Exit> {
 /// limits and log as a cron run, and always a log line. A cron run holding the lock is waited for
 /// (it ends within its own `--run-timeout`); `None` when it did not end by then.
 pub fn answer(config: &Config, events: u64, ignored: u64) -> Result<Option<Exit>> {
-    let deadline = Instant::now() + config.run_timeout;
-    let acquired = poll_until(deadline, LOCK_RETRY, || {
-        match lock::try_acquire(&config.lock) {
-            Ok(Ok(lock)) => Ok(Ok(lock)),
-            Ok(Err(_)) => Err(()),
-            Err(err) => Ok(Err(err)),
-        }
-    });
-    let Ok(lock) = acquired else {
+    let Some(lock) = acquire_within(config, Instant::now() + config.run_timeout) else {
         errln!(
             "php-relaunch: hook: another run held the lock '{}' for {}s: {events} events wait for the next",
             config.lock.display(),
@@ -97,9 +95,26 @@ pub fn answer(config: &Config, events: u64, ignored: u64) -> Result<Option<Exit>
     lock.say_holder(&lock::holder("hook"));
     let trigger = Trigger::Hook { events, ignored };
     let (mut journal, watchdog) = open(config, trigger)?;
-    let exit = check(config, journal.as_mut(), &watchdog, trigger);
+    let (exit, held) = check(config, journal.as_mut(), &watchdog, trigger, lock);
     watchdog.disarm();
+    // The lock goes last: a run that finds it free finds this run's log and deadline closed.
+    drop(journal);
+    drop(watchdog);
+    drop(held);
     Ok(Some(exit))
+}
+
+/// The lock, asked for again every [`LOCK_RETRY`] until `deadline`; `None` when another run held it
+/// all that time. A lock that cannot be taken at all (its file refused) is an error.
+fn acquire_within(config: &Config, deadline: Instant) -> Option<Result<Lock>> {
+    let acquired = poll_until(deadline, LOCK_RETRY, || {
+        match lock::try_acquire(&config.lock) {
+            Ok(Ok(lock)) => Ok(Ok(lock)),
+            Ok(Err(_)) => Err(()),
+            Err(err) => Ok(Err(err)),
+        }
+    });
+    acquired.ok()
 }
 
 /// The log (opened up front so a bad log path is refused before anything is done; a dry run writes
@@ -115,17 +130,27 @@ fn open(config: &Config, trigger: Trigger) -> Result<(Option<Journal>, Watchdog)
     Ok((journal, Watchdog::new(expiry(config, copy, trigger))))
 }
 
-/// One check: the pipeline over the real machine, with the state file read before and saved after.
+/// One check under `lock`: the pipeline over the real machine, with the state file read before and
+/// saved after. The lock is let go before the alert is sent and taken again after (see [`send`]);
+/// it is handed back when held, for the caller to let go last.
 fn check(
     config: &Config,
     journal: Option<&mut Journal>,
     watchdog: &Watchdog,
     trigger: Trigger,
-) -> Exit {
+    lock: Lock,
+) -> (Exit, Option<Lock>) {
     let started = Instant::now();
     let (mut state, before) = health::load_state(&config.probe.state);
     state.target = config.probe.target.to_string();
-    if policy::discard_future(&mut state, state::unix_seconds(SystemTime::now())) {
+    let now = state::unix_seconds(SystemTime::now());
+    if policy::expire_mails(&mut state, now) > 0 {
+        errln!(
+            "php-relaunch: an alert handed over by an earlier run was never booked (that run was \
+             ended): counted as failed, to be sent again"
+        );
+    }
+    if policy::discard_future(&mut state, now) {
         // Saved without them, so this is said once.
         errln!(
             "php-relaunch: state file '{}' held times after now (the clock was set back?): discarded them",
@@ -135,7 +160,7 @@ fn check(
     let mut system = System::new(config);
     // Past the hot path, whatever comes may hang: the run's deadline counts from the check's start.
     let arm = || watchdog.arm(started + config.run_timeout);
-    let (seen, report) = pipeline::check(config, &mut state, &mut system, trigger, arm);
+    let (seen, report, outgoing) = pipeline::check(config, &mut state, &mut system, trigger, arm);
     if let Some(path) = config.metrics_file.as_ref().filter(|_| !config.dry_run) {
         let now = state::unix_seconds(SystemTime::now());
         metrics::count(&mut state.totals, &seen, report.as_ref(), now);
@@ -144,25 +169,61 @@ fn check(
             errln!("php-relaunch: {err:#}");
         }
     }
-    let Some(report) = report else {
+    let Some(mut report) = report else {
         if !config.dry_run {
             health::save_state(&config.probe.state, &state, &before);
         }
-        return Exit::Healthy;
+        return (Exit::Healthy, Some(lock));
     };
     if config.dry_run {
         out!("{}", journal::line(&report));
-        return report.exit();
+        return (report.exit(), Some(lock));
     }
     // The state is saved whatever becomes of the log line: a full log disk must not reset the limits
     // (the next run would relaunch and mail anew).
+    health::save_state(&config.probe.state, &state, &before);
+    let held = match outgoing {
+        Some(outgoing) => send(config, &mut system, &mut report, &outgoing, lock, started),
+        None => Some(lock),
+    };
     if let Some(journal) = journal
         && let Err(err) = journal.append(&report)
     {
         errln!("php-relaunch: {err:#}");
     }
+    (report.exit(), held)
+}
+
+/// Sends the run's alert with the lock let go, so the next run's check never waits for a mail
+/// server (#19): the state already says the mail is on its way, so a run meanwhile does not send it
+/// again. The mail has its own bound ([`crate::alert`]), within the run's deadline, which still
+/// ends the process if it passes. Then the lock is taken again (waiting at most until the run's
+/// deadline) to book the outcome in the state as it is now; the run's line says it either way.
+fn send(
+    config: &Config,
+    system: &mut System,
+    report: &mut Report,
+    outgoing: &Outgoing,
+    lock: Lock,
+    started: Instant,
+) -> Option<Lock> {
+    drop(lock);
+    let sent = pipeline::deliver(system, report, &outgoing.alert);
+    let deadline = (started + config.run_timeout).checked_sub(BOOKING_MARGIN);
+    let relocked = deadline.and_then(|deadline| acquire_within(config, deadline));
+    let Some(Ok(mut lock)) = relocked else {
+        errln!(
+            "php-relaunch: could not take the lock '{}' again to book the alert's outcome: it counts \
+             as failed once this run is over",
+            config.lock.display()
+        );
+        return None;
+    };
+    lock.say_holder(&lock::holder("booking a mail"));
+    let (mut state, before) = health::load_state(&config.probe.state);
+    policy::mail_outcome(&mut state, &outgoing.pending, sent);
     health::save_state(&config.probe.state, &state, &before);
-    report.exit()
+    Some(lock)
 }
 
 /// What happens when a check outlives `--run-timeout`: the helper running now is killed with its

@@ -6,8 +6,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Local};
 
+mod mail;
+
+pub use mail::{Outgoing, deliver};
+
 use super::host::Host;
-use crate::alert;
 use crate::config::Config;
 use crate::fpm::{self, Levers, Plan, Step};
 use crate::load::Load;
@@ -15,9 +18,9 @@ use crate::metrics::Seen;
 use crate::ondemand::Dormancy;
 use crate::policy::{self, Course, Decision, Done, Hold};
 use crate::probe::Answer;
-use crate::report::{Action, Mail, Report, RunState, Trigger};
+use crate::report::{Action, Report, RunState, Trigger};
 use crate::state::{State, unix_seconds};
-use crate::stdout::errln;
+use mail::{Alert, tell};
 
 /// Runs one check, booking it in `state`. `None` when the heartbeat is healthy and there is nothing
 /// to tell (the hot path: no log line, no time zone read); a run the hook started always tells, since
@@ -29,7 +32,7 @@ pub fn check(
     host: &mut impl Host,
     trigger: Trigger,
     past_hot_path: impl FnOnce(),
-) -> (Seen, Option<Report>) {
+) -> (Seen, Option<Report>, Option<Outgoing>) {
     let time = host.now();
     let now = unix_seconds(time);
     // An on-demand pool with no php-fpm running is judged by its socket: a request would start it.
@@ -81,7 +84,7 @@ pub fn check(
     );
     let asleep = dormancy == Dormancy::Asleep;
     if course.is_none() && trigger == Trigger::Cron && !(asleep && config.dry_run) {
-        return (seen, None);
+        return (seen, None, None);
     }
     past_hot_path();
     let mut report = Report::new(
@@ -104,10 +107,9 @@ pub fn check(
             RunState::Healthy
         };
         keep_outside_words(&mut report, fpm_said);
-        return (seen, Some(report));
+        return (seen, Some(report), None);
     };
-    let giving_up = matches!(course, Course::Held(policy::Hold::GiveUp { .. }));
-    let incident = state.incident.clone();
+    let alert = Alert::of(&course, state);
     follow(
         config,
         course,
@@ -118,10 +120,10 @@ pub fn check(
         trigger.is_trusted(),
     );
     keep_outside_words(&mut report, fpm_said);
-    if report.alert && !config.dry_run {
-        tell(config, state, host, &mut report, giving_up, incident);
-    }
-    (seen, Some(report))
+    let outgoing = (report.alert && !config.dry_run)
+        .then(|| tell(config, state, host, &report, alert, now))
+        .flatten();
+    (seen, Some(report), outgoing)
 }
 
 /// A timeout through the web server is php-fpm's only if php-fpm does not answer itself on its own
@@ -458,54 +460,6 @@ fn relaunch_pool(config: &Config, host: &mut impl Host, report: &mut Report) -> 
         (true, _) => Done::Relaunched { took, healthy },
         (false, true) => Done::Healthy,
         (false, false) => Done::Nothing,
-    }
-}
-
-/// Sends the run's alert, booked only once it is sent (or nobody is to get it): a failed one is due
-/// again on the next run of the incident, the giving-up one included (#19). `incident` is the one
-/// open before the control acted.
-fn tell(
-    config: &Config,
-    state: &mut State,
-    host: &mut impl Host,
-    report: &mut Report,
-    giving_up: bool,
-    incident: Option<crate::state::Incident>,
-) {
-    let told = config.recipients.is_empty() || mail(host, report);
-    if told {
-        policy::alert_sent(state);
-    } else if state.incident.is_none()
-        && let Some(mut healed) = incident
-    {
-        // The relaunch healed it and ended the incident, but its mail did not go: kept open as
-        // healed and untold, so the next healthy run mails its end.
-        healed.healed = true;
-        state.incident = Some(healed);
-    }
-    if giving_up {
-        state.give_up_unmailed = !told;
-    }
-}
-
-/// Sends the alert; whether it went. A failure is told in the report's own `mail_error=` (not in
-/// `error=`, which tells of php-fpm: `state=healthy … error="mail: …"` read as a contradiction) and
-/// on stderr, never fatal.
-fn mail(host: &mut impl Host, report: &mut Report) -> bool {
-    let alert = alert::compose(&host.hostname(), report);
-    match host.send(&alert) {
-        Ok(()) => {
-            report.mail = Mail::Sent;
-            true
-        }
-        Err(err) => {
-            // The mail server's words: escaped here for stderr, by the renderers for the log.
-            let err = format!("{err:#}");
-            errln!("php-relaunch: mail: {}", crate::escape::field(&err));
-            report.mail = Mail::Failed;
-            report.mail_error = Some(err);
-            false
-        }
     }
 }
 

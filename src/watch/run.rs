@@ -340,7 +340,14 @@ fn pool_run(
     }
     let first_seen = seen_of(verdict.as_ref());
     let mut host = WatchHost::new(&target.config, verdict, dormancy, target.alert_only.clone());
-    let (seen, report) = pipeline::check(&target.config, &mut state, &mut host, trigger, || {});
+    let (seen, mut report, outgoing) =
+        pipeline::check(&target.config, &mut state, &mut host, trigger, || {});
+    // The alert is collected for the run's one mail, sent after every master's lock is let go; a
+    // mail that fails is booked as not sent then (`mail` in the parent module).
+    if let (Some(report), Some(outgoing)) = (report.as_mut(), outgoing) {
+        let sent = pipeline::deliver(&mut host, report, &outgoing.alert);
+        policy::mail_outcome(&mut state, &outgoing.pending, sent);
+    }
     let seen = if first_seen.verdict.is_empty() {
         seen
     } else {

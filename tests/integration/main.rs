@@ -13,6 +13,7 @@ mod inputs;
 mod layout;
 mod locks;
 mod never_worse_hook;
+mod never_worse_mail;
 mod ondemand;
 mod policy;
 mod pools;

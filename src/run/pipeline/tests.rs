@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Result, bail};
 
-use super::check;
+use super::{check, deliver};
 use crate::alert::Alert;
 use crate::cli::{self, Invocation};
 use crate::config::Config;
@@ -270,9 +270,15 @@ fn configured(args: &[&str]) -> Config {
     Config::from_run(*run).unwrap()
 }
 
-/// One run: its report (`None` when quiet), booked in `state`.
+/// One run: its report (`None` when quiet), booked in `state`, its alert sent and its outcome
+/// booked as the run does it once it let go of the lock.
 fn run(config: &Config, state: &mut State, host: &mut Fake) -> Option<Report> {
-    check(config, state, host, Trigger::Cron, || {}).1
+    let (_, mut report, outgoing) = check(config, state, host, Trigger::Cron, || {});
+    if let (Some(report), Some(outgoing)) = (report.as_mut(), outgoing) {
+        let sent = deliver(host, report, &outgoing.alert);
+        crate::policy::mail_outcome(state, &outgoing.pending, sent);
+    }
+    report
 }
 
 /// The log line's fields that a test compares: verdict, action, old and new pid, state, mail.
@@ -911,7 +917,7 @@ fn a_hook_run_always_tells_even_when_healthy() {
         events: 3,
         ignored: 1,
     };
-    let (seen, report) = check(
+    let (seen, report, _) = check(
         &config(&[]),
         &mut State::default(),
         &mut host,
@@ -1032,9 +1038,13 @@ fn hook_run(config: &Config, state: &mut State, host: &mut Fake) -> Report {
         events: 1,
         ignored: 0,
     };
-    check(config, state, host, trigger, || {})
-        .1
-        .expect("a hook run always tells")
+    let (_, report, outgoing) = check(config, state, host, trigger, || {});
+    let mut report = report.expect("a hook run always tells");
+    if let Some(outgoing) = outgoing {
+        let sent = deliver(host, &mut report, &outgoing.alert);
+        crate::policy::mail_outcome(state, &outgoing.pending, sent);
+    }
+    report
 }
 
 #[test]
