@@ -7,6 +7,7 @@
 //! process makes: the long-lived hook makes one run per event (#18), and a thread or a handle kept
 //! per run would grow until it hit a limit.
 
+use crate::stdout::errln;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, Once, PoisonError};
 use std::thread;
@@ -60,7 +61,7 @@ impl Watchdog {
                 .name("run-deadline".into())
                 .spawn(wait)
             {
-                eprintln!("php-relaunch: starting the run's deadline thread: {err}");
+                errln!("php-relaunch: starting the run's deadline thread: {err}");
             }
         });
         let mut armed = armed();

@@ -7,6 +7,7 @@ use crate::escape;
 use crate::probe::status::{self, Counters};
 use crate::probe::{self, Answer, Verdict};
 use crate::state::{self, State};
+use crate::stdout::errln;
 
 /// Probes once and judges the reply against `state`'s remembered counters (updated in place).
 pub fn check(config: &ProbeConfig, state: &mut State) -> Verdict {
@@ -52,11 +53,11 @@ pub fn load_state(path: &std::path::Path) -> (State, Saving) {
     match state::load(path) {
         Ok((state, None)) => (state.clone(), Saving::IfChanged(Box::new(state))),
         Ok((state, Some(warning))) => {
-            eprintln!("php-relaunch: {warning}");
+            errln!("php-relaunch: {warning}");
             (state, Saving::Always)
         }
         Err(err) => {
-            eprintln!("php-relaunch: {err:#}; using a fresh state");
+            errln!("php-relaunch: {err:#}; using a fresh state");
             (State::default(), Saving::Never)
         }
     }
@@ -70,7 +71,7 @@ pub fn save_state(path: &std::path::Path, state: &State, saving: &Saving) {
         Saving::Never => false,
     };
     if due && let Err(err) = state::save(path, state) {
-        eprintln!("php-relaunch: {err:#}");
+        errln!("php-relaunch: {err:#}");
     }
 }
 

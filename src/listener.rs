@@ -86,6 +86,28 @@ pub fn tcp_on(ip: Option<IpAddr>, port: u16) -> Vec<Listener> {
     }
 }
 
+/// The TCP listeners on `port` that take IPv4 connections, as php-fpm's `listen = 0.0.0.0:PORT`
+/// would: those bound to an IPv4 address (or an IPv4-mapped one), and the IPv6 wildcard only while
+/// no IPv4 wildcard is bound (the two cannot both take IPv4: beside an IPv4 wildcard, an IPv6 one is
+/// IPv6-only, and takes none of the connections php-fpm serves).
+pub fn tcp_on_v4(port: u16) -> Vec<Listener> {
+    let on_port: Vec<(SocketAddr, Listener)> = tcp_table()
+        .into_iter()
+        .filter(|l| l.0.port() == port)
+        .collect();
+    let v4_wildcard = on_port
+        .iter()
+        .any(|l| l.0.ip() == IpAddr::from([0, 0, 0, 0]));
+    on_port
+        .into_iter()
+        .filter(|l| match canonical(l.0.ip()) {
+            IpAddr::V4(_) => true,
+            IpAddr::V6(v6) => v6.is_unspecified() && !v4_wildcard,
+        })
+        .map(|l| l.1)
+        .collect()
+}
+
 /// Whether `ip` is an address of this host (one a socket can be bound to), so that a wildcard
 /// listener here is the one that takes connections to it. Another host's address is not.
 fn local(ip: IpAddr) -> bool {
@@ -200,9 +222,11 @@ fn unix_table() -> Vec<Bound> {
 /// of every message answered, up to the end of the dump.
 fn dump(body: &[u8]) -> rustix::io::Result<Vec<Vec<u8>>> {
     use diag::{NLM_F_DUMP, NLM_F_REQUEST, SOCK_DIAG_BY_FAMILY};
-    let fd = rustix::net::socket(
+    // Close-on-exec, as every fd we open: nothing a run starts (php-fpm, `service`) inherits one.
+    let fd = rustix::net::socket_with(
         AddressFamily::NETLINK,
         SocketType::RAW,
+        rustix::net::SocketFlags::CLOEXEC,
         Some(netlink::SOCK_DIAG),
     )?;
     let len = u32::try_from(16 + body.len()).map_err(|_| rustix::io::Errno::INVAL)?;

@@ -20,6 +20,11 @@ pub fn line(args: fmt::Arguments<'_>) {
     let _ = out.write_fmt(args).and_then(|()| out.write_all(b"\n"));
 }
 
+/// Writes `args` to standard output as they are, whatever became of the reader.
+pub fn text(args: fmt::Arguments<'_>) {
+    let _ = io::stdout().lock().write_fmt(args);
+}
+
 /// Writes one line to standard error, whatever became of the reader.
 pub fn error_line(args: fmt::Arguments<'_>) {
     let mut err = io::stderr().lock();
@@ -31,9 +36,14 @@ macro_rules! outln {
     ($($arg:tt)*) => { $crate::stdout::line(format_args!($($arg)*)) };
 }
 
+/// `print!` that never panics.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::stdout::text(format_args!($($arg)*)) };
+}
+
 /// `eprintln!` that never panics.
 macro_rules! errln {
     ($($arg:tt)*) => { $crate::stdout::error_line(format_args!($($arg)*)) };
 }
 
-pub(crate) use {errln, outln};
+pub(crate) use {errln, out, outln};

@@ -5,6 +5,7 @@
 //! children from that binary; orphans of a dead master are recognised by binary, pool name and pool
 //! user. Every signal goes through a pidfd to the process that was judged.
 
+mod alive;
 mod answers;
 mod conf;
 mod procs;
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use rustix::process::Signal;
 
+pub use alive::masterless;
 pub use answers::answers_itself;
 pub use conf::{PoolConf, read as read_config, setting_of as config_setting};
 pub use procs::{Proc, Sent, snapshot};
@@ -320,32 +322,39 @@ impl Instance {
             })
     }
 
-    /// The master, its workers, and this php-fpm's orphaned workers.
+    /// The master and its workers; or, while no verified master lives, this php-fpm's orphaned
+    /// workers. An "orphan" beside a live master is never ours (#18): a new master could not have
+    /// bound the pool's socket while one held it, and the pool user can make one (a php-fpm of our
+    /// binary exec'd from PHP inherits the listening socket; its own master killed, it looks orphaned).
     pub fn family<'a>(&self, procs: &'a [Proc]) -> Vec<&'a Proc> {
-        let master = self.master(procs);
-        let mut family: Vec<&Proc> = master.into_iter().collect();
-        if let Some(master) = master {
-            family.extend(self.workers(procs, master.pid));
+        match self.master(procs) {
+            // The master first: once it is gone it can fork no more workers.
+            Some(master) => std::iter::once(master)
+                .chain(self.workers(procs, master.pid))
+                .collect(),
+            None => procs.iter().filter(|p| self.is_orphan(p, procs)).collect(),
         }
-        family.extend(procs.iter().filter(|p| self.is_orphan(p, procs)));
-        // The master first: once it is gone it can fork no more workers.
-        family
     }
 
-    /// What a relaunch would do first, given the processes now.
+    /// What a relaunch would do first, given the processes now. Only the master decides (#18): a
+    /// stopped master ignores QUIT and TERM, so it is killed; a stopped worker (the pool user can
+    /// SIGSTOP its own workers) is continued before the restart, whose escalation ends it if the
+    /// restart does not complete. With no master, orphans holding the socket are killed first, or a
+    /// new master would fail with EADDRINUSE.
     pub fn plan(&self, procs: &[Proc]) -> Plan {
-        let family = self.family(procs);
-        if family.iter().any(|p| p.stopped) {
-            Plan::KillStart
-        } else if self.master(procs).is_none() {
-            // Orphaned workers hold the listen socket; a new master would fail with EADDRINUSE.
-            if family.is_empty() {
-                Plan::Start
-            } else {
-                Plan::KillStart
-            }
-        } else {
-            Plan::Restart
+        match self.master(procs) {
+            Some(master) if master.stopped => Plan::KillStart,
+            Some(_) => Plan::Restart,
+            None if self.family(procs).is_empty() => Plan::Start,
+            None => Plan::KillStart,
+        }
+    }
+
+    /// SIGCONTs the stopped processes of the verified family, so that a restart's QUIT or TERM
+    /// reaches them. One that exited or changed since the snapshot is skipped.
+    fn continue_stopped(&self, procs: &[Proc]) {
+        for p in self.family(procs).into_iter().filter(|p| p.stopped) {
+            let _ = procs::signal(p, Signal::CONT);
         }
     }
 
@@ -490,6 +499,10 @@ impl Instance {
     }
 
     fn restart(&self, deadline: Duration) -> Result<()> {
+        // Best effort: a process table that cannot be read fails the restart below, not here.
+        if let Ok(procs) = snapshot() {
+            self.continue_stopped(&procs);
+        }
         match &self.via {
             Via::Service(name) => service_command(name, "restart", deadline),
             Via::Direct { .. } => {
@@ -665,7 +678,11 @@ mod tests {
         let instance = direct_listening("/srv/a/fpm.conf", ours, Some(listen));
         assert_eq!(instance.master(&procs).map(|p| p.pid), Some(10));
         let family: Vec<u32> = instance.family(&procs).iter().map(|p| p.pid).collect();
-        assert_eq!(family, [10, 11, 12, me]);
+        // Beside a live master, an orphan is not ours (the pool user can make one, #18).
+        assert_eq!(family, [10, 11, 12]);
+        let masterless: Vec<Proc> = procs.into_iter().filter(|p| p.pid != 10).collect();
+        let family: Vec<u32> = instance.family(&masterless).iter().map(|p| p.pid).collect();
+        assert_eq!(family, [me], "its workers have a live parent of our binary");
     }
 
     #[test]
@@ -682,9 +699,32 @@ mod tests {
             Plan::Restart
         );
 
+        // A stopped worker (the pool user's to stop) leaves the restart graceful; a stopped master
+        // would ignore it.
         let mut stopped = worker.clone();
         stopped.stopped = true;
-        assert_eq!(instance.plan(&[master.clone(), stopped]), Plan::KillStart);
+        assert_eq!(
+            instance.plan(&[master.clone(), stopped.clone()]),
+            Plan::Restart
+        );
+        let mut frozen = master.clone();
+        frozen.stopped = true;
+        assert_eq!(instance.plan(&[frozen, worker.clone()]), Plan::KillStart);
+
+        // An orphan, stopped, holding the pool's socket (an impostor of the pool user's, exec'd from
+        // PHP with the socket inherited) beside a live master decides nothing (#18).
+        let mut impostor = proc(me, 1, "php-fpm: pool www", bin);
+        impostor.stopped = true;
+        assert_eq!(
+            instance.plan(&[master.clone(), worker.clone(), impostor.clone()]),
+            Plan::Restart
+        );
+        let family: Vec<u32> = instance
+            .family(&[master.clone(), worker.clone(), impostor])
+            .iter()
+            .map(|p| p.pid)
+            .collect();
+        assert_eq!(family, [10, 11], "never signalled with the family");
 
         let mut zombie = master;
         zombie.gone = true;

@@ -98,6 +98,36 @@ pub fn snapshot() -> Result<Vec<Proc>> {
         .collect())
 }
 
+/// One process read from /proc alone, without a scan of the process table: what verifies a master
+/// named by its pid file. Its `uid` is set only when the real and effective uids agree (a set-uid
+/// program run by another user is not that uid's process); time and memory are not read.
+pub fn process(pid: u32) -> Option<Proc> {
+    let who = identity(pid)?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let state = stat.get(stat.rfind(')')? + 2..)?.chars().next()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let cmd = cmdline
+        .split(|&b| b == 0)
+        .filter(|arg| !arg.is_empty())
+        .map(String::from_utf8_lossy)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim()
+        .to_owned();
+    Some(Proc {
+        pid,
+        ppid: Some(who.ppid),
+        uid: (who.uid == who.euid).then_some(who.uid),
+        state: state.to_string(),
+        stopped: matches!(state, 'T' | 't'),
+        gone: matches!(state, 'Z' | 'X'),
+        cpu: Duration::ZERO,
+        rss: 0,
+        cmd,
+        exe: who.exe,
+    })
+}
+
 /// What /proc says now of the facts a signal decision rests on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Identity {
@@ -215,6 +245,23 @@ mod tests {
             .into_iter()
             .find(|p| p.pid == child.id())
             .unwrap()
+    }
+
+    #[test]
+    fn one_process_reads_as_the_table_shows_it() {
+        let mut child = Command::new("/bin/sleep")
+            .args(["30", "x"])
+            .spawn()
+            .unwrap();
+        let seen = me_as_seen(&child);
+        let read = process(child.id()).unwrap();
+        assert_eq!(
+            (read.ppid, read.uid, &read.cmd, &read.exe, read.stopped),
+            (seen.ppid, seen.uid, &seen.cmd, &seen.exe, false)
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(process(child.id()).is_none());
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::cli::{By, ReportArgs};
 use crate::escape;
 use crate::exit::Exit;
 use crate::stdout;
+use crate::stdout::errln;
 use lines::{Line, parse, parse_access};
 
 /// What happened in one bucket (or in all of them).
@@ -133,7 +134,7 @@ pub fn command(args: &ReportArgs) -> Result<Exit> {
     let since = until - chrono::Duration::from_std(args.since).context("--since is too long")?;
     let own = lines::with_rotations(&args.log);
     if own.is_empty() {
-        eprintln!(
+        errln!(
             "php-relaunch: no log at '{}' (nor rotated copies of it)",
             args.log.display()
         );

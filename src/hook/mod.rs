@@ -21,6 +21,7 @@ use crate::config::watch::WatchConfig;
 use crate::exit::Exit;
 use crate::report::Trigger;
 use crate::run;
+use crate::stdout::errln;
 use source::{Source, Tally};
 
 /// How the hook listens.
@@ -79,13 +80,13 @@ fn serve_runs(listen: &Listen, run: impl FnMut(u64, u64) -> Result<bool>) -> Res
     source.remove();
     let counts = *tally.lock();
     if counts.events > 0 {
-        eprintln!(
+        errln!(
             "php-relaunch: hook: {} events came within the recovery window after the last run and started none",
             counts.events
         );
     }
     if counts.ignored > 0 {
-        eprintln!(
+        errln!(
             "php-relaunch: hook: {} datagrams or lines were not 502/504 events and were ignored",
             counts.ignored
         );

@@ -17,6 +17,7 @@ use anyhow::{Context, Result, bail, ensure};
 use super::event::{self, MAX_EVENT};
 use crate::fpm;
 use crate::secure_file::{self, Existing};
+use crate::stdout::errln;
 
 /// What the reader has counted since the last run took its events.
 #[derive(Debug, Clone, Copy)]
@@ -164,7 +165,7 @@ impl Source {
             && let Err(err) = fs::remove_file(path)
             && err.kind() != ErrorKind::NotFound
         {
-            eprintln!("php-relaunch: removing '{}': {err}", path.display());
+            errln!("php-relaunch: removing '{}': {err}", path.display());
         }
     }
 }
@@ -178,7 +179,7 @@ fn read_datagrams(socket: &UnixDatagram, tally: &Tally) {
             Ok(n) => tally.heard(&buffer[..n]),
             Err(err) if err.kind() == ErrorKind::Interrupted => {}
             Err(err) => {
-                eprintln!("php-relaunch: hook: reading the socket: {err}");
+                errln!("php-relaunch: hook: reading the socket: {err}");
                 return;
             }
         }
@@ -203,7 +204,7 @@ fn read_lines(input: &mut impl BufRead, tally: &Tally) {
             Ok(_) => tally.heard(&line),
             Err(err) if err.kind() == ErrorKind::Interrupted => {}
             Err(err) => {
-                eprintln!("php-relaunch: hook: reading standard input: {err}");
+                errln!("php-relaunch: hook: reading standard input: {err}");
                 return;
             }
         }

@@ -18,6 +18,7 @@ use crate::lock;
 use crate::policy;
 use crate::report::{Action, Report, RunState};
 use crate::state;
+use crate::stdout::errln;
 
 /// How long a status page may take.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -38,7 +39,7 @@ pub fn command(args: &IdleStopArgs) -> Result<Exit> {
     let mut lock = match lock::try_acquire(&lock_path)? {
         Ok(lock) => lock,
         Err(holder) => {
-            eprintln!("php-relaunch: {}", lock::busy_message(&lock_path, &holder));
+            errln!("php-relaunch: {}", lock::busy_message(&lock_path, &holder));
             return Ok(Exit::Busy);
         }
     };
@@ -70,7 +71,7 @@ pub fn command(args: &IdleStopArgs) -> Result<Exit> {
         )
     })?;
     if !activated(&instance, &procs, &socket) {
-        eprintln!(
+        errln!(
             "php-relaunch: refusing to stop the php-fpm of '{}': no other process holds its socket {}, \
              so nothing would start it again (it is not socket-activated)",
             config.display(),
@@ -119,18 +120,25 @@ pub fn command(args: &IdleStopArgs) -> Result<Exit> {
     }
     // The pool is stopped whatever becomes of its line: a full disk does not turn that into exit 2.
     if let Err(err) = journal.append(&report) {
-        eprintln!("php-relaunch: {err:#}");
+        errln!("php-relaunch: {err:#}");
     }
     Ok(exit)
 }
 
-/// Whether a process outside the pool's own family holds its listening socket: the activator
-/// (systemd's `.socket` unit) that starts php-fpm again on the next request.
+/// Whether a process of root's (or ours) outside the pool's own family, and not a php-fpm, holds its
+/// listening socket: the activator (systemd's `.socket` unit) that starts php-fpm again on the next
+/// request. The pool user's processes never count (#18): a program PHP starts inherits the socket.
 fn activated(instance: &Instance, procs: &[Proc], socket: &Path) -> bool {
     let family: Vec<u32> = instance.family(procs).iter().map(|p| p.pid).collect();
     sockets::holders(&sockets::listening(socket))
         .iter()
-        .any(|pid| !family.contains(pid))
+        .filter(|pid| !family.contains(pid))
+        .any(|pid| {
+            procs
+                .iter()
+                .find(|p| p.pid == *pid)
+                .is_none_or(|p| p.exe.as_deref().is_none_or(|exe| !fpm::is_php_fpm(exe)))
+        })
 }
 
 /// Idle: no worker is left (`pm = ondemand` ended them), or every worker waits in accept(2) and, with

@@ -19,7 +19,9 @@ pub enum Dormancy {
 }
 
 /// Looks at `socket` from the kernel's tables: who holds its listening socket, and whether the path
-/// is still the socket file. Both are needed: a name stays listed after its file is removed.
+/// is still the socket file. Both are needed: a name stays listed after its file is removed. Only
+/// root's holders count (#18): a program PHP started inherits the socket from php-fpm's workers and
+/// outlives them, and is no activator.
 pub fn dormancy(socket: &Path) -> Dormancy {
     let inodes = sockets::listening(socket);
     let holders = sockets::holders(&inodes);
@@ -36,7 +38,8 @@ pub fn dormancy(socket: &Path) -> Dormancy {
         )
     } else if holders.is_empty() {
         format!(
-            "no php-fpm runs and nothing listens on its socket {} (a stale file)",
+            "no php-fpm runs and no process of root's holds its socket {} (a stale file, or one \
+             only another user's process holds)",
             socket.display()
         )
     } else {

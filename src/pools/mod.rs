@@ -100,11 +100,14 @@ pub struct Replica {
 impl Replica {
     /// Its php-fpm, recognised in `procs` (one snapshot serves the caller and this).
     fn instance(&self, procs: &[fpm::Proc]) -> Result<Instance> {
-        let control = Control::Direct {
+        Instance::resolve(&self.control(), None, procs)
+    }
+
+    fn control(&self) -> Control {
+        Control::Direct {
             bin: self.fpm_bin.clone(),
             config: self.fpm_config.clone(),
-        };
-        Instance::resolve(&control, None, procs)
+        }
     }
 
     /// Asks its ping until it answers or `deadline` passes; what the last ping said.
@@ -117,6 +120,10 @@ impl Replica {
         let verdict = probe::probe(&self.ping, PING_TIMEOUT, None);
         let answer = &verdict.answer;
         if answer.is_healthy() {
+            // Only while its verified master runs: its workers' children may hold the socket (#18).
+            if let Some(why) = fpm::masterless(&self.control(), None) {
+                return Err(format!("untrusted-listener ({why})"));
+            }
             Ok(format!(
                 "answered {answer} in {:.1} ms",
                 verdict.latency.as_secs_f64() * 1000.0

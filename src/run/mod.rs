@@ -24,7 +24,7 @@ use crate::poll::poll_until;
 use crate::report::{Report, Trigger};
 use crate::spawn;
 use crate::state;
-use crate::stdout::errln;
+use crate::stdout::{errln, out};
 use system::System;
 
 /// How often a hook run asks again for the lock a cron run holds.
@@ -86,7 +86,7 @@ pub fn answer(config: &Config, events: u64, ignored: u64) -> Result<Option<Exit>
         }
     });
     let Ok(lock) = acquired else {
-        eprintln!(
+        errln!(
             "php-relaunch: hook: another run held the lock '{}' for {}s: {events} events wait for the next",
             config.lock.display(),
             config.run_timeout.as_secs()
@@ -127,7 +127,7 @@ fn check(
     state.target = config.probe.target.to_string();
     if policy::discard_future(&mut state, state::unix_seconds(SystemTime::now())) {
         // Saved without them, so this is said once.
-        eprintln!(
+        errln!(
             "php-relaunch: state file '{}' held times after now (the clock was set back?): discarded them",
             config.probe.state.display()
         );
@@ -141,7 +141,7 @@ fn check(
         metrics::count(&mut state.totals, &seen, report.as_ref(), now);
         let text = metrics::render(&state.target, &seen, &state, &config.limits, now);
         if let Err(err) = metrics::write(path, &text) {
-            eprintln!("php-relaunch: {err:#}");
+            errln!("php-relaunch: {err:#}");
         }
     }
     let Some(report) = report else {
@@ -151,7 +151,7 @@ fn check(
         return Exit::Healthy;
     };
     if config.dry_run {
-        print!("{}", journal::line(&report));
+        out!("{}", journal::line(&report));
         return report.exit();
     }
     // The state is saved whatever becomes of the log line: a full log disk must not reset the limits
@@ -159,7 +159,7 @@ fn check(
     if let Some(journal) = journal
         && let Err(err) = journal.append(&report)
     {
-        eprintln!("php-relaunch: {err:#}");
+        errln!("php-relaunch: {err:#}");
     }
     health::save_state(&config.probe.state, &state, &before);
     report.exit()
@@ -187,12 +187,12 @@ fn expiry(
         match journal {
             Some(mut journal) => {
                 if let Err(err) = journal.append(&report) {
-                    eprintln!("php-relaunch: {err:#}");
+                    errln!("php-relaunch: {err:#}");
                 }
             }
-            None => print!("{}", journal::line(&report)),
+            None => out!("{}", journal::line(&report)),
         }
-        eprintln!("php-relaunch: {error}");
+        errln!("php-relaunch: {error}");
         std::process::exit(i32::from(report.exit().code()));
     }
 }

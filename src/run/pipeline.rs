@@ -17,6 +17,7 @@ use crate::policy::{self, Course, Decision, Done, Hold};
 use crate::probe::Answer;
 use crate::report::{Action, Mail, Report, RunState, Trigger};
 use crate::state::{State, unix_seconds};
+use crate::stdout::errln;
 
 /// Runs one check, booking it in `state`. `None` when the heartbeat is healthy and there is nothing
 /// to tell (the hot path: no log line, no time zone read); a run the hook started always tells, since
@@ -36,7 +37,7 @@ pub fn check(
         Some(_) => host.dormancy(),
         None => Dormancy::Awake,
     };
-    let mut hung = None;
+    let mut note = None;
     let mut fpm_said = None;
     let (answer, latency, decision) = match &dormancy {
         Dormancy::Awake => {
@@ -52,7 +53,7 @@ pub fn check(
                 &config.relaunch_on,
                 config.probe.target.is_fastcgi(),
             );
-            let decision = blame(config, host, &verdict.answer, decision, &mut hung);
+            let decision = blame(config, host, &verdict.answer, decision, &mut note);
             fpm_said = verdict.stderr;
             (Some(verdict.answer), verdict.latency, decision)
         }
@@ -93,11 +94,8 @@ pub fn check(
     if let Dormancy::Lost(why) = dormancy {
         report.error = Some(why);
     }
-    if let Some(asked) = hung {
-        report.error = Some(format!(
-            "the heartbeat timed out, and so did a page of the web server outside PHP, while php-fpm \
-             answers on its own sockets ({asked}): the web server is hung, not php-fpm; php-fpm left alone"
-        ));
+    if let Some(note) = note {
+        report.error = Some(note);
     }
     let Some(course) = course else {
         report.state = if asleep {
@@ -127,25 +125,43 @@ pub fn check(
 }
 
 /// A timeout through the web server is php-fpm's only if php-fpm does not answer itself on its own
-/// sockets (#18): when it does, the web server is the one hung, and `hung` says what was asked.
+/// sockets (#18): when it does, the web server is the one hung, and `note` says what was asked.
+/// Likewise a listener not believed (another user's, on the way from the web server to php-fpm)
+/// calls for no restart while php-fpm answers on its own sockets: a restart cannot help a php-fpm
+/// that is healthy behind it, and the other user would spend the budget at will.
 fn blame(
     config: &Config,
     host: &mut impl Host,
     answer: &Answer,
     decision: Decision,
-    hung: &mut Option<String>,
+    note: &mut Option<String>,
 ) -> Decision {
-    if decision == Decision::Relaunch
-        && matches!(answer, Answer::Timeout)
-        && !config.probe.target.is_fastcgi()
-        && config.pool.is_none()
+    if decision != Decision::Relaunch || config.probe.target.is_fastcgi() || config.pool.is_some() {
+        return decision;
+    }
+    match answer {
         // A page of the web server outside PHP that answers says the web server is not hung: a
         // script stuck behind a lock is php-fpm's (#18).
-        && host.web_server_hangs()
-        && let Some(asked) = host.fpm_answers()
-    {
-        *hung = Some(asked);
-        return Decision::WebServerHung;
+        Answer::Timeout if host.web_server_hangs() => {
+            if let Some(asked) = host.fpm_answers() {
+                *note = Some(format!(
+                    "the heartbeat timed out, and so did a page of the web server outside PHP, \
+                     while php-fpm answers on its own sockets ({asked}): the web server is hung, \
+                     not php-fpm; php-fpm left alone"
+                ));
+                return Decision::WebServerHung;
+            }
+        }
+        Answer::Untrusted(_) => {
+            if let Some(asked) = host.fpm_answers() {
+                *note = Some(format!(
+                    "php-fpm answers on its own sockets ({asked}): a restart cannot help; \
+                     php-fpm left alone"
+                ));
+                return Decision::Unhealthy;
+            }
+        }
+        _ => {}
     }
     decision
 }
@@ -485,7 +501,7 @@ fn mail(host: &mut impl Host, report: &mut Report) -> bool {
         Err(err) => {
             // The mail server's words: escaped here for stderr, by the renderers for the log.
             let err = format!("{err:#}");
-            eprintln!("php-relaunch: mail: {}", crate::escape::field(&err));
+            errln!("php-relaunch: mail: {}", crate::escape::field(&err));
             report.mail = Mail::Failed;
             report.mail_error = Some(err);
             false

@@ -33,6 +33,28 @@ pub struct System<'a> {
     replica_logs: Vec<PathBuf>,
 }
 
+/// `answer`, unless it cannot be php-fpm's (#18): the heartbeat goes through a web server to a
+/// php-fpm whose pool sockets are another user's, or a link or other file stands at a pool's socket
+/// path (then that user answered); or the php-fpm is known and no verified master of it runs (then
+/// whoever holds its inherited listening socket answered, a program PHP started). Only a healthy
+/// answer is looked at, so the hot path reads php-fpm's config, the socket tables and the pid file's
+/// process, and starts nothing.
+pub fn believed(config: &Config, answer: Answer) -> Answer {
+    if !answer.is_healthy() {
+        return answer;
+    }
+    // A FastCGI target's own listener was checked by the probe.
+    let foreign = if config.probe.target.is_fastcgi() {
+        None
+    } else {
+        fpm::sockets::pools_distrust(&config.control)
+    };
+    match foreign.or_else(|| fpm::masterless(&config.control, config.pid_file.as_deref())) {
+        Some(reason) => Answer::Untrusted(reason),
+        None => answer,
+    }
+}
+
 impl<'a> System<'a> {
     pub fn new(config: &'a Config) -> System<'a> {
         System {
@@ -42,18 +64,8 @@ impl<'a> System<'a> {
         }
     }
 
-    /// `answer`, unless the heartbeat goes through a web server to a php-fpm whose pool sockets are
-    /// another user's (#18): then that user answered, not php-fpm. Only a healthy answer is looked
-    /// at, so the hot path reads php-fpm's config and the socket tables, and starts nothing.
     fn believed(&self, answer: Answer) -> Answer {
-        if !answer.is_healthy() || self.config.probe.target.is_fastcgi() {
-            // A FastCGI target's own listener was checked by the probe.
-            return answer;
-        }
-        match fpm::sockets::pools_distrust(&self.config.control) {
-            Some(reason) => Answer::Untrusted(reason),
-            None => answer,
-        }
+        believed(self.config, answer)
     }
 
     /// After a relaunch, a healthy answer counts only with a verified master running (#18: php-fpm

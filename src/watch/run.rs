@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, Local};
 
 use super::host::WatchHost;
+use crate::config::Config;
 use crate::config::watch::{Target, WatchConfig};
 use crate::fpm;
 use crate::health::{self, Saving};
@@ -100,6 +101,14 @@ fn probe_all(targets: &[Target]) -> Vec<Probed> {
         .collect()
 }
 
+/// The target's probe, its healthy answer believed as a classic run believes it (#18): from root's
+/// listener, with a verified master of its php-fpm running.
+fn checked(config: &Config, state: &mut State) -> Verdict {
+    let mut verdict = health::check(&config.probe, state);
+    verdict.answer = crate::run::system::believed(config, verdict.answer);
+    verdict
+}
+
 fn probe_one(target: &Target) -> Probed {
     let config = &target.config;
     let (mut state, before) = health::load_state(&config.probe.state);
@@ -108,7 +117,7 @@ fn probe_one(target: &Target) -> Probed {
         .on_demand
         .as_deref()
         .map_or(Dormancy::Awake, ondemand::dormancy);
-    let verdict = (dormancy == Dormancy::Awake).then(|| health::check(&config.probe, &mut state));
+    let verdict = (dormancy == Dormancy::Awake).then(|| checked(config, &mut state));
     Probed {
         state,
         before,
@@ -273,9 +282,9 @@ fn ask_again(targets: &[Target], members: &mut [(usize, Probed)]) {
         std::thread::scope(|scope| {
             for member in chunk.iter_mut() {
                 let (index, probed) = &mut **member;
-                let probe = &targets[*index].config.probe;
+                let config = &targets[*index].config;
                 scope.spawn(move || {
-                    probed.fresh = Some(health::check(probe, &mut probed.state));
+                    probed.fresh = Some(checked(config, &mut probed.state));
                 });
             }
         });
@@ -311,7 +320,7 @@ fn pool_run(
     }
     if relaunch && let Some(leader) = leader {
         // Its master was relaunched this run for a sibling: asked again, not relaunched again.
-        let fresh = fresh.unwrap_or_else(|| health::check(&target.config.probe, &mut state));
+        let fresh = fresh.unwrap_or_else(|| checked(&target.config, &mut state));
         if fresh.answer.is_healthy() {
             let seen = seen_of(verdict.as_ref());
             let report = sibling(target, leader, verdict.take(), &fresh, key);

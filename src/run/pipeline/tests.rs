@@ -1119,6 +1119,34 @@ fn a_hook_run_relaunches_within_the_limits_and_gives_up_once() {
 }
 
 #[test]
+fn a_listener_not_believed_while_php_fpm_answers_itself_restarts_nothing() {
+    let config = config(&[]);
+    let why = "php-fpm pool 'www''s socket localhost:9000 is held by uid 65534, not by root: not believed";
+    let mut state = State::default();
+    let mut host = Fake::answering(Answer::Untrusted(why.into()));
+    host.fpm_answers = Some("fcgi://localhost:9000/ping".into());
+    let report = run(&config, &mut state, &mut host).unwrap();
+    assert_eq!(
+        fields(&report),
+        "verdict=untrusted-listener action=none old_pid=- new_pid=- state=unhealthy mail=sent"
+    );
+    let error = report.error.as_deref().unwrap_or_default();
+    assert!(error.starts_with(why), "{error}");
+    assert!(error.contains("a restart cannot help"), "{error}");
+    assert_eq!(host.did, ["probe", "php-fpm answers", "mail"]);
+    // Every run the same: nothing restarted, the budget untouched.
+    for _ in 0..5 {
+        run(&config, &mut state, &mut host);
+    }
+    assert!(
+        !host
+            .did
+            .iter()
+            .any(|d| d == "restart" || d == "start" || d == "kill")
+    );
+}
+
+#[test]
 fn a_timeout_while_php_fpm_answers_itself_blames_the_web_server() {
     let config = config(&[]);
     let mut state = State::default();

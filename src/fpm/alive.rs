@@ -1,0 +1,48 @@
+//! Whether the php-fpm a healthy answer claims to come from runs (#18): an answer counts only while
+//! a verified master of the instance runs. php-fpm's workers hold the pool's listening socket without
+//! close-on-exec, so a program PHP starts with exec() keeps root's own socket and can answer on it
+//! after php-fpm died: the socket's owner (root) and inode prove nothing then; a master does. This
+//! runs on every healthy answer, so it reads the pid file's process from /proc alone; the whole
+//! process table only when the pid file names no verified master (none configured, or stale).
+
+use std::path::Path;
+
+use super::{Control, Instance, procs, read_pid, snapshot};
+
+impl Instance {
+    /// Whether a verified master of this php-fpm runs: `None` when it cannot be told (no trusted
+    /// binary to verify a master by).
+    pub fn master_runs(&self) -> Option<bool> {
+        self.binary.as_ref()?;
+        let named = self
+            .pid_file
+            .as_deref()
+            .and_then(read_pid)
+            .and_then(procs::process);
+        if named.is_some_and(|p| self.is_master(&p)) {
+            return Some(true);
+        }
+        Some(snapshot().is_ok_and(|procs| self.master(&procs).is_some()))
+    }
+}
+
+/// Why a healthy answer is not php-fpm's: the php-fpm that `control` names (with its pid file) is
+/// known and no verified master of it runs. `None` when one runs, or the instance is not known
+/// without scanning every process (a service left to detect, a service of unknown binary).
+pub fn masterless(control: &Control, pid_file: Option<&Path>) -> Option<String> {
+    if matches!(control, Control::Service(None)) {
+        return None;
+    }
+    // No process table is needed to resolve a named instance (only a service to detect needs one).
+    let instance = Instance::resolve(control, pid_file, &[]).ok()?;
+    if instance.master_runs()? {
+        return None;
+    }
+    let which = match instance.config.as_ref() {
+        Some(config) => format!(" of '{}'", config.path.display()),
+        None => String::new(),
+    };
+    Some(format!(
+        "the heartbeat answers, but no verified php-fpm master{which} runs: not believed"
+    ))
+}
