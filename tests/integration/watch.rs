@@ -295,6 +295,21 @@ impl Farm {
             .spawn()
             .unwrap()
     }
+
+    /// Both workers of `pool` busy for a minute, once its ping no longer answers: the pool is full.
+    fn fill(&self, master: &str, pool: &str) -> Vec<Child> {
+        let busy = vec![self.occupy(master, pool), self.occupy(master, pool)];
+        let ping = format!("unix://{};/ping", self.socket(master, pool).display());
+        crate::common::wait_until("the pool to be full", Duration::from_secs(20), || {
+            !php_relaunch()
+                .args(["check", &ping, "0.3"])
+                .output()
+                .unwrap()
+                .status
+                .success()
+        });
+        busy
+    }
 }
 
 impl Drop for Farm {
@@ -478,7 +493,7 @@ fn a_saturated_pool_is_alerted_alone_and_stuck_workers_of_one_pool_are_killed_al
     let farm = Farm::start(&[("a", 4)], false);
     let a = "a";
     // a01 has pm.status_listen: its a01_status worker waits in accept while a01's are busy.
-    let mut busy = vec![farm.occupy(a, "a01"), farm.occupy(a, "a01")];
+    let mut busy = farm.fill(a, "a01");
     let family = farm.stable(0);
     let file = farm.watch_file("");
     let out = farm.watch(&file, &[]).output().unwrap();
@@ -828,7 +843,7 @@ fn a_run_past_its_run_timeout_is_logged_and_ended() {
 #[test]
 fn a_mail_that_failed_is_sent_by_the_next_run() {
     let farm = Farm::start(&[("a", 2)], false);
-    let mut busy = vec![farm.occupy("a", "a01"), farm.occupy("a", "a01")];
+    let mut busy = farm.fill("a", "a01");
     let file = farm.watch_file("emails = [\"ops@example.com\"]");
     let nowhere = format!("smtp://127.0.0.1:{}", crate::common::free_port());
     let out = farm.watch(&file, &["--smtp", &nowhere]).output().unwrap();
