@@ -16,6 +16,7 @@ mod never_worse_hook;
 mod never_worse_mail;
 mod ondemand;
 mod policy;
+mod pong;
 mod pools;
 mod relaunch;
 mod report;
