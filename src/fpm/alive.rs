@@ -26,15 +26,19 @@ impl Instance {
     }
 }
 
-/// Why a healthy answer is not php-fpm's: the php-fpm that `control` names (with its pid file) is
-/// known and no verified master of it runs. `None` when one runs, or the instance is not known
-/// without scanning every process (a service left to detect, a service of unknown binary).
-pub fn masterless(control: &Control, pid_file: Option<&Path>) -> Option<String> {
+/// The php-fpm that `control` names (with its pid file), when it is known without scanning every
+/// process: `None` for a service left to detect. Resolved once per answer judged, for both checks.
+pub fn known(control: &Control, pid_file: Option<&Path>) -> Option<Instance> {
     if matches!(control, Control::Service(None)) {
         return None;
     }
     // No process table is needed to resolve a named instance (only a service to detect needs one).
-    let instance = Instance::resolve(control, pid_file, &[]).ok()?;
+    Instance::resolve(control, pid_file, &[]).ok()
+}
+
+/// Why a healthy answer is not php-fpm's: no verified master of `instance` runs. `None` when one
+/// runs, or it cannot be told (a service of unknown binary).
+pub fn masterless(instance: &Instance) -> Option<String> {
     if instance.master_runs()? {
         return None;
     }

@@ -123,20 +123,16 @@ pub(super) fn pool_listen(pool: &super::PoolConf) -> Option<String> {
     Some(listen.replace("$pool", &pool.name))
 }
 
-/// Why the php-fpm that `control` names does not serve its pools, if another user holds one of their
-/// listening sockets (#18: php-fpm dead and its port or socket path taken, so the web server serves
-/// that user's answers as the heartbeat). `None` when each socket found is root's (or ours), or the
-/// config is not known without scanning every process (a service left to detect).
-pub fn pools_distrust(control: &super::Control) -> Option<String> {
-    let config = match control {
-        super::Control::Direct { config, .. } => config.clone(),
-        super::Control::Service(Some(name)) => super::service::conventional_config(name)?,
-        super::Control::Service(None) => return None,
-    };
-    super::conf::read(&config).pools.iter().find_map(|pool| {
-        let listen = pool_listen(pool)?;
-        let what = format!("php-fpm pool '{}''s socket {listen}", pool.name);
-        let listeners = pool_listeners(&listen);
+/// Why `instance` does not serve its pools, if another user holds one of their listening sockets
+/// (#18: php-fpm dead and its port or socket path taken, so the web server serves that user's
+/// answers as the heartbeat). `None` when each socket found is root's (or ours). The pools are those
+/// the instance read from its config when it was resolved: nothing is read twice.
+pub fn pools_distrust(instance: &super::Instance) -> Option<String> {
+    instance.pools.iter().find_map(|pool| {
+        let listen = pool.listen.as_deref()?;
+        let name = pool.title.trim_start_matches("php-fpm: pool ");
+        let what = format!("php-fpm pool '{name}''s socket {listen}");
+        let listeners = pool_listeners(listen);
         let path = Path::new(listen.trim());
         if path.is_absolute()
             && let Some(reason) = not_root_socket_file(path, &listeners, &what)

@@ -121,7 +121,9 @@ impl Replica {
         let answer = &verdict.answer;
         if answer.is_healthy() {
             // Only while its verified master runs: its workers' children may hold the socket (#18).
-            if let Some(why) = fpm::masterless(&self.control(), None) {
+            if let Some(why) =
+                fpm::known(&self.control(), None).and_then(|instance| fpm::masterless(&instance))
+            {
                 return Err(format!("untrusted-listener ({why})"));
             }
             Ok(format!(

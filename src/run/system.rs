@@ -43,13 +43,16 @@ pub fn believed(config: &Config, answer: Answer) -> Answer {
     if !answer.is_healthy() {
         return answer;
     }
+    let Some(instance) = fpm::known(&config.control, config.pid_file.as_deref()) else {
+        return answer;
+    };
     // A FastCGI target's own listener was checked by the probe.
     let foreign = if config.probe.target.is_fastcgi() {
         None
     } else {
-        fpm::sockets::pools_distrust(&config.control)
+        fpm::sockets::pools_distrust(&instance)
     };
-    match foreign.or_else(|| fpm::masterless(&config.control, config.pid_file.as_deref())) {
+    match foreign.or_else(|| fpm::masterless(&instance)) {
         Some(reason) => Answer::Untrusted(reason),
         None => answer,
     }
