@@ -88,6 +88,28 @@ pub struct Config {
     /// `watch`: the php-fpm pool the target is, when known, so that its saturation is judged from
     /// its own workers only (#21).
     pub fpm_pool: Option<String>,
+    /// How a run's lines name a setting: as an option, or as a key of `watch`'s file.
+    pub terms: Terms,
+}
+
+/// Where a run's settings came from, so that its lines name them as the user wrote them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Terms {
+    /// The command line: `--relaunch-saturated`.
+    #[default]
+    Options,
+    /// `watch`'s file: `relaunch_saturated = true`.
+    WatchFile,
+}
+
+impl Terms {
+    /// How to turn on the flag whose option is `--NAME`.
+    pub fn flag(self, option: &str) -> String {
+        match self {
+            Terms::Options => format!("--{option}"),
+            Terms::WatchFile => format!("{} = true", option.replace('-', "_")),
+        }
+    }
 }
 
 impl Config {
@@ -173,6 +195,7 @@ impl Config {
             on_demand,
             metrics_file: run.metrics_file,
             fpm_pool: None,
+            terms: Terms::Options,
         })
     }
 }

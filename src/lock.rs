@@ -8,14 +8,19 @@ use std::fs::{File, TryLockError};
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::poll::poll_until;
 use crate::secure_file::{self, Mode};
 use crate::state;
 
 /// Where the per-instance locks live.
 pub const DIR: &str = "/run/php-relaunch";
+
+/// How often a run waiting for a lock asks for it again.
+const RETRY: Duration = Duration::from_millis(100);
 
 /// The most of a holder's description read back.
 const MAX_HOLDER: u64 = 256;
@@ -60,6 +65,18 @@ pub fn try_acquire(path: &Path) -> Result<Result<Lock, String>> {
         }
         Err(TryLockError::Error(err)) => bail!("cannot lock '{}': {err}", path.display()),
     }
+}
+
+/// The lock, asked for again every [`RETRY`] until `deadline` (a hook's run waits for the cron run
+/// that holds it, a run booking its mail for the next); `None` when another run held it all that
+/// time. A lock that cannot be taken at all (its file refused) is an error.
+pub fn acquire_within(path: &Path, deadline: Instant) -> Option<Result<Lock>> {
+    poll_until(deadline, RETRY, || match try_acquire(path) {
+        Ok(Ok(lock)) => Ok(Ok(lock)),
+        Ok(Err(_)) => Err(()),
+        Err(err) => Ok(Err(err)),
+    })
+    .ok()
 }
 
 /// How a run describes itself to runs its lock turns away: "pid 12, cron, since 10:42:03".

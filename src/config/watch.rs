@@ -18,7 +18,7 @@ use keys::{
     in_file_terms, line_of, table_span, top_of, value_of, words,
 };
 
-use super::Config;
+use super::{Config, Terms};
 use crate::alert::Transport;
 use crate::cli::{self, WatchArgs};
 use crate::fpm::Control;
@@ -436,10 +436,12 @@ fn classic(
         let (line, err) = in_file_terms(&err, settings);
         (line, anyhow!(err))
     })?;
-    Config::from_run(args).map_err(|err| {
+    let mut config = Config::from_run(args).map_err(|err| {
         let (line, text) = in_file_terms(&format!("{err:#}"), settings);
         (line, anyhow!(text))
-    })
+    })?;
+    config.terms = Terms::WatchFile;
+    Ok(config)
 }
 
 /// The php-fpm pool a target is: the pool of its master's configuration that listens where it

@@ -14,6 +14,7 @@ mod service;
 pub mod sockets;
 mod trust;
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -234,13 +235,15 @@ impl Instance {
         };
         let read = config.as_deref().map(conf::read).unwrap_or_default();
         let owner = trust::me();
+        // A host's pools mostly share a few users: /etc/passwd is read once per user, not per pool.
+        let mut uids: HashMap<&str, Option<u32>> = HashMap::new();
         let pools = read
             .pools
             .iter()
             .map(|pool| PoolId {
                 title: format!("php-fpm: pool {}", pool.name),
                 uid: match &pool.user {
-                    Some(user) => trust::uid_of(user),
+                    Some(user) => *uids.entry(user).or_insert_with(|| trust::uid_of(user)),
                     // Without `user`, the pool runs as the master's user.
                     None => Some(owner),
                 },

@@ -20,16 +20,12 @@ use crate::journal::{self, Journal};
 use crate::lock::{self, Lock};
 use crate::metrics;
 use crate::policy;
-use crate::poll::poll_until;
 use crate::report::{Report, Trigger};
 use crate::spawn;
 use crate::state;
 use crate::stdout::{errln, out};
 use pipeline::Outgoing;
 use system::System;
-
-/// How often a hook run asks again for the lock a cron run holds.
-const LOCK_RETRY: Duration = Duration::from_millis(100);
 
 /// How long before the run's deadline waiting for the lock to book a mail's outcome stops, so the
 /// deadline never ends a run whose line is still to be written.
@@ -83,7 +79,7 @@ pub fn watch(config: &Config) -> Result<Exit> {
 /// limits and log as a cron run, and always a log line. A cron run holding the lock is waited for
 /// (it ends within its own `--run-timeout`); `None` when it did not end by then.
 pub fn answer(config: &Config, events: u64, ignored: u64) -> Result<Option<Exit>> {
-    let Some(lock) = acquire_within(config, Instant::now() + config.run_timeout) else {
+    let Some(lock) = lock::acquire_within(&config.lock, Instant::now() + config.run_timeout) else {
         errln!(
             "php-relaunch: hook: another run held the lock '{}' for {}s: {events} events wait for the next",
             config.lock.display(),
@@ -102,19 +98,6 @@ pub fn answer(config: &Config, events: u64, ignored: u64) -> Result<Option<Exit>
     drop(watchdog);
     drop(held);
     Ok(Some(exit))
-}
-
-/// The lock, asked for again every [`LOCK_RETRY`] until `deadline`; `None` when another run held it
-/// all that time. A lock that cannot be taken at all (its file refused) is an error.
-fn acquire_within(config: &Config, deadline: Instant) -> Option<Result<Lock>> {
-    let acquired = poll_until(deadline, LOCK_RETRY, || {
-        match lock::try_acquire(&config.lock) {
-            Ok(Ok(lock)) => Ok(Ok(lock)),
-            Ok(Err(_)) => Err(()),
-            Err(err) => Ok(Err(err)),
-        }
-    });
-    acquired.ok()
 }
 
 /// The log (opened up front so a bad log path is refused before anything is done; a dry run writes
@@ -210,7 +193,7 @@ fn send(
     drop(lock);
     let sent = pipeline::deliver(system, report, &outgoing.alert);
     let deadline = (started + config.run_timeout).checked_sub(BOOKING_MARGIN);
-    let relocked = deadline.and_then(|deadline| acquire_within(config, deadline));
+    let relocked = deadline.and_then(|deadline| lock::acquire_within(&config.lock, deadline));
     let Some(Ok(mut lock)) = relocked else {
         errln!(
             "php-relaunch: could not take the lock '{}' again to book the alert's outcome: it counts \

@@ -412,8 +412,9 @@ fn relieve(
     if load.saturated() && !config.relaunch_saturated {
         report.state = RunState::Saturated;
         report.note(format!(
-            "{}: not relaunched, which would drop their requests (--relaunch-saturated to allow)",
-            load.describe()
+            "{}: not relaunched, which would drop their requests ({} to allow)",
+            load.describe(),
+            config.terms.flag("relaunch-saturated")
         ));
         return Some(Done::Nothing);
     }

@@ -2,6 +2,7 @@
 //! through `pools`, the heartbeat through `probe`, mail through `alert`, evidence files, the clock.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow};
@@ -43,18 +44,50 @@ pub fn believed(config: &Config, answer: Answer) -> Answer {
     if !answer.is_healthy() {
         return answer;
     }
-    let Some(instance) = fpm::known(&config.control, config.pid_file.as_deref()) else {
-        return answer;
-    };
-    // A FastCGI target's own listener was checked by the probe.
-    let foreign = if config.probe.target.is_fastcgi() {
-        None
-    } else {
-        fpm::sockets::pools_distrust(&instance)
-    };
-    match foreign.or_else(|| fpm::masterless(&instance)) {
-        Some(reason) => Answer::Untrusted(reason),
-        None => answer,
+    Believer::new(config).believe(config, answer)
+}
+
+/// What healthy answers of one php-fpm's pools are believed by (see [`believed`]), resolved once for
+/// all of them: a `watch` run judges hundreds of pools of a few masters (#21), and reading a
+/// master's config and /proc once per pool cost more than the probes. Whether a verified master
+/// runs is looked at once, by the first healthy answer that needs it.
+pub struct Believer {
+    instance: Option<Instance>,
+    masterless: OnceLock<Option<String>>,
+}
+
+impl Believer {
+    /// The php-fpm `config` controls, when it is known without scanning every process.
+    pub fn new(config: &Config) -> Believer {
+        Believer {
+            instance: fpm::known(&config.control, config.pid_file.as_deref()),
+            masterless: OnceLock::new(),
+        }
+    }
+
+    /// `answer` of `config`'s target (a target of this php-fpm), or why it is not believed.
+    pub fn believe(&self, config: &Config, answer: Answer) -> Answer {
+        if !answer.is_healthy() {
+            return answer;
+        }
+        let Some(instance) = &self.instance else {
+            return answer;
+        };
+        // A FastCGI target's own listener was checked by the probe.
+        let foreign = if config.probe.target.is_fastcgi() {
+            None
+        } else {
+            fpm::sockets::pools_distrust(instance)
+        };
+        let reason = foreign.or_else(|| {
+            self.masterless
+                .get_or_init(|| fpm::masterless(instance))
+                .clone()
+        });
+        match reason {
+            Some(reason) => Answer::Untrusted(reason),
+            None => answer,
+        }
     }
 }
 

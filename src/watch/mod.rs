@@ -23,10 +23,9 @@ use crate::config::watch::{Target, WatchConfig};
 use crate::deadline::Watchdog;
 use crate::exit::Exit;
 use crate::journal::{self, Journal};
-use crate::lock;
 use crate::report::{Action, Mail, Report, RunState, Trigger};
 use crate::spawn;
-use crate::state;
+use crate::state::PendingMail;
 use crate::stdout::{errln, outln};
 use run::{Done, Master};
 
@@ -34,23 +33,25 @@ use run::{Done, Master};
 pub fn command(config: &WatchConfig) -> Result<Exit> {
     let watchdog = watchdog(config)?;
     let minute_over = config.every.map(|_| Instant::now() + until_next_minute());
-    let mut worst = Exit::Healthy;
+    // Busy (5) only when every run found every master busy: it ranks below every other outcome.
+    let mut worst: Option<Exit> = None;
     loop {
         let started = Instant::now();
-        worst = worst.max(once(config, Trigger::Cron, &watchdog)?);
+        let (exit, longest) = run(config, Trigger::Cron, &watchdog)?;
+        worst = Some(worst.map_or(exit, |worst| worst.max(exit)));
         let (Some(every), Some(minute_over)) = (config.every, minute_over) else {
             break;
         };
         let next = started + every;
-        // The last run must end within the minute, so the next cron run is not turned away. Locks
+        // The last run must end within the minute, so the next cron run is not turned away: the
+        // longest probe deadline of this run's targets, those discovered included, must fit. Locks
         // are per master and held only while it is acted on: none is held while this sleeps.
-        let longest = longest_timeout(config);
         if next + longest >= minute_over {
             break;
         }
         thread::sleep(next.saturating_duration_since(Instant::now()));
     }
-    Ok(worst)
+    Ok(worst.unwrap_or(Exit::Healthy))
 }
 
 /// The backstop of every run of this process (one thread for the process, however many runs the
@@ -89,6 +90,11 @@ pub fn watchdog(config: &WatchConfig) -> Result<Watchdog> {
 
 /// One run over every target, within `watchdog`'s deadline.
 pub fn once(config: &WatchConfig, trigger: Trigger, watchdog: &Watchdog) -> Result<Exit> {
+    Ok(run(config, trigger, watchdog)?.0)
+}
+
+/// One run, and the longest probe deadline of its targets.
+fn run(config: &WatchConfig, trigger: Trigger, watchdog: &Watchdog) -> Result<(Exit, Duration)> {
     let targets = targets(config);
     let limit = targets
         .iter()
@@ -98,7 +104,12 @@ pub fn once(config: &WatchConfig, trigger: Trigger, watchdog: &Watchdog) -> Resu
     watchdog.arm(Instant::now() + limit);
     let exit = run_targets(config, &targets, trigger);
     watchdog.disarm();
-    exit
+    let longest = targets
+        .iter()
+        .map(|t| t.config.probe.timeout)
+        .max()
+        .unwrap_or(Duration::ZERO);
+    Ok((exit?, longest))
 }
 
 /// What `once` does within its deadline.
@@ -186,15 +197,16 @@ fn keep_telling(done: &mut [Done], trigger: Trigger) {
     if trigger == Trigger::Cron {
         return;
     }
-    let quiet = |r: &Report| {
-        matches!(r.state, RunState::Healthy | RunState::Idle) && r.action == Action::None
+    let quiet = |d: &Done| {
+        !d.alert
+            && d.report.as_ref().is_some_and(|r| {
+                matches!(r.state, RunState::Healthy | RunState::Idle) && r.action == Action::None
+            })
     };
-    let any_loud = done
-        .iter()
-        .any(|d| d.report.as_ref().is_some_and(|r| !quiet(r)));
+    let any_loud = done.iter().any(|d| d.report.is_some() && !quiet(d));
     let mut first = !any_loud;
     for d in done.iter_mut() {
-        if d.report.as_ref().is_some_and(quiet) {
+        if quiet(d) {
             if first {
                 first = false;
             } else {
@@ -205,8 +217,8 @@ fn keep_telling(done: &mut [Done], trigger: Trigger) {
 }
 
 /// One mail per run per set of recipients, listing every pool with a problem and what was done. A
-/// mail that fails is said in each line's `mail=` and on stderr, and its alerts are booked as not
-/// sent, so the next run tries again (#19).
+/// mail that fails is said in each line's `mail=` and on stderr; each alert's outcome is then booked
+/// in its target's state, so a failed one is sent again by the next run (#19).
 fn mail(config: &WatchConfig, targets: &[Target], done: &mut [Done]) {
     let mut by_recipients: BTreeMap<Vec<String>, (Vec<Address>, Vec<usize>)> = BTreeMap::new();
     for (at, d) in done.iter().enumerate() {
@@ -222,9 +234,8 @@ fn mail(config: &WatchConfig, targets: &[Target], done: &mut [Done]) {
             .1
             .push(at);
     }
-    if by_recipients.is_empty() {
-        return;
-    }
+    // Whether each one's alert went; an alert in no mail did not.
+    let mut outcome = vec![false; done.len()];
     let host = rustix::system::uname()
         .nodename()
         .to_string_lossy()
@@ -251,20 +262,22 @@ fn mail(config: &WatchConfig, targets: &[Target], done: &mut [Done]) {
             }
         };
         for &at in &members {
-            let mut gave_up = false;
+            outcome[at] = sent.is_ok();
             if let Some(report) = done[at].report.as_mut() {
                 report.mail = said;
-                gave_up = report.action == Action::GaveUp;
                 if let Err(err) = &sent {
                     // In its own field, as a classic run's (#19): `error=` tells of php-fpm.
                     report.mail_error = Some(format!("{err:#}"));
                 }
             }
-            if sent.is_err() {
-                unbook_alert(&targets[done[at].index], gave_up);
-            }
         }
     }
+    let booked: Vec<(usize, &PendingMail, bool)> = done
+        .iter()
+        .zip(outcome)
+        .filter_map(|(d, sent)| Some((d.index, d.pending.as_ref()?, sent)))
+        .collect();
+    run::book_mails(targets, &booked);
 }
 
 /// One mail of several reports: the subject counts them, the body has each one's alert text.
@@ -299,32 +312,6 @@ fn compose(host: &str, reports: &[&Report]) -> Alert {
         )),
         body,
     }
-}
-
-/// A mail that was not sent: its incident's alert (and a giving-up alert) is due again on the next
-/// run, as a classic run's is (#19). Done under the master's lock, when it is free at once.
-fn unbook_alert(target: &Target, gave_up: bool) {
-    let Ok(Ok(_lock)) = lock::try_acquire(&target.config.lock) else {
-        return;
-    };
-    let path = &target.config.probe.state;
-    if let Ok((mut state, None)) = state::load(path) {
-        if let Some(incident) = state.incident.as_mut() {
-            incident.alerted = false;
-        }
-        state.give_up_unmailed |= gave_up;
-        let _ = state::save(path, &state);
-    }
-}
-
-/// The longest probe deadline of the file's targets: a repeated run must fit in the minute.
-fn longest_timeout(config: &WatchConfig) -> Duration {
-    config
-        .targets
-        .iter()
-        .map(|t| t.config.probe.timeout)
-        .max()
-        .unwrap_or(Duration::from_secs(5))
 }
 
 fn until_next_minute() -> Duration {

@@ -4,10 +4,10 @@
 //! mail per set of recipients, one log line per target with something to say, one metrics file.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Local};
 
@@ -23,7 +23,8 @@ use crate::policy::{self, Decision};
 use crate::probe::Verdict;
 use crate::report::{Action, Report, RunState, Trigger};
 use crate::run::pipeline;
-use crate::state::{self, State};
+use crate::run::system::Believer;
+use crate::state::{self, PendingMail, State};
 use crate::stdout::errln;
 
 /// At most this many probes (and masters acted on) at once.
@@ -55,6 +56,9 @@ pub struct Done {
     before: Saving,
     /// Whether its alert is due in the run's mail.
     pub alert: bool,
+    /// Its alert, as it stands in its state until the run's mail is booked (see
+    /// [`book_mails`]).
+    pub pending: Option<PendingMail>,
 }
 
 /// What a run did about one master.
@@ -67,7 +71,9 @@ pub enum Master {
 
 /// Probes every target at once, at most [`CONCURRENCY`] at a time, each within its own deadline:
 /// N hung pools cost one timeout, not N. A sleeping on-demand pool is looked at, never connected to.
+/// The answers of one master's pools are believed by one [`Believer`], resolved once.
 fn probe_all(targets: &[Target]) -> Vec<Probed> {
+    let believers = believers(targets);
     let slots: Vec<Mutex<Option<Probed>>> = targets.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     let work = || {
@@ -76,7 +82,7 @@ fn probe_all(targets: &[Target]) -> Vec<Probed> {
             let Some(target) = targets.get(i) else {
                 break;
             };
-            let probed = probe_one(target);
+            let probed = probe_one(target, &believers[i]);
             if let Ok(mut slot) = slots[i].lock() {
                 *slot = Some(probed);
             }
@@ -91,25 +97,40 @@ fn probe_all(targets: &[Target]) -> Vec<Probed> {
     });
     slots
         .into_iter()
-        .zip(targets)
-        .map(|(slot, target)| {
+        .zip(targets.iter().zip(&believers))
+        .map(|(slot, (target, believer))| {
             slot.into_inner()
                 .ok()
                 .flatten()
-                .unwrap_or_else(|| probe_one(target))
+                .unwrap_or_else(|| probe_one(target, believer))
+        })
+        .collect()
+}
+
+/// Each target's [`Believer`]: one per master (and pid file), shared by its pools.
+fn believers(targets: &[Target]) -> Vec<Arc<Believer>> {
+    let mut by_master: BTreeMap<(&Path, Option<&Path>), Arc<Believer>> = BTreeMap::new();
+    targets
+        .iter()
+        .map(|target| {
+            let config = &target.config;
+            by_master
+                .entry((&config.lock, config.pid_file.as_deref()))
+                .or_insert_with(|| Arc::new(Believer::new(config)))
+                .clone()
         })
         .collect()
 }
 
 /// The target's probe, its healthy answer believed as a classic run believes it (#18): from root's
 /// listener, with a verified master of its php-fpm running.
-fn checked(config: &Config, state: &mut State) -> Verdict {
+fn checked(config: &Config, state: &mut State, believer: &Believer) -> Verdict {
     let mut verdict = health::check(&config.probe, state);
-    verdict.answer = crate::run::system::believed(config, verdict.answer);
+    verdict.answer = believer.believe(config, verdict.answer);
     verdict
 }
 
-fn probe_one(target: &Target) -> Probed {
+fn probe_one(target: &Target, believer: &Believer) -> Probed {
     let config = &target.config;
     let (mut state, before) = health::load_state(&config.probe.state);
     state.target = config.probe.target.to_string();
@@ -117,7 +138,7 @@ fn probe_one(target: &Target) -> Probed {
         .on_demand
         .as_deref()
         .map_or(Dormancy::Awake, ondemand::dormancy);
-    let verdict = (dormancy == Dormancy::Awake).then(|| checked(config, &mut state));
+    let verdict = (dormancy == Dormancy::Awake).then(|| checked(config, &mut state, believer));
     Probed {
         state,
         before,
@@ -192,10 +213,19 @@ fn master_run(
     mut members: Vec<(usize, Probed)>,
     trigger: Trigger,
 ) -> Master {
-    let Some(mut lock) = take_lock(config, lock_path) else {
+    let wait = match trigger {
+        // An event is not dropped for a run that holds the master now (as the classic hook's
+        // run waits): waited for, within half the run's time, so the action still fits in it.
+        Trigger::Hook { .. } => targets[members[0].0].config.run_timeout / 2,
+        Trigger::Cron => Duration::ZERO,
+    };
+    let Some((mut lock, waited)) = take_lock(config, lock_path, wait) else {
         return Master::Busy;
     };
     lock.say_holder(&lock::holder("watch"));
+    if waited {
+        probe_again(targets, &mut members);
+    }
     let first = &targets[members[0].0];
     let key = fpm::instance_key(&first.config.control, None);
     let budget_path = config
@@ -272,20 +302,44 @@ fn master_run(
 }
 
 /// The pools of a just relaunched master that called for a relaunch too, asked again at once (at
-/// most [`CONCURRENCY`] at a time), each within its own deadline.
+/// most [`CONCURRENCY`] at a time), each within its own deadline, and believed only with the new
+/// master verified.
 fn ask_again(targets: &[Target], members: &mut [(usize, Probed)]) {
     let mut due: Vec<&mut (usize, Probed)> = members
         .iter_mut()
         .filter(|(index, probed)| decision(&targets[*index], probed) == Decision::Relaunch)
         .collect();
+    let Some((first, _)) = due.first() else {
+        return;
+    };
+    let believer = Believer::new(&targets[*first].config);
     for chunk in due.chunks_mut(CONCURRENCY) {
         std::thread::scope(|scope| {
             for member in chunk.iter_mut() {
                 let (index, probed) = &mut **member;
                 let config = &targets[*index].config;
+                let believer = &believer;
                 scope.spawn(move || {
-                    probed.fresh = Some(checked(config, &mut probed.state));
+                    probed.fresh = Some(checked(config, &mut probed.state, believer));
                 });
+            }
+        });
+    }
+}
+
+/// A master's pools probed anew, their state read anew: after waiting for a lock another run held,
+/// what that run did (a relaunch, its memory) is what this one judges.
+fn probe_again(targets: &[Target], members: &mut [(usize, Probed)]) {
+    let Some((first, _)) = members.first() else {
+        return;
+    };
+    let believer = Believer::new(&targets[*first].config);
+    for chunk in members.chunks_mut(CONCURRENCY) {
+        std::thread::scope(|scope| {
+            for (index, probed) in chunk.iter_mut() {
+                let target = &targets[*index];
+                let believer = &believer;
+                scope.spawn(move || *probed = probe_one(target, believer));
             }
         });
     }
@@ -320,7 +374,10 @@ fn pool_run(
     }
     if relaunch && let Some(leader) = leader {
         // Its master was relaunched this run for a sibling: asked again, not relaunched again.
-        let fresh = fresh.unwrap_or_else(|| checked(&target.config, &mut state));
+        let fresh = fresh.unwrap_or_else(|| {
+            let believer = Believer::new(&target.config);
+            checked(&target.config, &mut state, &believer)
+        });
         if fresh.answer.is_healthy() {
             let seen = seen_of(verdict.as_ref());
             let report = sibling(target, leader, verdict.take(), &fresh, key);
@@ -334,19 +391,28 @@ fn pool_run(
                 before,
                 // Named in the run's mail with the pool that relaunched their master.
                 alert: true,
+                pending: None,
             };
         }
         verdict = Some(fresh);
     }
     let first_seen = seen_of(verdict.as_ref());
+    if policy::expire_mails(&mut state, state::unix_seconds(SystemTime::now())) > 0 {
+        errln!(
+            "php-relaunch: {}: an alert handed over by an earlier run was never booked (that run \
+             was ended): counted as failed, to be sent again",
+            target.config.probe.target
+        );
+    }
     let mut host = WatchHost::new(&target.config, verdict, dormancy, target.alert_only.clone());
     let (seen, mut report, outgoing) =
         pipeline::check(&target.config, &mut state, &mut host, trigger, || {});
-    // The alert is collected for the run's one mail, sent after every master's lock is let go; a
-    // mail that fails is booked as not sent then (`mail` in the parent module).
+    // The alert is collected for the run's one mail, sent after every master's lock is let go, and
+    // stays pending in the state until its outcome is booked (`book_mails`), as a classic run's.
+    let mut pending = None;
     if let (Some(report), Some(outgoing)) = (report.as_mut(), outgoing) {
-        let sent = pipeline::deliver(&mut host, report, &outgoing.alert);
-        policy::mail_outcome(&mut state, &outgoing.pending, sent);
+        pipeline::deliver(&mut host, report, &outgoing.alert);
+        pending = Some(outgoing.pending);
     }
     let seen = if first_seen.verdict.is_empty() {
         seen
@@ -379,6 +445,7 @@ fn pool_run(
         report,
         state,
         before,
+        pending,
     }
 }
 
@@ -403,26 +470,35 @@ fn settle(
     budget.failures = 0;
 }
 
-/// The master's lock, or `None` (said on stderr, and in a dry run's output) when another run holds
-/// it: its pools are skipped this run.
-fn take_lock(config: &WatchConfig, lock_path: &std::path::Path) -> Option<lock::Lock> {
-    match lock::try_acquire(lock_path) {
-        Ok(Ok(lock)) => Some(lock),
-        Ok(Err(holder)) => {
-            errln!(
-                "php-relaunch: {}: its pools are skipped this run",
-                lock::busy_message(lock_path, &holder)
-            );
-            if config.dry_run {
-                crate::stdout::outln!("skipped: {} (lock busy)", lock_path.display());
-            }
-            None
-        }
+/// The master's lock, and whether it was waited for; `None` (said on stderr, and in a dry run's
+/// output) when another run held it for all of `wait`: its pools are skipped this run.
+fn take_lock(config: &WatchConfig, lock_path: &Path, wait: Duration) -> Option<(lock::Lock, bool)> {
+    let holder = match lock::try_acquire(lock_path) {
+        Ok(Ok(lock)) => return Some((lock, false)),
+        Ok(Err(holder)) => holder,
         Err(err) => {
             errln!("php-relaunch: {err:#}: its pools are skipped this run");
-            None
+            return None;
+        }
+    };
+    if !wait.is_zero() {
+        match lock::acquire_within(lock_path, Instant::now() + wait) {
+            Some(Ok(lock)) => return Some((lock, true)),
+            Some(Err(err)) => {
+                errln!("php-relaunch: {err:#}: its pools are skipped this run");
+                return None;
+            }
+            None => {}
         }
     }
+    errln!(
+        "php-relaunch: {}: its pools are skipped this run",
+        lock::busy_message(lock_path, &holder)
+    );
+    if config.dry_run {
+        crate::stdout::outln!("skipped: {} (lock busy)", lock_path.display());
+    }
+    None
 }
 
 /// The first answer as the metrics see it.
@@ -490,5 +566,40 @@ fn name_affected(done: &mut [Done], leader: usize, targets: &[Target]) {
             "affected: healthy pools restarted with their master: {}",
             affected.join(", ")
         ));
+    }
+}
+
+/// How long booking a mail's outcome waits for a master's lock that another run holds.
+const BOOKING_WAIT: Duration = Duration::from_secs(5);
+
+/// Books the outcome of the run's mails in each target's state, under its master's lock (waited
+/// for at most [`BOOKING_WAIT`]): a sent alert is the incident's, a failed one is due again on the
+/// next run, an incident the relaunch healed kept open as healed and untold (#19). A state whose
+/// lock stays busy keeps the alert pending: the next run counts it as failed and sends it again.
+pub fn book_mails(targets: &[Target], booked: &[(usize, &PendingMail, bool)]) {
+    let mut by_lock: BTreeMap<&Path, Vec<(usize, &PendingMail, bool)>> = BTreeMap::new();
+    for &(index, pending, sent) in booked {
+        by_lock
+            .entry(&targets[index].config.lock)
+            .or_default()
+            .push((index, pending, sent));
+    }
+    for (lock_path, members) in by_lock {
+        let Some(Ok(mut lock)) = lock::acquire_within(lock_path, Instant::now() + BOOKING_WAIT)
+        else {
+            errln!(
+                "php-relaunch: could not take the lock '{}' again to book the alert's outcome: it \
+                 counts as failed on the next run",
+                lock_path.display()
+            );
+            continue;
+        };
+        lock.say_holder(&lock::holder("booking a mail"));
+        for (index, pending, sent) in members {
+            let path = &targets[index].config.probe.state;
+            let (mut state, before) = health::load_state(path);
+            policy::mail_outcome(&mut state, pending, sent);
+            health::save_state(path, &state, &before);
+        }
     }
 }

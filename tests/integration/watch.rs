@@ -502,6 +502,12 @@ fn a_saturated_pool_is_alerted_alone_and_stuck_workers_of_one_pool_are_killed_al
     assert_eq!(lines.len(), 1, "{lines:#?}");
     assert_eq!(field(&lines[0], "pool"), Some("a01"));
     assert_eq!(field(&lines[0], "state"), Some("saturated"), "{}", lines[0]);
+    // In the file's terms, as the user would set it.
+    assert!(
+        lines[0].contains("(relaunch_saturated = true to allow)"),
+        "{}",
+        lines[0]
+    );
     assert_eq!(farm.stable(0), family, "nothing restarted or killed");
 
     // Now with its status page and --stuck-after: a01's stuck workers go, nobody else's.
@@ -944,4 +950,172 @@ fn the_file_doctor_writes_watches_the_pools_it_found() {
     farm.kill(0);
     let out = farm.watch(&file, &[]).output().unwrap();
     assert_eq!(code(&out), 3, "{text}\n{}", stderr(&out));
+}
+
+/// The lock a watch run of `file` takes for the farm's only master: the file under
+/// /run/php-relaunch/ in which that run wrote its pid.
+fn lock_of(farm: &Farm, file: &Path) -> PathBuf {
+    let run = farm
+        .watch(file, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = run.id();
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let said = format!("pid {pid}, watch,");
+    fs::read_dir("/run/php-relaunch")
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| fs::read_to_string(path).is_ok_and(|text| text.starts_with(&said)))
+        .expect("the lock the run held names it")
+}
+
+/// `lock` held by this process (the same flock(2) lock every run takes) until the file is dropped.
+fn hold(lock: &Path) -> fs::File {
+    let file = fs::OpenOptions::new().write(true).open(lock).unwrap();
+    file.try_lock().unwrap();
+    file
+}
+
+/// A hook run for `file` answering one event; its output once it ends.
+fn hook_event(farm: &Farm, file: &Path) -> Output {
+    let mut hook = php_relaunch()
+        .args(["hook", "--stdin", "--watch"])
+        .arg(file)
+        .arg("--log")
+        .arg(farm.d().join("hook.log"))
+        .arg("--hold")
+        .arg("0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut input = hook.stdin.take().unwrap();
+        input.write_all(b"status=502 upstream=- uri=/\n").unwrap();
+    }
+    hook.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_hooks_run_waits_for_the_run_holding_its_master_and_judges_it_anew() {
+    let farm = Farm::start(&[("a", 2)], false);
+    let file = farm.watch_file("run_timeout = 20");
+    let lock = lock_of(&farm, &file);
+    let old = farm.master_pid(0).unwrap();
+
+    // A cron run skips a master another run holds; the hook's run waits for it, then relaunches.
+    let holder = hold(&lock);
+    farm.kill(0);
+    let out = farm.watch(&file, &[]).output().unwrap();
+    assert_eq!(code(&out), 5, "{}{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("skipped"), "{}", stderr(&out));
+    assert_eq!(
+        farm.master_pid(0),
+        None,
+        "the cron run left it to the holder"
+    );
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        drop(holder);
+    });
+    let out = hook_event(&farm, &file);
+    release.join().unwrap();
+    assert!(
+        farm.master_pid(0).is_some_and(|p| p != old),
+        "the hook's run relaunched a once the lock was free: {}",
+        stderr(&out)
+    );
+    let hook_log = fs::read_to_string(farm.d().join("hook.log")).unwrap();
+    assert!(hook_log.contains("trigger=hook"), "{hook_log}");
+    assert!(!stderr(&out).contains("skipped"), "{}", stderr(&out));
+
+    // What the holder did meanwhile is what the waiting run judges: relaunched by the holder, the
+    // master is healthy, and the hook's run leaves it alone.
+    let holder = hold(&lock);
+    farm.kill(0);
+    let restart = {
+        let bin = farm.bin.clone();
+        let conf = farm.masters[0].conf.clone();
+        let pid_file = farm.masters[0].pid_file.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(1));
+            let started = Command::new(bin)
+                .args(["--daemonize", "--fpm-config"])
+                .arg(conf)
+                .stdin(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(started.success(), "php-fpm started by the holder");
+            // Its workers up before the lock is let go, as a run's relaunch waits for them.
+            std::thread::sleep(Duration::from_secs(1));
+            let master = live_pid_in(&pid_file);
+            drop(holder);
+            master
+        })
+    };
+    let out = hook_event(&farm, &file);
+    let by_holder = restart.join().unwrap();
+    assert!(by_holder.is_some(), "the holder's master runs");
+    assert_eq!(
+        farm.master_pid(0),
+        by_holder,
+        "the hook's run left alone the master the holder had just started: {}",
+        stderr(&out)
+    );
+    let hook_log = fs::read_to_string(farm.d().join("hook.log")).unwrap();
+    assert!(
+        !hook_log
+            .lines()
+            .last()
+            .unwrap_or("")
+            .contains("action=start")
+            && !hook_log
+                .lines()
+                .last()
+                .unwrap_or("")
+                .contains("action=restart"),
+        "{hook_log}"
+    );
+}
+
+#[test]
+fn a_relaunch_whose_mail_failed_is_told_by_the_next_run() {
+    let farm = Farm::start(&[("a", 2)], false);
+    let file = farm.watch_file("emails = [\"ops@example.com\"]");
+    let old = farm.master_pid(0).unwrap();
+    farm.kill(0);
+    let nowhere = format!("smtp://127.0.0.1:{}", crate::common::free_port());
+    let out = farm.watch(&file, &["--smtp", &nowhere]).output().unwrap();
+    assert_eq!(code(&out), 3, "{}{}", stdout(&out), stderr(&out));
+    assert!(farm.master_pid(0).is_some_and(|p| p != old));
+    let first = farm.log_lines();
+    assert!(
+        first.iter().all(|l| field(l, "mail") == Some("failed")),
+        "{first:#?}"
+    );
+    // The relaunch healed it, but nobody was told: the next run, healthy, tells.
+    let smtp = Smtp::start(farm.d());
+    let out = farm
+        .watch(&file, &["--smtp", &smtp.url()])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    wait_until_quietly(Duration::from_secs(5), || !smtp.messages().is_empty());
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1, "{messages:#?}");
+    assert!(messages[0].contains("a01"), "{}", messages[0]);
+    // Told once: a third run has nothing more to say.
+    let out = farm
+        .watch(&file, &["--smtp", &smtp.url()])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(smtp.messages().len(), 1);
 }
