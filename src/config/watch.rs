@@ -117,12 +117,11 @@ impl Discover {
         status: Option<&str>,
     ) -> Result<Target> {
         let mut settings = self.settings.clone();
-        match status {
-            Some(page) => set(&mut settings, "status", page),
-            None => {
-                settings.remove("status");
-                settings.remove("stuck_after");
-            }
+        if let Some(page) = status {
+            set(&mut settings, "status", page);
+        } else {
+            settings.remove("status");
+            settings.remove("stuck_after");
         }
         let mut alert_only = None;
         match control {

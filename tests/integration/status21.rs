@@ -2,6 +2,7 @@
 //! when php-fpm has one (answered while every worker of the pool is busy), else over the pool's own
 //! `listen`; only once its probe failed, so a healthy run asks no status page.
 
+use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -39,12 +40,13 @@ impl Host {
             d.display()
         );
         for pool in POOLS {
-            text.push_str(&format!(
+            let _ = write!(
+                text,
                 "\n[{pool}]\nuser = www-data\ngroup = www-data\nlisten = {d}/{pool}.sock\n\
                  listen.owner = www-data\nlisten.group = www-data\nlisten.mode = 0660\n\
                  ping.path = /ping\npm = static\n",
                 d = d.display()
-            ));
+            );
             text.push_str(match pool {
                 "shop" => "pm.max_children = 2\npm.status_path = /status\n",
                 "blog" => "pm.max_children = 1\npm.status_path = /status\n",
@@ -52,10 +54,11 @@ impl Host {
                 _ => "pm.max_children = 1\n",
             });
             if ["shop", "wiki"].contains(&pool) {
-                text.push_str(&format!(
-                    "pm.status_listen = {}/{pool}-status.sock\n",
+                let _ = writeln!(
+                    text,
+                    "pm.status_listen = {}/{pool}-status.sock",
                     d.display()
-                ));
+                );
             }
         }
         fs::write(&conf, text).unwrap();
