@@ -104,15 +104,25 @@ pub enum DiscoveredControl {
 }
 
 impl Discover {
-    /// The target of a discovered pool at `url`.
+    /// The target of a discovered pool at `url`, judged from its own status page `status` when it
+    /// has one. Never from the top's `status`: that would be one page for every pool. Without a
+    /// page of its own, `stuck_after` is dropped for it (only a status page tells how long a worker
+    /// has been in its request); its saturation is judged from /proc.
     pub fn target(
         &self,
         url: &str,
         pool: &str,
         control: &DiscoveredControl,
         on_demand: bool,
+        status: Option<&str>,
     ) -> Result<Target> {
         let mut settings = self.settings.clone();
+        if let Some(page) = status {
+            set(&mut settings, "status", page);
+        } else {
+            settings.remove("status");
+            settings.remove("stuck_after");
+        }
         let mut alert_only = None;
         match control {
             DiscoveredControl::Service(name) => set(&mut settings, "service", name),
@@ -382,6 +392,16 @@ fn discover_of(
             ("fpm_configs" | "fpm_bin", _) => {
                 return Err((Some(line), format!("`{name}` takes a string")));
             }
+            // One page for every pool would judge them all by one pool's workers.
+            ("status", _) => {
+                return Err((
+                    Some(line),
+                    "`status` in [discover] would give every pool the same status page: each \
+                     discovered pool with pm.status_path is judged from its own (over \
+                     pm.status_listen when set); list a pool as a [[target]] to give it another"
+                        .into(),
+                ));
+            }
             (name, value) => {
                 let keys: Vec<&str> = TARGET_KEYS
                     .iter()
@@ -414,7 +434,15 @@ fn discover_of(
             Ok(trusted)
         })
         .transpose()?;
-    classic("unix:///run/php/sample.sock;/ping", &settings, &run)
+    // A top-level `status` is the listed targets'; a discovered pool gets its own page, so the sample
+    // has one (and `stuck_after` is checked as it will be used).
+    let mut sample = settings.clone();
+    set(
+        &mut sample,
+        "status",
+        "unix:///run/php/sample-status.sock;/status",
+    );
+    classic("unix:///run/php/sample.sock;/ping", &sample, &run)
         .map_err(|(line, err)| (line, format!("{err:#}")))?;
     Ok(Discover {
         fpm_configs,
@@ -572,6 +600,10 @@ mod tests {
                 "[discover]\nfpm_configs = [\"/x\"]\nservice = \"php8.2-fpm\"\n",
                 ":3: unknown key `service`",
             ),
+            (
+                "[discover]\nfpm_configs = [\"/x\"]\n\nstatus = \"unix:///s.sock;/status\"\n",
+                ":4: `status` in [discover] would give every pool the same status page",
+            ),
         ] {
             let said = error(text);
             assert!(said.starts_with("/etc/php-relaunch/watch.toml:"), "{said}");
@@ -593,6 +625,7 @@ mod tests {
                 "www",
                 &DiscoveredControl::AlertOnly("no control".into()),
                 true,
+                None,
             )
             .unwrap();
         assert_eq!(target.config.limits.failures, 2);
@@ -600,6 +633,36 @@ mod tests {
         assert_eq!(target.config.fpm_pool.as_deref(), Some("www"));
         assert!(target.config.on_demand.is_some());
         assert_eq!(target.alert_only.as_deref(), Some("no control"));
+    }
+
+    #[test]
+    fn a_discovered_pool_is_judged_from_its_own_status_page_only() {
+        let config = parse_text(
+            "status = \"unix:///run/php/one.sock;/status\"\n[discover]\nfpm_configs = \"/x\"\n\
+             stuck_after = \"5m\"\n",
+        )
+        .unwrap();
+        let discover = config.discover.unwrap();
+        let control = DiscoveredControl::AlertOnly("no control".into());
+        let own = discover
+            .target(
+                "unix:///run/php/a.sock;/ping",
+                "a",
+                &control,
+                false,
+                Some("unix:///run/php/a-status.sock;/status"),
+            )
+            .unwrap();
+        assert_eq!(
+            own.config.status.map(|s| s.to_string()).as_deref(),
+            Some("unix:///run/php/a-status.sock;/status")
+        );
+        assert_eq!(own.config.stuck_after, Some(Duration::from_mins(5)));
+        let none = discover
+            .target("unix:///run/php/b.sock;/ping", "b", &control, false, None)
+            .unwrap();
+        assert!(none.config.status.is_none(), "never the top's page");
+        assert!(none.config.stuck_after.is_none(), "no page: /proc only");
     }
 
     #[test]

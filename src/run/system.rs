@@ -32,6 +32,9 @@ pub struct System<'a> {
     instance: Option<Instance>,
     /// The log files of the replicas `failing_replicas` found.
     replica_logs: Vec<PathBuf>,
+    /// The heartbeat's last answer was a timeout: a status page on the same socket would cost
+    /// another one for nothing (every worker is busy), so /proc judges alone.
+    probe_timed_out: bool,
 }
 
 /// `answer`, unless it cannot be php-fpm's (#18): the heartbeat goes through a web server to a
@@ -97,7 +100,23 @@ impl<'a> System<'a> {
             config,
             instance: None,
             replica_logs: Vec::new(),
+            probe_timed_out: false,
         }
+    }
+
+    /// Books what the heartbeat answered, when it was asked elsewhere (`watch`'s concurrent probes).
+    pub fn probed(&mut self, answer: &Answer) {
+        self.probe_timed_out = matches!(answer, Answer::Timeout);
+    }
+
+    /// The status page to read, if any: not one on the very socket whose heartbeat just timed out.
+    fn status_page(&self) -> Option<&Target> {
+        let status = self.config.status.as_ref()?;
+        let same_socket = match (&self.config.probe.target, status) {
+            (Target::FastCgi { address: a, .. }, Target::FastCgi { address: b, .. }) => a == b,
+            _ => false,
+        };
+        (!(self.probe_timed_out && same_socket)).then_some(status)
     }
 
     fn believed(&self, answer: Answer) -> Answer {
@@ -139,6 +158,7 @@ impl Host for System<'_> {
     fn probe(&mut self, state: &mut State) -> Verdict {
         let mut verdict = health::check(&self.config.probe, state);
         verdict.answer = self.believed(verdict.answer);
+        self.probed(&verdict.answer);
         verdict
     }
 
@@ -210,9 +230,16 @@ impl Host for System<'_> {
                     } => instance.pool_listening_at(None, Some(*port)),
                     Target::Http(_) => None,
                 });
-            let page = config.status.as_ref().and_then(|status| {
-                load::from_status(status, config.probe.timeout, config.stuck_after)
-            });
+            let page = self
+                .status_page()
+                .and_then(|status| {
+                    load::from_status(status, config.probe.timeout, config.stuck_after)
+                })
+                // A page about another pool says nothing of this one (#21).
+                .filter(|page| match (&page.pool, &config.fpm_pool) {
+                    (Some(said), Some(pool)) => said == pool,
+                    _ => true,
+                });
             match page {
                 Some(page) => {
                     let pool = page.pool.clone().or(target_pool);

@@ -1,8 +1,9 @@
 //! `[discover]`: every pool of the php-fpm configurations the patterns match, found anew each run
 //! (a site added tomorrow is watched after php-fpm's reload, the file unedited), as `doctor` reads
 //! them. A pool is probed over its own listen socket: its `ping.path` when set, else FastCGI
-//! GET_VALUES. A socket held by something other than php-fpm (systemd, an activator) is an
-//! on-demand pool, watched without waking it.
+//! GET_VALUES. A pool with `pm.status_path` is judged (saturated, stuck workers) from its own status
+//! page, as a listed target with `status` is. A socket held by something other than php-fpm
+//! (systemd, an activator) is an on-demand pool, watched without waking it.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -45,12 +46,13 @@ pub fn targets(discover: &Discover) -> (Vec<Target>, Vec<String>) {
                 continue;
             };
             let url = url_of(listen, pool.settings.get("ping.path").map(String::as_str));
+            let status = status_of(&pool.settings);
             let on_demand = listen.starts_with('/')
                 && !activators.is_empty()
                 && sockets::listening(Path::new(listen))
                     .iter()
                     .any(|inode| activators.contains(inode));
-            match discover.target(&url, &pool.name, &control, on_demand) {
+            match discover.target(&url, &pool.name, &control, on_demand, status.as_deref()) {
                 Ok(target) => targets.push(target),
                 Err(err) => notes.push(format!("{err:#}")),
             }
@@ -99,6 +101,23 @@ pub fn url_of(listen: &str, ping: Option<&str>) -> String {
         host => host.to_owned(),
     };
     format!("fcgi://{host}:{port}{}", ping.unwrap_or(""))
+}
+
+/// A pool's status page, when it has one (`pm.status_path`), in the form `--status` takes: over
+/// `pm.status_listen` when set (php-fpm 8.0+ answers it from a pool of its own, `NAME_status`, so it
+/// answers while every worker of the pool is busy), else over the pool's own `listen` (a worker
+/// answers it). Only asked once the pool's probe failed, as a classic run's `--status` is.
+fn status_of(settings: &std::collections::BTreeMap<String, String>) -> Option<String> {
+    let path = settings
+        .get("pm.status_path")
+        .map(|p| p.trim())
+        .filter(|p| p.starts_with('/'))?;
+    let listen = settings
+        .get("pm.status_listen")
+        .or_else(|| settings.get("listen"))
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty())?;
+    Some(url_of(listen, Some(path)))
 }
 
 /// The sockets processes other than php-fpm hold open: a pool's listening socket among them is held
@@ -247,6 +266,52 @@ mod tests {
         ] {
             assert_eq!(url_of(listen, ping), url);
             assert!(url.parse::<crate::probe::Target>().is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_status_page_is_asked_where_php_fpm_serves_it() {
+        let settings = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        for (pairs, status) in [
+            (
+                &[("listen", "/run/php/a.sock"), ("pm.status_path", "/status")][..],
+                Some("unix:///run/php/a.sock;/status"),
+            ),
+            (
+                &[
+                    ("listen", "/run/php/a.sock"),
+                    ("pm.status_path", "/fpm-status"),
+                    ("pm.status_listen", "/run/php/a-status.sock"),
+                ][..],
+                Some("unix:///run/php/a-status.sock;/fpm-status"),
+            ),
+            (
+                &[
+                    ("listen", "9000"),
+                    ("pm.status_path", "/status"),
+                    ("pm.status_listen", "127.0.0.1:9100"),
+                ][..],
+                Some("fcgi://127.0.0.1:9100/status"),
+            ),
+            (
+                &[
+                    ("listen", "/run/php/a.sock"),
+                    ("pm.status_listen", "/s.sock"),
+                ][..],
+                None,
+            ),
+            (&[("listen", "/run/php/a.sock")][..], None),
+        ] {
+            let found = status_of(&settings(pairs));
+            assert_eq!(found.as_deref(), status, "{pairs:?}");
+            if let Some(status) = found {
+                assert!(crate::cli::values::status_page("status", &status).is_ok());
+            }
         }
     }
 }

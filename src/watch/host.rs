@@ -57,7 +57,10 @@ impl Host for WatchHost<'_> {
 
     fn probe(&mut self, state: &mut State) -> Verdict {
         match self.first.take() {
-            Some(verdict) => verdict,
+            Some(verdict) => {
+                self.inner.probed(&verdict.answer);
+                verdict
+            }
             None => self.inner.probe(state),
         }
     }

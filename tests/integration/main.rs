@@ -21,6 +21,7 @@ mod pools;
 mod relaunch;
 mod report;
 mod security;
+mod status21;
 mod system_service;
 mod trust_answers;
 mod trust_files;

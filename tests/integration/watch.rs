@@ -203,13 +203,14 @@ impl Farm {
     }
 
     /// The master and its static workers: what a run over its pools must leave as it is (an
-    /// on-demand pool's workers come and go with the probes).
+    /// on-demand pool's workers come and go with the probes, and php-fpm forks a01's status pool,
+    /// `a01_status`, when its status page is first asked).
     fn stable(&self, i: usize) -> Vec<u32> {
         self.family(i)
             .into_iter()
             .filter(|&p| {
                 fs::read_to_string(format!("/proc/{p}/cmdline"))
-                    .is_ok_and(|c| !c.contains("pool a02"))
+                    .is_ok_and(|c| !c.contains("pool a02") && !c.contains("_status"))
             })
             .collect()
     }
