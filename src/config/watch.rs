@@ -26,6 +26,14 @@ use crate::probe::Target as ProbeTarget;
 use crate::probe::fastcgi::Address as Listen;
 use crate::secure_file::{self, Links};
 
+/// The keys that judge the probe's reply as php-fpm's status page.
+const THRESHOLDS: [&str; 4] = [
+    "listen_queue",
+    "active_processes",
+    "max_children_reached",
+    "slow_requests",
+];
+
 /// The most of a watch file that is read.
 const MAX_FILE: usize = 1 << 20;
 
@@ -117,6 +125,10 @@ impl Discover {
         status: Option<&str>,
     ) -> Result<Target> {
         let mut settings = self.settings.clone();
+        // The top's thresholds are the listed targets' (whose url is a status page).
+        for threshold in THRESHOLDS {
+            settings.remove(threshold);
+        }
         if let Some(page) = status {
             set(&mut settings, "status", page);
         } else {
@@ -402,6 +414,16 @@ fn discover_of(
                         .into(),
                 ));
             }
+            // They judge the probe's own reply: a discovered pool's is its ping, not a page.
+            (name, _) if THRESHOLDS.contains(&name) => {
+                return Err((
+                    Some(line),
+                    format!(
+                        "`{name}` in [discover] would judge each pool's ping as a status page: \
+                         list the pool as a [[target]] whose url is its status page to set it"
+                    ),
+                ));
+            }
             (name, value) => {
                 let keys: Vec<&str> = TARGET_KEYS
                     .iter()
@@ -633,6 +655,35 @@ mod tests {
         assert_eq!(target.config.fpm_pool.as_deref(), Some("www"));
         assert!(target.config.on_demand.is_some());
         assert_eq!(target.alert_only.as_deref(), Some("no control"));
+    }
+
+    #[test]
+    fn thresholds_stay_with_the_listed_targets() {
+        let said = error("[discover]\nfpm_configs = \"/x\"\nslow_requests = 1\n");
+        assert!(
+            said.contains(":3: `slow_requests` in [discover] would judge each pool's ping"),
+            "{said}"
+        );
+        // At the top they are the listed targets' (a status page url); a discovered pool's ping is
+        // not judged by them.
+        let config = parse_text(
+            "listen_queue = 5\n[[target]]\nurl = \"unix:///run/php/a.sock;/status?json\"\n\
+             [discover]\nfpm_configs = \"/x\"\n",
+        )
+        .unwrap();
+        assert!(config.targets[0].config.probe.thresholds.any());
+        let found = config
+            .discover
+            .unwrap()
+            .target(
+                "unix:///run/php/www.sock;/ping",
+                "www",
+                &DiscoveredControl::AlertOnly("no control".into()),
+                false,
+                None,
+            )
+            .unwrap();
+        assert!(!found.config.probe.thresholds.any());
     }
 
     #[test]
