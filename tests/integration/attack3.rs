@@ -5,6 +5,7 @@
 use std::fs;
 use std::os::unix::fs::chown;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use rustix::process::Signal;
@@ -129,6 +130,156 @@ fn attack3_a_php_background_program_keeps_a_crashed_pool_from_being_relaunched()
         "the crashed master is relaunched (exit {:?}): {log}{}{}",
         out.status.code(),
         stdout(&out),
+        stderr(&out)
+    );
+}
+
+/// Requests held open in the background, ended when dropped.
+struct Busy(Vec<Child>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One master of two pools, `www` and `shop`, their sockets in `run/`, a directory the pool user
+/// owns as Debian's /run/php; `www` has its status page on a socket of its own (pm.status_listen).
+fn two_pool_master(d: &Path) -> Fpm {
+    let fpm = Fpm::new(d);
+    let run = d.join("run");
+    fs::create_dir(&run).unwrap();
+    chown(&run, Some(WWW_DATA), Some(WWW_DATA)).unwrap();
+    fs::write(d.join("sleep.php"), "<?php sleep(60); echo 'slept';\n").unwrap();
+    let pool = |name: &str, extra: &str| {
+        format!(
+            "\n[{name}]\nuser = www-data\ngroup = www-data\nlisten = {r}/{name}.sock\n\
+             listen.owner = www-data\nlisten.group = www-data\nlisten.mode = 0660\n\
+             pm = static\npm.max_children = 2\nping.path = /ping\npm.status_path = /status\n{extra}",
+            r = run.display()
+        )
+    };
+    fs::write(
+        &fpm.config,
+        format!(
+            "[global]\npid = {pid}\nerror_log = {d}/php-fpm.log\ndaemonize = yes\n{www}{shop}",
+            pid = fpm.pid_file.display(),
+            d = d.display(),
+            www = pool(
+                "www",
+                &format!("pm.status_listen = {}/www-status.sock\n", run.display())
+            ),
+            shop = pool("shop", ""),
+        ),
+    )
+    .unwrap();
+    fpm.start();
+    wait_until("both pools", Duration::from_secs(10), || {
+        run.join("www.sock").exists() && run.join("shop.sock").exists()
+    });
+    fpm
+}
+
+/// The workers of `pool` of `fpm`, by their title.
+fn workers_of(fpm: &Fpm, pool: &str) -> Vec<u32> {
+    let master = fpm.master();
+    fpm.pids()
+        .into_iter()
+        .filter(|&p| Some(p) != master)
+        .filter(|&p| {
+            fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.trim_end_matches(['\0', ' ']) == format!("php-fpm: pool {pool}"))
+        })
+        .collect()
+}
+
+/// `n` requests to `sleep.php` held open on `pool`, as anyone who may connect to its socket can.
+fn occupy(d: &Path, pool: &str, n: usize) -> Busy {
+    let sleep = format!(
+        "unix://{}/run/{pool}.sock;{}/sleep.php",
+        d.display(),
+        d.display()
+    );
+    Busy(
+        (0..n)
+            .map(|_| {
+                php_relaunch()
+                    .args(["check", &sleep, "60"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    )
+}
+
+/// Both workers of `www` busy, until its ping no longer answers.
+fn fill_www(d: &Path) -> Busy {
+    let busy = occupy(d, "www", 2);
+    let ping = format!("unix://{}/run/www.sock;/ping", d.display());
+    wait_until("www to be full", Duration::from_secs(20), || {
+        !php_relaunch()
+            .args(["check", &ping, "0.3"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    });
+    busy
+}
+
+/// `www`'s status page is a claim: the pool user owns the directory of its socket (and the
+/// socket files), so it links `shop`'s socket (another site's pool of the same master, root's
+/// listener) in place of www's status socket. watch then read shop's page for www, judged the pool
+/// the page named, and killed shop's worker that was in a long request: it checked only that it
+/// was a worker of the verified master, not of the pool it judged ("stuck workers of one pool are
+/// killed without touching the others", #21). Every run (every hook event) cuts shop's requests.
+#[test]
+fn attack3_a_linked_status_socket_gets_another_pools_workers_killed() {
+    let dir = shared_tempdir();
+    let d = dir.path();
+    let fpm = two_pool_master(d);
+    let shop = workers_of(&fpm, "shop");
+    assert_eq!(shop.len(), 2, "shop's two workers");
+    let _busy = fill_www(d);
+    // One of shop's workers in a long request (anyone who may use shop's socket can start one).
+    let _slow = occupy(d, "shop", 1);
+
+    // www-data: shop's socket linked in place of www's status socket.
+    let status = d.join("run/www-status.sock");
+    let linked = Command::new("setpriv")
+        .args(["--reuid=33", "--regid=33", "--clear-groups", "ln", "-f"])
+        .arg(d.join("run/shop.sock"))
+        .arg(&status)
+        .status()
+        .unwrap();
+    assert!(linked.success());
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let file = d.join("stuck.toml");
+    fs::write(
+        &file,
+        format!(
+            "timeout = 2\npause_file = \"{d}/pause\"\n\n[[target]]\nurl = \"unix://{d}/run/www.sock;/ping\"\n\
+             fpm_bin = \"{bin}\"\nfpm_config = \"{conf}\"\nstatus = \"unix://{status};/status\"\n\
+             stuck_after = \"1s\"\n",
+            d = d.display(),
+            bin = fpm.bin.display(),
+            conf = fpm.config.display(),
+            status = status.display()
+        ),
+    )
+    .unwrap();
+    let out = watch(d, &file, &[]);
+    let log = fs::read_to_string(d.join("log")).unwrap_or_default();
+    assert!(
+        shop.iter().all(|&p| alive(p)),
+        "shop's worker was killed for www's page (exit {:?}): {log}{}",
+        out.status.code(),
         stderr(&out)
     );
 }
