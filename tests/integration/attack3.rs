@@ -3,7 +3,7 @@
 //! attacker acts only as the pool user could (a PHP script) or as `nobody` would.
 
 use std::fs;
-use std::os::unix::fs::chown;
+use std::os::unix::fs::{PermissionsExt, chown};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -282,4 +282,68 @@ fn attack3_a_linked_status_socket_gets_another_pools_workers_killed() {
         out.status.code(),
         stderr(&out)
     );
+}
+
+/// The watch file decides what root runs (`service`, `fpm_config`, `[discover]`'s configurations
+/// started with `fpm_bin`) and where root writes (`log`, `state_dir`, `metrics_file`). One the pool
+/// user can write was read all the same (followed through links, owner never looked at): here
+/// www-data's file discovers www-data's php-fpm configuration, whose pool is down, so watch starts
+/// a php-fpm master as root with it, and that master writes its pid file where www-data said (a
+/// directory only root may write). Root should read only a watch file root controls (as `fpm_bin`
+/// must be, #13).
+#[test]
+fn attack3_a_watch_file_the_pool_user_owns_is_refused() {
+    let dir = shared_tempdir();
+    let d = dir.path();
+    let fpm = Fpm::new(d);
+    let secret = d.join("secret");
+    fs::create_dir(&secret).unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o700)).unwrap();
+    let theirs = d.join("theirs");
+    fs::create_dir(&theirs).unwrap();
+    chown(&theirs, Some(WWW_DATA), Some(WWW_DATA)).unwrap();
+    // Written as www-data: its configuration and its watch file.
+    let evil = theirs.join("evil.conf");
+    let file = theirs.join("watch.toml");
+    let as_www_data = |path: &Path, text: String| {
+        let mut child = Command::new("setpriv")
+            .args(["--reuid=33", "--regid=33", "--clear-groups", "tee"])
+            .arg(path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success());
+    };
+    as_www_data(
+        &evil,
+        format!(
+            "[global]\npid = {secret}/owned\nerror_log = {t}/error.log\ndaemonize = yes\n\n\
+             [evil]\nuser = www-data\ngroup = www-data\nlisten = {t}/evil.sock\npm = static\n\
+             pm.max_children = 1\n",
+            secret = secret.display(),
+            t = theirs.display()
+        ),
+    );
+    as_www_data(
+        &file,
+        format!(
+            "timeout = 1\nrestart_timeout = 10\npause_file = \"{d}/pause\"\n\n[discover]\n\
+             fpm_configs = [\"{evil}\"]\nfpm_bin = \"{bin}\"\n",
+            d = d.display(),
+            evil = evil.display(),
+            bin = fpm.bin.display()
+        ),
+    );
+    let out = watch(d, &file, &[]);
+    assert!(
+        !secret.join("owned").exists(),
+        "root ran php-fpm with www-data's configuration (exit {:?}): {}{}",
+        out.status.code(),
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
