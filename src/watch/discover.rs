@@ -4,7 +4,7 @@
 //! GET_VALUES. A socket held by something other than php-fpm (systemd, an activator) is an
 //! on-demand pool, watched without waking it.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::config::watch::{Discover, DiscoveredControl, Target};
@@ -45,11 +45,15 @@ pub fn targets(discover: &Discover) -> (Vec<Target>, Vec<String>) {
                 continue;
             };
             let url = url_of(listen, pool.settings.get("ping.path").map(String::as_str));
+            // Only root's holders are activators (#18): a program PHP started inherits the
+            // socket from its worker and outlives it, and is no activator.
             let on_demand = listen.starts_with('/')
                 && !activators.is_empty()
                 && sockets::listening(Path::new(listen))
                     .iter()
-                    .any(|inode| activators.contains(inode));
+                    .filter_map(|inode| activators.get(inode))
+                    .flatten()
+                    .any(|&pid| sockets::trusted_process(pid));
             match discover.target(&url, &pool.name, &control, on_demand) {
                 Ok(target) => targets.push(target),
                 Err(err) => notes.push(format!("{err:#}")),
@@ -101,11 +105,12 @@ pub fn url_of(listen: &str, ping: Option<&str>) -> String {
     format!("fcgi://{host}:{port}{}", ping.unwrap_or(""))
 }
 
-/// The sockets processes other than php-fpm hold open: a pool's listening socket among them is held
-/// by systemd's `.socket` unit (or an activator), which starts its php-fpm on the first request.
-/// php-fpm's own processes, most of a host with many pools, are not read.
-fn activator_sockets() -> HashSet<u64> {
-    let mut inodes = HashSet::new();
+/// The sockets processes other than php-fpm hold open, with their holders: a pool's listening
+/// socket held by one of root's is held by systemd's `.socket` unit (or an activator), which starts
+/// its php-fpm on the first request. php-fpm's own processes, most of a host with many pools, are
+/// not read; whose a holder is, is asked only of a pool's socket's holders.
+fn activator_sockets() -> HashMap<u64, Vec<u32>> {
+    let mut inodes: HashMap<u64, Vec<u32>> = HashMap::new();
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return inodes;
     };
@@ -134,7 +139,7 @@ fn activator_sockets() -> HashSet<u64> {
                     .and_then(|l| l.strip_suffix(']'))
                     .and_then(|n| n.parse().ok())
             {
-                inodes.insert(inode);
+                inodes.entry(inode).or_default().push(pid);
             }
         }
     }
