@@ -432,11 +432,18 @@ impl Instance {
     }
 
     /// SIGKILLs those of `pids` that are workers of the verified master in a fresh snapshot (a
-    /// status page is only a claim); php-fpm's master starts new ones in their place.
-    pub fn kill_stuck(&self, pids: &[u32]) -> Result<StuckKill> {
+    /// status page is only a claim), and of `pool` when it is known (#21: stuck workers of one pool
+    /// are killed without touching the others, whatever pool a page names); php-fpm's master starts
+    /// new ones in their place.
+    pub fn kill_stuck(&self, pids: &[u32], pool: Option<&str>) -> Result<StuckKill> {
         let procs = snapshot()?;
-        let workers = match self.master(&procs) {
-            Some(master) => self.workers(&procs, master.pid),
+        let title = pool.map(|name| format!("php-fpm: pool {name}"));
+        let workers: Vec<&Proc> = match self.master(&procs) {
+            Some(master) => self
+                .workers(&procs, master.pid)
+                .into_iter()
+                .filter(|w| title.as_ref().is_none_or(|t| w.cmd == *t))
+                .collect(),
             None => Vec::new(),
         };
         let mut done = StuckKill::default();

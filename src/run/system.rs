@@ -31,6 +31,8 @@ pub struct System<'a> {
     instance: Option<Instance>,
     /// The log files of the replicas `failing_replicas` found.
     replica_logs: Vec<PathBuf>,
+    /// The pool `inspect` judged, when known: the only one whose stuck workers are killed.
+    judged_pool: Option<String>,
 }
 
 /// `answer`, unless it cannot be php-fpm's (#18): the heartbeat goes through a web server to a
@@ -64,6 +66,7 @@ impl<'a> System<'a> {
             config,
             instance: None,
             replica_logs: Vec::new(),
+            judged_pool: None,
         }
     }
 
@@ -182,12 +185,18 @@ impl Host for System<'_> {
             });
             match page {
                 Some(page) => {
-                    let pool = page.pool.clone().or(target_pool);
+                    // The target's own pool when known: the page's `pool` is a claim (#21: the
+                    // pool user can put another pool's page at the status socket's path).
+                    let pool = target_pool.or_else(|| page.pool.clone());
                     let seen = load::from_proc(&instance, &procs, pool.as_deref());
+                    self.judged_pool.clone_from(&pool);
                     Some(load::believed(page, seen))
                 }
                 // No status page, or one that does not answer: /proc alone judges.
-                None => load::from_proc(&instance, &procs, target_pool.as_deref()),
+                None => {
+                    self.judged_pool.clone_from(&target_pool);
+                    load::from_proc(&instance, &procs, target_pool.as_deref())
+                }
             }
         } else {
             None
@@ -203,7 +212,8 @@ impl Host for System<'_> {
     }
 
     fn kill_stuck(&mut self, pids: &[u32]) -> Result<StuckKill> {
-        self.instance()?.kill_stuck(pids)
+        self.instance()?
+            .kill_stuck(pids, self.judged_pool.as_deref())
     }
 
     fn test_config(&mut self) -> Result<()> {

@@ -243,8 +243,10 @@ fn attack3_a_linked_status_socket_gets_another_pools_workers_killed() {
     let dir = shared_tempdir();
     let d = dir.path();
     let fpm = two_pool_master(d);
+    wait_until("shop's two workers", Duration::from_secs(10), || {
+        workers_of(&fpm, "shop").len() == 2
+    });
     let shop = workers_of(&fpm, "shop");
-    assert_eq!(shop.len(), 2, "shop's two workers");
     let _busy = fill_www(d);
     // One of shop's workers in a long request (anyone who may use shop's socket can start one).
     let _slow = occupy(d, "shop", 1);
@@ -281,6 +283,10 @@ fn attack3_a_linked_status_socket_gets_another_pools_workers_killed() {
         "shop's worker was killed for www's page (exit {:?}): {log}{}",
         out.status.code(),
         stderr(&out)
+    );
+    assert!(
+        log.contains("not killed, not workers of the verified master"),
+        "{log}"
     );
 }
 
