@@ -183,20 +183,15 @@ impl Host for System<'_> {
             let page = config.status.as_ref().and_then(|status| {
                 load::from_status(status, config.probe.timeout, config.stuck_after)
             });
+            // The target's own pool when known: a page's `pool` is a claim (#21: the pool user
+            // can put another pool's page at the status socket's path).
+            let pool = target_pool.or_else(|| page.as_ref().and_then(|p| p.pool.clone()));
+            let seen = load::from_proc(&instance, &procs, pool.as_deref());
+            self.judged_pool.clone_from(&pool);
+            // No status page, or one that does not answer: /proc alone judges.
             match page {
-                Some(page) => {
-                    // The target's own pool when known: the page's `pool` is a claim (#21: the
-                    // pool user can put another pool's page at the status socket's path).
-                    let pool = target_pool.or_else(|| page.pool.clone());
-                    let seen = load::from_proc(&instance, &procs, pool.as_deref());
-                    self.judged_pool.clone_from(&pool);
-                    Some(load::believed(page, seen))
-                }
-                // No status page, or one that does not answer: /proc alone judges.
-                None => {
-                    self.judged_pool.clone_from(&target_pool);
-                    load::from_proc(&instance, &procs, target_pool.as_deref())
-                }
+                Some(page) => Some(load::believed(page, seen)),
+                None => seen,
             }
         } else {
             None
