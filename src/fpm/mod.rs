@@ -28,7 +28,7 @@ pub use conf::{PoolConf, read as read_config, setting_of as config_setting};
 pub use procs::{Proc, Sent, snapshot};
 pub use relaunch::{Levers, Plan, Relaunch, Step, relaunch, relaunch_cgi};
 pub use service::{detect_service, service_command, service_exists, service_kind, take_notes};
-pub use trust::{binary as trusted_binary, gid_of};
+pub use trust::{binary as trusted_binary, gid_of, root_file};
 
 use service::{conventional_config, master_config, service_binary};
 

@@ -75,7 +75,13 @@ fn control_of(config: &Path, fpm_bin: bool) -> DiscoveredControl {
         .filter(|service| fpm::service_exists(service));
     match (service, fpm_bin) {
         (Some(service), _) => DiscoveredControl::Service(service),
-        (None, true) => DiscoveredControl::Direct(config.to_owned()),
+        // Root would start a master with it: only a configuration root controls (#18).
+        (None, true) => match fpm::root_file(config) {
+            Ok(_) => DiscoveredControl::Direct(config.to_owned()),
+            Err(err) => {
+                DiscoveredControl::AlertOnly(format!("{err:#}: php-fpm is not started with it"))
+            }
+        },
         (None, false) => DiscoveredControl::AlertOnly(format!(
             "no service runs {} and [discover] has no fpm_bin: set fpm_bin (or list it as a \
              [[target]] with service or fpm_bin + fpm_config) to have it relaunched",

@@ -290,6 +290,55 @@ fn attack3_a_linked_status_socket_gets_another_pools_workers_killed() {
     );
 }
 
+/// Writes `text` to `path` as www-data.
+fn write_as_www_data(path: &Path, text: &str) {
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=33", "--regid=33", "--clear-groups", "tee"])
+        .arg(path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+}
+
+/// www-data's own php-fpm configuration in a directory of its own (`theirs/`), whose master (run as
+/// root) would write its pid file into `secret/`, a directory only root may write; its pool is down.
+/// Returns the configuration and `secret/owned`, which only such a master makes.
+fn planted_config(d: &Path) -> (PathBuf, PathBuf) {
+    let secret = d.join("secret");
+    fs::create_dir(&secret).unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o700)).unwrap();
+    let theirs = d.join("theirs");
+    fs::create_dir(&theirs).unwrap();
+    chown(&theirs, Some(WWW_DATA), Some(WWW_DATA)).unwrap();
+    let evil = theirs.join("evil.conf");
+    write_as_www_data(
+        &evil,
+        &format!(
+            "[global]\npid = {secret}/owned\nerror_log = {t}/error.log\ndaemonize = yes\n\n\
+             [evil]\nuser = www-data\ngroup = www-data\nlisten = {t}/evil.sock\npm = static\n\
+             pm.max_children = 1\n",
+            secret = secret.display(),
+            t = theirs.display()
+        ),
+    );
+    (evil, secret.join("owned"))
+}
+
+/// A watch file discovering `config`, controlled with `fpm`'s binary (root's).
+fn discovering(d: &Path, config: &Path, fpm: &Fpm) -> String {
+    format!(
+        "timeout = 1\nrestart_timeout = 10\npause_file = \"{d}/pause\"\n\n[discover]\n\
+         fpm_configs = [\"{config}\"]\nfpm_bin = \"{bin}\"\n",
+        d = d.display(),
+        config = config.display(),
+        bin = fpm.bin.display()
+    )
+}
+
 /// The watch file decides what root runs (`service`, `fpm_config`, `[discover]`'s configurations
 /// started with `fpm_bin`) and where root writes (`log`, `state_dir`, `metrics_file`). One the pool
 /// user can write was read all the same (followed through links, owner never looked at): here
@@ -302,54 +351,43 @@ fn attack3_a_watch_file_the_pool_user_owns_is_refused() {
     let dir = shared_tempdir();
     let d = dir.path();
     let fpm = Fpm::new(d);
-    let secret = d.join("secret");
-    fs::create_dir(&secret).unwrap();
-    fs::set_permissions(&secret, fs::Permissions::from_mode(0o700)).unwrap();
-    let theirs = d.join("theirs");
-    fs::create_dir(&theirs).unwrap();
-    chown(&theirs, Some(WWW_DATA), Some(WWW_DATA)).unwrap();
-    // Written as www-data: its configuration and its watch file.
-    let evil = theirs.join("evil.conf");
-    let file = theirs.join("watch.toml");
-    let as_www_data = |path: &Path, text: String| {
-        let mut child = Command::new("setpriv")
-            .args(["--reuid=33", "--regid=33", "--clear-groups", "tee"])
-            .arg(path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
-        drop(child.stdin.take());
-        assert!(child.wait().unwrap().success());
-    };
-    as_www_data(
-        &evil,
-        format!(
-            "[global]\npid = {secret}/owned\nerror_log = {t}/error.log\ndaemonize = yes\n\n\
-             [evil]\nuser = www-data\ngroup = www-data\nlisten = {t}/evil.sock\npm = static\n\
-             pm.max_children = 1\n",
-            secret = secret.display(),
-            t = theirs.display()
-        ),
-    );
-    as_www_data(
-        &file,
-        format!(
-            "timeout = 1\nrestart_timeout = 10\npause_file = \"{d}/pause\"\n\n[discover]\n\
-             fpm_configs = [\"{evil}\"]\nfpm_bin = \"{bin}\"\n",
-            d = d.display(),
-            evil = evil.display(),
-            bin = fpm.bin.display()
-        ),
-    );
+    let (evil, owned) = planted_config(d);
+    let file = d.join("theirs/watch.toml");
+    write_as_www_data(&file, &discovering(d, &evil, &fpm));
     let out = watch(d, &file, &[]);
     assert!(
-        !secret.join("owned").exists(),
+        !owned.exists(),
         "root ran php-fpm with www-data's configuration (exit {:?}): {}{}",
         out.status.code(),
         stdout(&out),
         stderr(&out)
     );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is owned by uid 33, not by root"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Root's own watch file, whose `[discover]` pattern matches a configuration the pool user wrote
+/// (a pattern over a directory others can write): its pool is down, and watch started a php-fpm
+/// master as root with www-data's configuration. Such a pool is watched alert-only, and says why.
+#[test]
+fn attack3_a_discovered_configuration_the_pool_user_owns_is_never_started() {
+    let dir = shared_tempdir();
+    let d = dir.path();
+    let fpm = Fpm::new(d);
+    let (evil, owned) = planted_config(d);
+    let file = d.join("watch.toml");
+    fs::write(&file, discovering(d, &evil, &fpm)).unwrap();
+    let out = watch(d, &file, &[]);
+    let log = fs::read_to_string(d.join("log")).unwrap_or_default();
+    assert!(
+        !owned.exists(),
+        "root ran php-fpm with www-data's configuration (exit {:?}): {log}{}",
+        out.status.code(),
+        stderr(&out)
+    );
+    assert!(log.contains("alert only"), "{log}");
 }
