@@ -391,3 +391,82 @@ fn attack3_a_discovered_configuration_the_pool_user_owns_is_never_started() {
     );
     assert!(log.contains("alert only"), "{log}");
 }
+
+/// A private php-fpm of one pool `name`, its socket in `run`, a directory the pool user owns.
+fn master_in(d: &Path, run: &Path, name: &str) -> Fpm {
+    let home = d.join(name);
+    fs::create_dir(&home).unwrap();
+    let mut fpm = Fpm::new(&home);
+    fpm.socket = run.join(format!("{name}.sock"));
+    fs::write(
+        &fpm.config,
+        format!(
+            "[global]\npid = {pid}\nerror_log = {home}/php-fpm.log\ndaemonize = yes\n\n\
+             [{name}]\nuser = www-data\ngroup = www-data\nlisten = {sock}\nlisten.owner = www-data\n\
+             listen.group = www-data\nlisten.mode = 0660\npm = static\npm.max_children = 2\n\
+             ping.path = /ping\n",
+            pid = fpm.pid_file.display(),
+            home = home.display(),
+            sock = fpm.socket.display()
+        ),
+    )
+    .unwrap();
+    fpm.start();
+    wait_until("its socket", Duration::from_secs(10), || {
+        fpm.socket.exists()
+    });
+    fpm
+}
+
+/// The pool user owns the sockets' directory (and the socket files): it links another master's
+/// socket in place of pool `a`'s. Master `a` hangs; its target's probe reaches master `b`'s pool,
+/// root's listener, and `a` looked healthy for ever (a FastCGI target's listener is judged by its
+/// owner alone, not by whether `a`'s master holds it). The requests meant for `a` now run in `b`'s
+/// pool, and `a`'s hung master is never relaunched.
+#[test]
+fn attack3_another_masters_socket_linked_in_keeps_a_hung_master_looking_healthy() {
+    let dir = shared_tempdir();
+    let d = dir.path();
+    let run = d.join("run");
+    fs::create_dir(&run).unwrap();
+    chown(&run, Some(WWW_DATA), Some(WWW_DATA)).unwrap();
+    let a = master_in(d, &run, "a");
+    let b = master_in(d, &run, "b");
+    let file = d.join("watch.toml");
+    fs::write(
+        &file,
+        format!(
+            "timeout = 2\nrestart_timeout = 10\npause_file = \"{d}/pause\"\n\n[[target]]\n\
+             url = \"{url}\"\nfpm_bin = \"{bin}\"\nfpm_config = \"{conf}\"\n",
+            d = d.display(),
+            url = a.target("/ping"),
+            bin = a.bin.display(),
+            conf = a.config.display()
+        ),
+    )
+    .unwrap();
+    let out = watch(d, &file, &["--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    a.freeze();
+    let linked = Command::new("setpriv")
+        .args(["--reuid=33", "--regid=33", "--clear-groups", "ln", "-f"])
+        .arg(&b.socket)
+        .arg(&a.socket)
+        .status()
+        .unwrap();
+    assert!(linked.success());
+    let out = watch(d, &file, &["--dry-run"]);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a hung master taken for healthy: another master answered at its pool's path: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("action=would-kill+start"),
+        "{}",
+        stdout(&out)
+    );
+}
