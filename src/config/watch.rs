@@ -179,6 +179,9 @@ fn set(settings: &mut Settings, key: &str, value: &str) {
 /// Reads and checks the watch file `args` names. Nothing is probed.
 pub fn load(args: WatchArgs) -> Result<WatchConfig> {
     let file = args.config;
+    // It decides what root runs and where root writes: only a file root controls (#18).
+    crate::fpm::root_file(&file)
+        .map_err(|err| anyhow!("watch file '{}': {err:#}", file.display()))?;
     let text = secure_file::read_text(&file, Links::Follow, MAX_FILE)
         .map_err(|err| anyhow!("watch file '{}': {err}", file.display()))?;
     parse(

@@ -29,7 +29,7 @@ pub use conf::{PoolConf, read as read_config, setting_of as config_setting};
 pub use procs::{Proc, Sent, snapshot};
 pub use relaunch::{Levers, Plan, Relaunch, Step, relaunch, relaunch_cgi};
 pub use service::{detect_service, service_command, service_exists, service_kind, take_notes};
-pub use trust::{binary as trusted_binary, gid_of};
+pub use trust::{binary as trusted_binary, gid_of, root_file};
 
 use service::{conventional_config, master_config, service_binary};
 
@@ -435,11 +435,18 @@ impl Instance {
     }
 
     /// SIGKILLs those of `pids` that are workers of the verified master in a fresh snapshot (a
-    /// status page is only a claim); php-fpm's master starts new ones in their place.
-    pub fn kill_stuck(&self, pids: &[u32]) -> Result<StuckKill> {
+    /// status page is only a claim), and of `pool` when it is known (#21: stuck workers of one pool
+    /// are killed without touching the others, whatever pool a page names); php-fpm's master starts
+    /// new ones in their place.
+    pub fn kill_stuck(&self, pids: &[u32], pool: Option<&str>) -> Result<StuckKill> {
         let procs = snapshot()?;
-        let workers = match self.master(&procs) {
-            Some(master) => self.workers(&procs, master.pid),
+        let title = pool.map(|name| format!("php-fpm: pool {name}"));
+        let workers: Vec<&Proc> = match self.master(&procs) {
+            Some(master) => self
+                .workers(&procs, master.pid)
+                .into_iter()
+                .filter(|w| title.as_ref().is_none_or(|t| w.cmd == *t))
+                .collect(),
             None => Vec::new(),
         };
         let mut done = StuckKill::default();

@@ -36,12 +36,16 @@ pub fn holders(inodes: &[u64]) -> Vec<u32> {
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&pid| holds(pid, inodes))
-        .filter(|&pid| {
-            super::procs::process(pid).is_some_and(|p| p.uid.is_some_and(listener::trusted_uid))
-        })
+        .filter(|&pid| trusted_process(pid))
         .collect();
     found.sort_unstable();
     found
+}
+
+/// Whether process `pid` is root's (or ours): real and effective uid both. Only such a holder of a
+/// pool's listening socket is its activator (#18).
+pub fn trusted_process(pid: u32) -> bool {
+    super::procs::process(pid).is_some_and(|p| p.uid.is_some_and(listener::trusted_uid))
 }
 
 /// Whether process `pid` has one of the sockets `inodes` open.

@@ -29,13 +29,35 @@ pub fn binary(path: &Path) -> Result<PathBuf> {
     if !meta.is_file() || meta.mode() & 0o111 == 0 {
         bail!("'{}' is not an executable file", canonical.display());
     }
-    check_owner(&canonical, &meta, "file")?;
+    only_root_could_write(&canonical, &meta)?;
+    Ok(canonical)
+}
+
+/// `path` made canonical, if it is a file only root (or we) could have written: what decides what
+/// root runs (a watch file, a php-fpm configuration root starts a master with) is held to what
+/// [`binary`] holds a program to.
+pub fn root_file(path: &Path) -> Result<PathBuf> {
+    let canonical = path
+        .canonicalize()
+        .with_context(|| format!("cannot find '{}'", path.display()))?;
+    let meta = std::fs::metadata(&canonical)
+        .with_context(|| format!("cannot read '{}'", canonical.display()))?;
+    if !meta.is_file() {
+        bail!("'{}' is not a regular file", canonical.display());
+    }
+    only_root_could_write(&canonical, &meta)?;
+    Ok(canonical)
+}
+
+/// The file and every directory above it owned by root (or us), not writable by group or others.
+fn only_root_could_write(canonical: &Path, meta: &std::fs::Metadata) -> Result<()> {
+    check_owner(canonical, meta, "file")?;
     for dir in canonical.ancestors().skip(1) {
         let meta = std::fs::metadata(dir)
             .with_context(|| format!("cannot read directory '{}'", dir.display()))?;
         check_owner(dir, &meta, "directory")?;
     }
-    Ok(canonical)
+    Ok(())
 }
 
 fn check_owner(path: &Path, meta: &std::fs::Metadata, what: &str) -> Result<()> {

@@ -35,6 +35,8 @@ pub struct System<'a> {
     /// The heartbeat's last answer was a timeout: a status page on the same socket would cost
     /// another one for nothing (every worker is busy), so /proc judges alone.
     probe_timed_out: bool,
+    /// The pool `inspect` judged, when known: the only one whose stuck workers are killed.
+    judged_pool: Option<String>,
 }
 
 /// `answer`, unless it cannot be php-fpm's (#18): the heartbeat goes through a web server to a
@@ -101,6 +103,7 @@ impl<'a> System<'a> {
             instance: None,
             replica_logs: Vec::new(),
             probe_timed_out: false,
+            judged_pool: None,
         }
     }
 
@@ -240,14 +243,15 @@ impl Host for System<'_> {
                     (Some(said), Some(pool)) => said == pool,
                     _ => true,
                 });
+            // The target's own pool when known: a page's `pool` is a claim (#21: the pool user
+            // can put another pool's page at the status socket's path).
+            let pool = target_pool.or_else(|| page.as_ref().and_then(|p| p.pool.clone()));
+            let seen = load::from_proc(&instance, &procs, pool.as_deref());
+            self.judged_pool.clone_from(&pool);
+            // No status page, or one that does not answer: /proc alone judges.
             match page {
-                Some(page) => {
-                    let pool = page.pool.clone().or(target_pool);
-                    let seen = load::from_proc(&instance, &procs, pool.as_deref());
-                    Some(load::believed(page, seen))
-                }
-                // No status page, or one that does not answer: /proc alone judges.
-                None => load::from_proc(&instance, &procs, target_pool.as_deref()),
+                Some(page) => Some(load::believed(page, seen)),
+                None => seen,
             }
         } else {
             None
@@ -263,7 +267,8 @@ impl Host for System<'_> {
     }
 
     fn kill_stuck(&mut self, pids: &[u32]) -> Result<StuckKill> {
-        self.instance()?.kill_stuck(pids)
+        self.instance()?
+            .kill_stuck(pids, self.judged_pool.as_deref())
     }
 
     fn test_config(&mut self) -> Result<()> {

@@ -5,7 +5,7 @@
 //! page, as a listed target with `status` is. A socket held by something other than php-fpm
 //! (systemd, an activator) is an on-demand pool, watched without waking it.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::config::watch::{Discover, DiscoveredControl, Target};
@@ -47,11 +47,15 @@ pub fn targets(discover: &Discover) -> (Vec<Target>, Vec<String>) {
             };
             let url = url_of(listen, pool.settings.get("ping.path").map(String::as_str));
             let status = status_of(&pool.settings);
+            // Only root's holders are activators (#18): a program PHP started inherits the
+            // socket from its worker and outlives it, and is no activator.
             let on_demand = listen.starts_with('/')
                 && !activators.is_empty()
                 && sockets::listening(Path::new(listen))
                     .iter()
-                    .any(|inode| activators.contains(inode));
+                    .filter_map(|inode| activators.get(inode))
+                    .flatten()
+                    .any(|&pid| sockets::trusted_process(pid));
             match discover.target(&url, &pool.name, &control, on_demand, status.as_deref()) {
                 Ok(target) => targets.push(target),
                 Err(err) => notes.push(format!("{err:#}")),
@@ -73,7 +77,13 @@ fn control_of(config: &Path, fpm_bin: bool) -> DiscoveredControl {
         .filter(|service| fpm::service_exists(service));
     match (service, fpm_bin) {
         (Some(service), _) => DiscoveredControl::Service(service),
-        (None, true) => DiscoveredControl::Direct(config.to_owned()),
+        // Root would start a master with it: only a configuration root controls (#18).
+        (None, true) => match fpm::root_file(config) {
+            Ok(_) => DiscoveredControl::Direct(config.to_owned()),
+            Err(err) => {
+                DiscoveredControl::AlertOnly(format!("{err:#}: php-fpm is not started with it"))
+            }
+        },
         (None, false) => DiscoveredControl::AlertOnly(format!(
             "no service runs {} and [discover] has no fpm_bin: set fpm_bin (or list it as a \
              [[target]] with service or fpm_bin + fpm_config) to have it relaunched",
@@ -120,11 +130,12 @@ fn status_of(settings: &std::collections::BTreeMap<String, String>) -> Option<St
     Some(url_of(listen, Some(path)))
 }
 
-/// The sockets processes other than php-fpm hold open: a pool's listening socket among them is held
-/// by systemd's `.socket` unit (or an activator), which starts its php-fpm on the first request.
-/// php-fpm's own processes, most of a host with many pools, are not read.
-fn activator_sockets() -> HashSet<u64> {
-    let mut inodes = HashSet::new();
+/// The sockets processes other than php-fpm hold open, with their holders: a pool's listening
+/// socket held by one of root's is held by systemd's `.socket` unit (or an activator), which starts
+/// its php-fpm on the first request. php-fpm's own processes, most of a host with many pools, are
+/// not read; whose a holder is, is asked only of a pool's socket's holders.
+fn activator_sockets() -> HashMap<u64, Vec<u32>> {
+    let mut inodes: HashMap<u64, Vec<u32>> = HashMap::new();
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return inodes;
     };
@@ -153,7 +164,7 @@ fn activator_sockets() -> HashSet<u64> {
                     .and_then(|l| l.strip_suffix(']'))
                     .and_then(|n| n.parse().ok())
             {
-                inodes.insert(inode);
+                inodes.entry(inode).or_default().push(pid);
             }
         }
     }

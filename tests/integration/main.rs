@@ -2,6 +2,7 @@
 //! server, mcron and the system's own php-fpm service, all on loopback. `common` holds the fixtures
 //! and the one builder of the binary's command; each module is one area of the README.
 
+mod attack3;
 mod common;
 mod dns;
 mod doctor;
