@@ -6,6 +6,7 @@
 //! another mount namespace may share). Root's php-fpm master, systemd and nginx's master bind as
 //! root; a listener of any other uid is not theirs.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -163,14 +164,9 @@ pub fn unix_peer_uid(stream: impl AsFd) -> Option<u32> {
 /// The unix listeners bound to the socket file at `path` in this mount namespace: matched by the
 /// file's device and inode. Empty when `path` is not a socket file, or nothing listens on it.
 pub fn unix(path: &Path) -> Vec<Listener> {
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
+    let Some(want) = socket_file(path) else {
         return Vec::new();
     };
-    if !meta.file_type().is_socket() {
-        return Vec::new();
-    }
-    let dev = meta.dev();
-    let want = (rustix::fs::major(dev), rustix::fs::minor(dev), meta.ino());
     unix_table()
         .into_iter()
         .filter(|(vfs, _)| *vfs == Some(want))
@@ -178,8 +174,30 @@ pub fn unix(path: &Path) -> Vec<Listener> {
         .collect()
 }
 
+/// The socket file at `path` (not following a link), as sock_diag names a bound file.
+pub fn socket_file(path: &Path) -> Option<FileId> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.file_type().is_socket() {
+        return None;
+    }
+    let dev = meta.dev();
+    Some((rustix::fs::major(dev), rustix::fs::minor(dev), meta.ino()))
+}
+
+/// The inodes of the listening unix sockets bound to each socket file, all at once: for judging
+/// many paths against one table.
+pub fn unix_by_file() -> HashMap<FileId, Vec<u64>> {
+    let mut by_file: HashMap<FileId, Vec<u64>> = HashMap::new();
+    for (vfs, listener) in unix_table() {
+        if let Some(vfs) = vfs {
+            by_file.entry(vfs).or_default().push(listener.inode);
+        }
+    }
+    by_file
+}
+
 /// A bound file's (major, minor, inode).
-type FileId = (u32, u32, u64);
+pub type FileId = (u32, u32, u64);
 
 /// A listening unix socket: the file it is bound to, if it has one, and the socket.
 type Bound = (Option<FileId>, Listener);

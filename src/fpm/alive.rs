@@ -5,7 +5,7 @@
 //! runs on every healthy answer, so it reads the pid file's process from /proc alone; the whole
 //! process table only when the pid file names no verified master (none configured, or stale).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{Control, Instance, procs, read_pid, snapshot};
 
@@ -13,16 +13,36 @@ impl Instance {
     /// Whether a verified master of this php-fpm runs: `None` when it cannot be told (no trusted
     /// binary to verify a master by).
     pub fn master_runs(&self) -> Option<bool> {
+        self.running_master().map(|pid| pid.is_some())
+    }
+
+    /// The unix socket files its pools listen on.
+    pub fn pool_socket_paths(&self) -> Vec<PathBuf> {
+        self.pools
+            .iter()
+            .filter_map(|pool| pool.listen.as_deref())
+            .map(|listen| PathBuf::from(listen.trim()))
+            .filter(|path| path.is_absolute())
+            .collect()
+    }
+
+    /// The pid of the verified master of this php-fpm, `Some(None)` when none runs: `None` when it
+    /// cannot be told (no trusted binary to verify a master by).
+    pub fn running_master(&self) -> Option<Option<u32>> {
         self.binary.as_ref()?;
         let named = self
             .pid_file
             .as_deref()
             .and_then(read_pid)
             .and_then(procs::process);
-        if named.is_some_and(|p| self.is_master(&p)) {
-            return Some(true);
+        if let Some(named) = named.filter(|p| self.is_master(p)) {
+            return Some(Some(named.pid));
         }
-        Some(snapshot().is_ok_and(|procs| self.master(&procs).is_some()))
+        Some(
+            snapshot()
+                .ok()
+                .and_then(|procs| self.master(&procs).map(|p| p.pid)),
+        )
     }
 }
 
@@ -42,11 +62,14 @@ pub fn masterless(instance: &Instance) -> Option<String> {
     if instance.master_runs()? {
         return None;
     }
+    Some(no_master(instance))
+}
+
+/// What [`masterless`] says when no verified master of `instance` runs.
+pub fn no_master(instance: &Instance) -> String {
     let which = match instance.config.as_ref() {
         Some(config) => format!(" of '{}'", config.path.display()),
         None => String::new(),
     };
-    Some(format!(
-        "the heartbeat answers, but no verified php-fpm master{which} runs: not believed"
-    ))
+    format!("the heartbeat answers, but no verified php-fpm master{which} runs: not believed")
 }

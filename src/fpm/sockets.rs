@@ -4,6 +4,7 @@
 //! file or a path string says nothing here: /proc/net/unix lists names that a socket in another
 //! mount namespace may share (#18), and a file may be left where nothing listens any more.
 
+use std::collections::HashSet;
 use std::fs;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::unix::fs::FileTypeExt;
@@ -46,6 +47,23 @@ pub fn holders(inodes: &[u64]) -> Vec<u32> {
 /// pool's listening socket is its activator (#18).
 pub fn trusted_process(pid: u32) -> bool {
     super::procs::process(pid).is_some_and(|p| p.uid.is_some_and(listener::trusted_uid))
+}
+
+/// The inodes of the sockets process `pid` has open.
+pub fn held(pid: u32) -> HashSet<u64> {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return HashSet::new();
+    };
+    fds.flatten()
+        .filter_map(|fd| {
+            let link = fs::read_link(fd.path()).ok()?;
+            link.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
 }
 
 /// Whether process `pid` has one of the sockets `inodes` open.

@@ -1,7 +1,8 @@
 //! The real [`Host`]: php-fpm through `fpm` (verified processes, the service or the binary), pools
 //! through `pools`, the heartbeat through `probe`, mail through `alert`, evidence files, the clock.
 
-use std::path::PathBuf;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -13,6 +14,7 @@ use crate::config::Config;
 use crate::evidence;
 use crate::fpm::{self, Instance, Plan, Relaunch, Step, StuckKill};
 use crate::health;
+use crate::listener;
 use crate::load;
 use crate::ondemand::{self, Dormancy};
 use crate::poll::poll_until;
@@ -54,11 +56,15 @@ pub fn believed(config: &Config, answer: Answer) -> Answer {
 
 /// What healthy answers of one php-fpm's pools are believed by (see [`believed`]), resolved once for
 /// all of them: a `watch` run judges hundreds of pools of a few masters (#21), and reading a
-/// master's config and /proc once per pool cost more than the probes. Whether a verified master
-/// runs is looked at once, by the first healthy answer that needs it.
+/// master's config and /proc once per pool cost more than the probes. The verified master, the
+/// sockets it holds and the table of listening unix sockets are looked at once, by the first
+/// healthy answer that needs them; a socket not found in them is looked at again, fresh.
 pub struct Believer {
     instance: Option<Instance>,
-    masterless: OnceLock<Option<String>>,
+    /// The verified master's pid; `Some(None)`: none runs; `None`: cannot be told.
+    master: OnceLock<Option<Option<u32>>>,
+    /// The listening sockets the master holds, and those bound to each socket file.
+    sockets: OnceLock<(HashSet<u64>, HashMap<listener::FileId, Vec<u64>>)>,
 }
 
 impl Believer {
@@ -66,7 +72,8 @@ impl Believer {
     pub fn new(config: &Config) -> Believer {
         Believer {
             instance: fpm::known(&config.control, config.pid_file.as_deref()),
-            masterless: OnceLock::new(),
+            master: OnceLock::new(),
+            sockets: OnceLock::new(),
         }
     }
 
@@ -84,15 +91,56 @@ impl Believer {
         } else {
             fpm::sockets::pools_distrust(instance)
         };
-        let reason = foreign.or_else(|| {
-            self.masterless
-                .get_or_init(|| fpm::masterless(instance))
-                .clone()
-        });
-        match reason {
-            Some(reason) => Answer::Untrusted(reason),
+        if let Some(reason) = foreign {
+            return Answer::Untrusted(reason);
+        }
+        let master = match self.master.get_or_init(|| instance.running_master()) {
+            // Nothing to verify a master by (a service of unknown binary).
+            None => return answer,
+            Some(None) => return Answer::Untrusted(fpm::no_master(instance)),
+            Some(Some(pid)) => *pid,
+        };
+        // The socket that answered must be one this master listens on (#21: the pool user can
+        // link another master's socket, root's too, in place of a pool's).
+        let paths: Vec<PathBuf> = match &config.probe.target {
+            Target::FastCgi {
+                address: Address::Unix(path),
+                ..
+            } => vec![path.clone()],
+            Target::FastCgi { .. } => Vec::new(),
+            Target::Http(_) => instance.pool_socket_paths(),
+        };
+        match paths
+            .iter()
+            .find(|path| !self.master_listens_at(master, path))
+        {
+            Some(path) => Answer::Untrusted(format!(
+                "the socket at {} is not one php-fpm's master (pid {master}) listens on: not \
+                 believed",
+                path.display()
+            )),
             None => answer,
         }
+    }
+
+    /// Whether the socket file at `path` is bound to a listening socket `master` holds; no socket
+    /// file there is no claim.
+    fn master_listens_at(&self, master: u32, path: &Path) -> bool {
+        let Some(file) = listener::socket_file(path) else {
+            return true;
+        };
+        let (held, by_file) = self
+            .sockets
+            .get_or_init(|| (fpm::sockets::held(master), listener::unix_by_file()));
+        if by_file
+            .get(&file)
+            .is_some_and(|inodes| inodes.iter().any(|i| held.contains(i)))
+        {
+            return true;
+        }
+        // Not in the table read for the first answer (a socket made since): asked again, fresh.
+        let held = fpm::sockets::held(master);
+        listener::unix(path).iter().any(|l| held.contains(&l.inode))
     }
 }
 

@@ -468,4 +468,23 @@ fn attack3_another_masters_socket_linked_in_keeps_a_hung_master_looking_healthy(
         "{}",
         stdout(&out)
     );
+    // The classic run of the same pool judges it alike.
+    let classic = php_relaunch()
+        .arg(a.target("/ping"))
+        .arg("2")
+        .arg("--fpm-bin")
+        .arg(&a.bin)
+        .arg("--fpm-config")
+        .arg(&a.config)
+        .arg("--state")
+        .arg(d.join("classic.json"))
+        .arg("--dry-run")
+        .output()
+        .unwrap();
+    assert_ne!(classic.status.code(), Some(0), "{}", stderr(&classic));
+    assert!(
+        stdout(&classic).contains("verdict=untrusted-listener"),
+        "{}",
+        stdout(&classic)
+    );
 }
