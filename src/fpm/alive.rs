@@ -13,7 +13,11 @@ impl Instance {
     /// Whether a verified master of this php-fpm runs: `None` when it cannot be told (no trusted
     /// binary to verify a master by).
     pub fn master_runs(&self) -> Option<bool> {
-        self.running_master().map(|pid| pid.is_some())
+        match self.running_master() {
+            Verified::Runs(_) => Some(true),
+            Verified::None => Some(false),
+            Verified::Unknown => None,
+        }
     }
 
     /// The unix socket files its pools listen on.
@@ -26,24 +30,38 @@ impl Instance {
             .collect()
     }
 
-    /// The pid of the verified master of this php-fpm, `Some(None)` when none runs: `None` when it
-    /// cannot be told (no trusted binary to verify a master by).
-    pub fn running_master(&self) -> Option<Option<u32>> {
-        self.binary.as_ref()?;
+    /// The verified master of this php-fpm, if one runs.
+    pub fn running_master(&self) -> Verified {
+        if self.binary.is_none() {
+            return Verified::Unknown;
+        }
         let named = self
             .pid_file
             .as_deref()
             .and_then(read_pid)
             .and_then(procs::process);
         if let Some(named) = named.filter(|p| self.is_master(p)) {
-            return Some(Some(named.pid));
+            return Verified::Runs(named.pid);
         }
-        Some(
-            snapshot()
-                .ok()
-                .and_then(|procs| self.master(&procs).map(|p| p.pid)),
-        )
+        match snapshot()
+            .ok()
+            .and_then(|procs| self.master(&procs).map(|p| p.pid))
+        {
+            Some(pid) => Verified::Runs(pid),
+            None => Verified::None,
+        }
     }
+}
+
+/// Whether a verified master of a php-fpm runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verified {
+    /// This one, by pid.
+    Runs(u32),
+    /// None runs.
+    None,
+    /// It cannot be told: no trusted binary to verify a master by.
+    Unknown,
 }
 
 /// The php-fpm that `control` names (with its pid file), when it is known without scanning every

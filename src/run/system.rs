@@ -61,11 +61,14 @@ pub fn believed(config: &Config, answer: Answer) -> Answer {
 /// healthy answer that needs them; a socket not found in them is looked at again, fresh.
 pub struct Believer {
     instance: Option<Instance>,
-    /// The verified master's pid; `Some(None)`: none runs; `None`: cannot be told.
-    master: OnceLock<Option<Option<u32>>>,
+    /// Its verified master.
+    master: OnceLock<fpm::Verified>,
     /// The listening sockets the master holds, and those bound to each socket file.
-    sockets: OnceLock<(HashSet<u64>, HashMap<listener::FileId, Vec<u64>>)>,
+    sockets: OnceLock<Sockets>,
 }
+
+/// The sockets a master holds, and the listening unix sockets bound to each socket file.
+type Sockets = (HashSet<u64>, HashMap<listener::FileId, Vec<u64>>);
 
 impl Believer {
     /// The php-fpm `config` controls, when it is known without scanning every process.
@@ -96,9 +99,9 @@ impl Believer {
         }
         let master = match self.master.get_or_init(|| instance.running_master()) {
             // Nothing to verify a master by (a service of unknown binary).
-            None => return answer,
-            Some(None) => return Answer::Untrusted(fpm::no_master(instance)),
-            Some(Some(pid)) => *pid,
+            fpm::Verified::Unknown => return answer,
+            fpm::Verified::None => return Answer::Untrusted(fpm::no_master(instance)),
+            fpm::Verified::Runs(pid) => *pid,
         };
         // The socket that answered must be one this master listens on (#21: the pool user can
         // link another master's socket, root's too, in place of a pool's).
