@@ -184,13 +184,13 @@ pub fn socket_file(path: &Path) -> Option<FileId> {
     Some((rustix::fs::major(dev), rustix::fs::minor(dev), meta.ino()))
 }
 
-/// The inodes of the listening unix sockets bound to each socket file, all at once: for judging
-/// many paths against one table.
-pub fn unix_by_file() -> HashMap<FileId, Vec<u64>> {
-    let mut by_file: HashMap<FileId, Vec<u64>> = HashMap::new();
+/// The listening unix sockets bound to each socket file, all at once: for judging many paths
+/// against one table.
+pub fn unix_by_file() -> HashMap<FileId, Vec<Listener>> {
+    let mut by_file: HashMap<FileId, Vec<Listener>> = HashMap::new();
     for (vfs, listener) in unix_table() {
         if let Some(vfs) = vfs {
-            by_file.entry(vfs).or_default().push(listener.inode);
+            by_file.entry(vfs).or_default().push(listener);
         }
     }
     by_file

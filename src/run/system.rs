@@ -68,7 +68,10 @@ pub struct Believer {
 }
 
 /// The sockets a master holds, and the listening unix sockets bound to each socket file.
-type Sockets = (HashSet<u64>, HashMap<listener::FileId, Vec<u64>>);
+type Sockets = (
+    HashSet<u64>,
+    HashMap<listener::FileId, Vec<listener::Listener>>,
+);
 
 impl Believer {
     /// The php-fpm `config` controls, when it is known without scanning every process.
@@ -137,7 +140,7 @@ impl Believer {
             .get_or_init(|| (fpm::sockets::held(master), listener::unix_by_file()));
         if by_file
             .get(&file)
-            .is_some_and(|inodes| inodes.iter().any(|i| held.contains(i)))
+            .is_some_and(|bound| bound.iter().any(|l| held.contains(&l.inode)))
         {
             return true;
         }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::watch::{Discover, DiscoveredControl, Target};
 use crate::fpm::{self, sockets};
+use crate::listener;
 
 /// The targets of the pools found, and what could not be watched (one line each).
 pub fn targets(discover: &Discover) -> (Vec<Target>, Vec<String>) {
@@ -28,8 +29,14 @@ pub fn targets(discover: &Discover) -> (Vec<Target>, Vec<String>) {
             discover.fpm_configs.join(", ")
         ));
     }
-    // Who holds sockets, besides php-fpm: read once per run, not once per pool.
+    // Who holds sockets, besides php-fpm, and which socket is bound to each file: read once per
+    // run, not once per pool.
     let activators = activator_sockets();
+    let bound = if activators.is_empty() {
+        HashMap::new()
+    } else {
+        listener::unix_by_file()
+    };
     for config in configs {
         let control = control_of(&config, discover.fpm_bin.is_some());
         let read = fpm::read_config(&config);
@@ -50,10 +57,12 @@ pub fn targets(discover: &Discover) -> (Vec<Target>, Vec<String>) {
             // Only root's holders are activators (#18): a program PHP started inherits the
             // socket from its worker and outlives it, and is no activator.
             let on_demand = listen.starts_with('/')
-                && !activators.is_empty()
-                && sockets::listening(Path::new(listen))
-                    .iter()
-                    .filter_map(|inode| activators.get(inode))
+                && listener::socket_file(Path::new(listen))
+                    .and_then(|file| bound.get(&file))
+                    .into_iter()
+                    .flatten()
+                    .filter(|l| l.trusted())
+                    .filter_map(|l| activators.get(&l.inode))
                     .flatten()
                     .any(|&pid| sockets::trusted_process(pid));
             match discover.target(&url, &pool.name, &control, on_demand, status.as_deref()) {
