@@ -192,7 +192,7 @@ fn owner21_a_pools_file_linked_from_a_directory_others_can_write_is_refused() {
         .unwrap();
     assert!(made.success());
     let out = pools(d, &link, &["list"]);
-    assert_refused(&out, &link, "writable by others", &owned);
+    assert_refused(&out, &link, "could be replaced by another user", &owned);
 
     // Root's link in root's directory: read as ever.
     let root_link = d.join("linked.toml");
