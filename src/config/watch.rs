@@ -77,6 +77,9 @@ pub struct Target {
     pub pool: Option<String>,
     /// Why it is watched without relaunching, if it is.
     pub alert_only: Option<String>,
+    /// The instance key of its master, which names its lock, its budget and its group: its
+    /// control's, or for a discovered configuration without one, that configuration's.
+    pub master: String,
 }
 
 /// `[discover]`: the configurations whose pools are watched, and the settings their targets get.
@@ -107,8 +110,14 @@ pub enum DiscoveredControl {
     Service(String),
     /// `[discover]`'s `fpm_bin` with this configuration.
     Direct(PathBuf),
-    /// Neither is known: why.
-    AlertOnly(String),
+    /// Neither is known: watched alert-only, as a master of its own (keyed by its configuration,
+    /// never the `service:detected` of a classic run, nor another such configuration's).
+    AlertOnly {
+        /// The configuration, canonical.
+        config: PathBuf,
+        /// Why it is not relaunched.
+        why: String,
+    },
 }
 
 impl Discover {
@@ -136,6 +145,7 @@ impl Discover {
             settings.remove("stuck_after");
         }
         let mut alert_only = None;
+        let mut own = None;
         match control {
             DiscoveredControl::Service(name) => set(&mut settings, "service", name),
             DiscoveredControl::Direct(config) => {
@@ -144,7 +154,10 @@ impl Discover {
                 }
                 set(&mut settings, "fpm_config", &config.display().to_string());
             }
-            DiscoveredControl::AlertOnly(why) => alert_only = Some(why.clone()),
+            DiscoveredControl::AlertOnly { config, why } => {
+                alert_only = Some(why.clone());
+                own = Some(crate::fpm::config_key(config));
+            }
         }
         if on_demand {
             settings.insert(
@@ -158,10 +171,18 @@ impl Discover {
         let mut config = classic(url, &settings, &self.run)
             .map_err(|(_, err)| anyhow!("discovered pool '{pool}' ({url}): {err:#}"))?;
         config.fpm_pool = Some(pool.to_owned());
+        let master = match own {
+            Some(key) => {
+                config.lock = crate::lock::instance_path(&key);
+                key
+            }
+            None => crate::fpm::instance_key(&config.control, None),
+        };
         Ok(Target {
             config,
             pool: Some(pool.to_owned()),
             alert_only,
+            master,
         })
     }
 }
@@ -180,9 +201,10 @@ fn set(settings: &mut Settings, key: &str, value: &str) {
 pub fn load(args: WatchArgs) -> Result<WatchConfig> {
     let file = args.config;
     // It decides what root runs and where root writes: only a file root controls (#18).
-    crate::fpm::root_file(&file)
+    // Read where it was checked, not through the links again.
+    let canonical = crate::fpm::root_file(&file)
         .map_err(|err| anyhow!("watch file '{}': {err:#}", file.display()))?;
-    let text = secure_file::read_text(&file, Links::Follow, MAX_FILE)
+    let text = secure_file::read_text(&canonical, Links::Refuse, MAX_FILE)
         .map_err(|err| anyhow!("watch file '{}': {err}", file.display()))?;
     parse(
         &file,
@@ -378,6 +400,7 @@ fn listed(
     Ok((
         url,
         Target {
+            master: crate::fpm::instance_key(&config.control, None),
             config,
             pool,
             alert_only,
@@ -637,6 +660,32 @@ mod tests {
         }
     }
 
+    fn alert_only(config: &str) -> DiscoveredControl {
+        DiscoveredControl::AlertOnly {
+            config: config.into(),
+            why: "no control".into(),
+        }
+    }
+
+    #[test]
+    fn alert_only_configurations_are_each_their_own_master() {
+        let config = parse_text("timeout = 3\n[discover]\nfpm_configs = \"/x/*.conf\"\n").unwrap();
+        let discover = config.discover.unwrap();
+        let found = |conf: &str| {
+            discover
+                .target("unix:///run/a.sock", "www", &alert_only(conf), false, None)
+                .unwrap()
+        };
+        let (a, b) = (found("/x/a.conf"), found("/x/b.conf"));
+        assert_eq!(a.master, "fpm:/x/a.conf");
+        assert_eq!(a.config.lock, crate::lock::instance_path("fpm:/x/a.conf"));
+        assert_ne!(a.config.lock, b.config.lock);
+        assert_ne!(
+            a.config.lock,
+            crate::lock::instance_path(&crate::fpm::instance_key(&Control::Service(None), None))
+        );
+    }
+
     #[test]
     fn discovered_targets_go_through_the_same_checks() {
         let config = parse_text(
@@ -648,7 +697,7 @@ mod tests {
             .target(
                 "unix:///run/php/www.sock;/ping",
                 "www",
-                &DiscoveredControl::AlertOnly("no control".into()),
+                &alert_only("/x/php-fpm.conf"),
                 true,
                 None,
             )
@@ -681,7 +730,7 @@ mod tests {
             .target(
                 "unix:///run/php/www.sock;/ping",
                 "www",
-                &DiscoveredControl::AlertOnly("no control".into()),
+                &alert_only("/x/php-fpm.conf"),
                 false,
                 None,
             )
@@ -697,7 +746,7 @@ mod tests {
         )
         .unwrap();
         let discover = config.discover.unwrap();
-        let control = DiscoveredControl::AlertOnly("no control".into());
+        let control = alert_only("/x/php-fpm.conf");
         let own = discover
             .target(
                 "unix:///run/php/a.sock;/ping",

@@ -4,6 +4,7 @@
 //! such as /tmp is fine: others cannot rename what they do not own there). User names are looked up in
 //! /etc/passwd, which only root writes.
 
+use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -34,9 +35,12 @@ pub fn binary(path: &Path) -> Result<PathBuf> {
 }
 
 /// `path` made canonical, if it is a file only root (or we) could have written: what decides what
-/// root runs (a watch file, a php-fpm configuration root starts a master with) is held to what
-/// [`binary`] holds a program to.
+/// root runs (a watch file, a pools file, a php-fpm configuration root starts a master with) is
+/// held to what [`binary`] holds a program to. A link on the way counts as much as the file: one in
+/// a directory others can write would let them choose which of root's files is read (and swap it
+/// between this check and the read), so it is refused. Read the canonical path returned, not `path`.
 pub fn root_file(path: &Path) -> Result<PathBuf> {
+    links_only_root_placed(path)?;
     let canonical = path
         .canonicalize()
         .with_context(|| format!("cannot find '{}'", path.display()))?;
@@ -56,6 +60,71 @@ fn only_root_could_write(canonical: &Path, meta: &std::fs::Metadata) -> Result<(
         let meta = std::fs::metadata(dir)
             .with_context(|| format!("cannot read directory '{}'", dir.display()))?;
         check_owner(dir, &meta, "directory")?;
+    }
+    Ok(())
+}
+
+/// Most links followed on the way to a file, as the kernel allows (`ELOOP` past 40).
+const MAX_LINKS: usize = 40;
+
+/// Every link met resolving `path` is root's (or ours), in a directory only root (or we) could
+/// write, as are all the directories above it. A path that does not resolve is left to the caller.
+fn links_only_root_placed(path: &Path) -> Result<()> {
+    let absolute = std::env::current_dir()
+        .context("cannot read the current directory")?
+        .join(path);
+    // Components still to walk, the next one last.
+    let mut pending: Vec<OsString> = absolute
+        .components()
+        .rev()
+        .map(|c| c.as_os_str().to_owned())
+        .collect();
+    let mut at = PathBuf::new();
+    let mut links = 0;
+    while let Some(part) = pending.pop() {
+        if part == "." {
+            continue;
+        }
+        if part == ".." {
+            at.pop();
+            continue;
+        }
+        let next = at.join(&part);
+        let Ok(meta) = std::fs::symlink_metadata(&next) else {
+            return Ok(());
+        };
+        if !meta.file_type().is_symlink() {
+            at = next;
+            continue;
+        }
+        links += 1;
+        if links > MAX_LINKS {
+            bail!("'{}': too many links", path.display());
+        }
+        // A link's own mode means nothing (always 0777): its owner, and where it lies, do.
+        let uid = meta.uid();
+        let placed = if uid == 0 || uid == me() {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!("it is owned by uid {uid}"))
+        };
+        let placed = placed.and_then(|()| {
+            at.ancestors().try_for_each(|dir| {
+                let meta = std::fs::metadata(dir)
+                    .with_context(|| format!("cannot read directory '{}'", dir.display()))?;
+                check_owner(dir, &meta, "directory")
+            })
+        });
+        if let Err(err) = placed {
+            bail!(
+                "link '{}' could be replaced by another user ({err:#})",
+                next.display()
+            );
+        }
+        let target = std::fs::read_link(&next)
+            .with_context(|| format!("cannot read link '{}'", next.display()))?;
+        // An absolute target starts again from `/`; a relative one from the link's directory.
+        pending.extend(target.components().rev().map(|c| c.as_os_str().to_owned()));
     }
     Ok(())
 }
@@ -139,6 +208,36 @@ mod tests {
                 .to_string()
                 .contains("not an executable")
         );
+    }
+
+    #[test]
+    fn links_count_where_they_lie() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let file = d.join("pools.toml");
+        std::fs::write(&file, "").unwrap();
+        let open = d.join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::os::unix::fs::symlink("../pools.toml", open.join("link")).unwrap();
+        // In a directory only we write, followed, `..` and all.
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(
+            root_file(&open.join("link")).unwrap(),
+            file.canonicalize().unwrap()
+        );
+        // In one anyone writes: refused, though the file it names is ours.
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = format!("{:#}", root_file(&open.join("link")).unwrap_err());
+        assert!(err.contains("could be replaced by another user"), "{err}");
+        // Sticky (as /tmp): others cannot rename our link there.
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        root_file(&open.join("link")).unwrap();
+        // A directory reached through such a link counts too.
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::os::unix::fs::symlink("..", open.join("up")).unwrap();
+        let err = format!("{:#}", root_file(&open.join("up/pools.toml")).unwrap_err());
+        assert!(err.contains("could be replaced by another user"), "{err}");
     }
 
     #[test]

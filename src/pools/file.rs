@@ -15,6 +15,7 @@ use super::nginx::Nginx;
 use super::{Balancer, Pool, Replica};
 use crate::fpm;
 use crate::probe::Target;
+use crate::secure_file::{self, Links};
 
 /// The pools file, as written.
 #[derive(Debug, Deserialize)]
@@ -53,10 +54,17 @@ struct ReplicaFile {
     member: Option<String>,
 }
 
+/// The largest pools file read: far more than hundreds of replicas take.
+const MAX_FILE: usize = 1 << 20;
+
 /// Reads and checks the pools file.
 pub fn load(path: &Path) -> Result<Vec<Pool>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read pools file '{}'", path.display()))?;
+    // It names the php-fpm root starts, stops and signals: only a file root controls (#18), read
+    // where it was checked, not through the links again.
+    let canonical = fpm::root_file(path)
+        .map_err(|err| anyhow::anyhow!("pools file '{}': {err:#}", path.display()))?;
+    let text = secure_file::read_text(&canonical, Links::Refuse, MAX_FILE)
+        .map_err(|err| anyhow::anyhow!("pools file '{}': {err}", path.display()))?;
     // `FILE: line N:` for whatever the span points at.
     let at = |span: std::ops::Range<usize>| {
         let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
@@ -114,7 +122,8 @@ pub fn load(path: &Path) -> Result<Vec<Pool>> {
                         "{ping_at}: replica {replica}: field `ping` must be a FastCGI target (unix:// or fcgi://)"
                     );
                     let config_at = at(r.fpm_config.span());
-                    let fpm_config = r.fpm_config.get_ref().canonicalize().with_context(|| {
+                    // Root starts a master with it: only a configuration root controls (#18).
+                    let fpm_config = fpm::root_file(r.fpm_config.get_ref()).with_context(|| {
                         format!(
                             "{config_at}: replica {replica}: field `fpm_config` '{}'",
                             r.fpm_config.get_ref().display()

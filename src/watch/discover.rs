@@ -89,15 +89,19 @@ fn control_of(config: &Path, fpm_bin: bool) -> DiscoveredControl {
         // Root would start a master with it: only a configuration root controls (#18).
         (None, true) => match fpm::root_file(config) {
             Ok(_) => DiscoveredControl::Direct(config.to_owned()),
-            Err(err) => {
-                DiscoveredControl::AlertOnly(format!("{err:#}: php-fpm is not started with it"))
-            }
+            Err(err) => DiscoveredControl::AlertOnly {
+                config: config.to_owned(),
+                why: format!("{err:#}: php-fpm is not started with it"),
+            },
         },
-        (None, false) => DiscoveredControl::AlertOnly(format!(
-            "no service runs {} and [discover] has no fpm_bin: set fpm_bin (or list it as a \
-             [[target]] with service or fpm_bin + fpm_config) to have it relaunched",
-            config.display()
-        )),
+        (None, false) => DiscoveredControl::AlertOnly {
+            config: config.to_owned(),
+            why: format!(
+                "no service runs {} and [discover] has no fpm_bin: set fpm_bin (or list it as a \
+                 [[target]] with service or fpm_bin + fpm_config) to have it relaunched",
+                config.display()
+            ),
+        },
     }
 }
 

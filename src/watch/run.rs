@@ -14,7 +14,6 @@ use chrono::{DateTime, Local};
 use super::host::WatchHost;
 use crate::config::Config;
 use crate::config::watch::{Target, WatchConfig};
-use crate::fpm;
 use crate::health::{self, Saving};
 use crate::lock;
 use crate::metrics::Seen;
@@ -227,7 +226,7 @@ fn master_run(
         probe_again(targets, &mut members);
     }
     let first = &targets[members[0].0];
-    let key = fpm::instance_key(&first.config.control, None);
+    let key = first.master.clone();
     let budget_path = config
         .state_dir
         .join(format!("master_{}.json", state::file_stem(&key)));

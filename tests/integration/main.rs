@@ -16,6 +16,7 @@ mod locks;
 mod never_worse_hook;
 mod never_worse_mail;
 mod ondemand;
+mod owner21;
 mod policy;
 mod pong;
 mod pools;
