@@ -267,9 +267,9 @@ fn direct_control(bin: &Path, config: &Path) -> Result<Control> {
     );
     // Root runs it: only a binary that only root could have put there (#13).
     let bin = fpm::trusted_binary(bin).with_context(|| format!("--fpm-bin '{}'", bin.display()))?;
-    let config = config
-        .canonicalize()
-        .with_context(|| format!("--fpm-config '{}'", config.display()))?;
+    // Root starts php-fpm with it: only a configuration only root could have written (#21).
+    let config =
+        fpm::root_file(config).with_context(|| format!("--fpm-config '{}'", config.display()))?;
     ensure!(
         config.is_file(),
         "--fpm-config '{}' is not a file",

@@ -397,10 +397,16 @@ fn listed(
     })?;
     let pool = pool_of(&config);
     config.fpm_pool.clone_from(&pool);
+    let mut master = crate::fpm::instance_key(&config.control, None);
+    if alert_only.is_some() && matches!(config.control, Control::Service(None)) {
+        // No php-fpm named: a master of its own, not whatever service a classic run detects.
+        master = format!("alert-only:{url}");
+        config.lock = crate::lock::instance_path(&master);
+    }
     Ok((
         url,
         Target {
-            master: crate::fpm::instance_key(&config.control, None),
+            master,
             config,
             pool,
             alert_only,
@@ -679,6 +685,24 @@ mod tests {
         let (a, b) = (found("/x/a.conf"), found("/x/b.conf"));
         assert_eq!(a.master, "fpm:/x/a.conf");
         assert_eq!(a.config.lock, crate::lock::instance_path("fpm:/x/a.conf"));
+        assert_ne!(a.config.lock, b.config.lock);
+        assert_ne!(
+            a.config.lock,
+            crate::lock::instance_path(&crate::fpm::instance_key(&Control::Service(None), None))
+        );
+    }
+
+    #[test]
+    fn listed_alert_only_targets_naming_no_php_fpm_are_each_their_own_master() {
+        let config = parse_text(
+            "[[target]]\nurl = \"unix:///run/a.sock\"\nalert_only = true\n\n\
+             [[target]]\nurl = \"unix:///run/b.sock\"\nalert_only = true\n",
+        )
+        .unwrap();
+        let [a, b] = config.targets.as_slice() else {
+            panic!("two targets");
+        };
+        assert_eq!(a.master, "alert-only:unix:///run/a.sock");
         assert_ne!(a.config.lock, b.config.lock);
         assert_ne!(
             a.config.lock,

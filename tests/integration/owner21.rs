@@ -302,3 +302,38 @@ fn owner21_alert_only_discovered_configurations_are_each_their_own_master() {
     );
     assert_eq!(lines.len(), 1, "the other is judged: {lines:?}");
 }
+
+#[test]
+fn owner21_a_classic_runs_fpm_config_the_pool_user_owns_is_refused() {
+    let dir = shared_tempdir();
+    let d = dir.path();
+    let theirs = theirs(d);
+    let (config, owned) = marking_config(d, &theirs.join("php-fpm.conf"), write_as_www_data);
+    // Root's binary copy (not started: the run would start it, with www-data's configuration).
+    let fpm = Fpm::new(d);
+    let out = php_relaunch()
+        .arg(format!(
+            "unix://{};/ping",
+            theirs.join("www.sock").display()
+        ))
+        .arg("1")
+        .arg("--fpm-bin")
+        .arg(&fpm.bin)
+        .arg("--fpm-config")
+        .arg(&config)
+        .arg("--state")
+        .arg(d.join("state.json"))
+        .arg("--log")
+        .arg(d.join("log"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let said = stderr(&out);
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(said.contains("--fpm-config"), "{said}");
+    assert!(said.contains("not trusted"), "{said}");
+    assert!(
+        !owned.exists(),
+        "root started php-fpm with www-data's configuration"
+    );
+}
