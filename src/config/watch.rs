@@ -406,10 +406,10 @@ fn listed(
     Ok((
         url,
         Target {
-            master,
             config,
             pool,
             alert_only,
+            master,
         },
     ))
 }
