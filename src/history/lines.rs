@@ -166,6 +166,11 @@ pub struct Entry<'a> {
     pub state: &'a str,
     /// `hook`, or `cron` (also for lines from before `trigger=` existed).
     pub trigger: &'a str,
+    /// The php-fpm master a `watch` line is about (#21), and its relaunched pid.
+    pub master: Option<&'a str>,
+    pub new_pid: &'a str,
+    /// The pool a `watch` line is about.
+    pub pool: Option<&'a str>,
 }
 
 /// What a line of php-relaunch's log is.
@@ -202,6 +207,9 @@ pub fn parse(line: &str) -> Line<'_> {
         action: "",
         state: "",
         trigger: "cron",
+        master: None,
+        new_pid: "-",
+        pool: None,
     };
     for field in fields.split(' ') {
         let Some((key, value)) = field.split_once('=') else {
@@ -213,6 +221,9 @@ pub fn parse(line: &str) -> Line<'_> {
             "action" => entry.action = value,
             "state" => entry.state = value,
             "trigger" => entry.trigger = value,
+            "master" => entry.master = Some(value),
+            "new_pid" => entry.new_pid = value,
+            "pool" => entry.pool = Some(value),
             _ => {}
         }
     }

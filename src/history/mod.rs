@@ -5,7 +5,7 @@
 mod lines;
 mod render;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -198,6 +198,9 @@ struct Tally {
     downtimes: Vec<f64>,
     /// What each target's lines add up to (`watch` logs many, #21).
     targets: BTreeMap<String, Counts>,
+    /// The relaunches of a master counted so far (master, new pid): `watch` logs one line for each
+    /// pool that came back with its master, and the master was relaunched once (#21).
+    relaunched: HashSet<(String, String)>,
 }
 
 impl Tally {
@@ -235,6 +238,14 @@ impl Tally {
                 counts.not_helped += 1;
             }
         }
+        // A pool relaunched with its master counts for the pool; the master's relaunch, once.
+        let again = is_relaunch(entry.action)
+            && entry.new_pid != "-"
+            && entry.master.is_some_and(|master| {
+                !self
+                    .relaunched
+                    .insert((master.to_owned(), entry.new_pid.to_owned()))
+            });
         if entry.action == "gave-up" {
             counts.gave_up += 1;
         }
@@ -243,10 +254,16 @@ impl Tally {
         } else {
             counts.cron_runs += 1;
         }
-        self.targets
-            .entry(entry.url.to_owned())
-            .or_default()
-            .add(&counts);
+        let target = match entry.pool {
+            Some(pool) => format!("{} (pool {pool})", entry.url),
+            None => entry.url.to_owned(),
+        };
+        self.targets.entry(target).or_default().add(&counts);
+        if again {
+            counts.relaunches = 0;
+            counts.helped = 0;
+            counts.not_helped = 0;
+        }
         if let Some(bucket) = self.bucket(time) {
             bucket.add(&counts);
         }
@@ -322,6 +339,7 @@ fn read(
         open: BTreeMap::new(),
         downtimes: Vec::new(),
         targets: BTreeMap::new(),
+        relaunched: HashSet::new(),
     };
     let mut files = own.to_vec();
     let mut cut = Vec::new();

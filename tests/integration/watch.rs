@@ -461,11 +461,18 @@ fn a_killed_master_is_relaunched_alone_with_one_mail_and_a_line_per_pool() {
     for pool in &farm.masters[2].pools {
         let url = format!("unix://{};/ping", farm.socket("c", pool).display());
         assert!(
-            said.lines()
-                .any(|l| l.contains(&url) && l.contains("1 failed")),
+            said.lines().any(|l| l.contains(&url)
+                && l.contains(&format!("(pool {pool})"))
+                && l.contains("1 failed, 1 relaunches (1)")),
             "{url}\n{said}"
         );
     }
+    // Each pool came back with its master, which was relaunched once.
+    let total = said
+        .lines()
+        .find(|l| l.starts_with("relaunches "))
+        .and_then(|l| l.split_whitespace().nth(1));
+    assert_eq!(total, Some("1"), "{said}");
 }
 
 #[test]
