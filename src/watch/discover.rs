@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::config::watch::{Discover, DiscoveredControl, Target};
+use crate::config::watch::{Discover, DiscoveredControl, Memo, Target};
 use crate::fpm::{self, sockets};
 
 /// The targets of the pools found, and what could not be watched (one line each).
@@ -30,6 +30,8 @@ pub fn targets(discover: &Discover) -> (Vec<Target>, Vec<String>) {
     }
     // Who holds sockets, besides php-fpm: read once per run, not once per pool.
     let activators = activator_sockets();
+    // The settings every pool shares are parsed and checked once per run, not once per pool.
+    let mut memo = Memo::default();
     for config in configs {
         let control = control_of(&config, discover.fpm_bin.is_some());
         let read = fpm::read_config(&config);
@@ -56,7 +58,14 @@ pub fn targets(discover: &Discover) -> (Vec<Target>, Vec<String>) {
                     .filter_map(|inode| activators.get(inode))
                     .flatten()
                     .any(|&pid| sockets::trusted_process(pid));
-            match discover.target(&url, &pool.name, &control, on_demand, status.as_deref()) {
+            match discover.target(
+                &mut memo,
+                &url,
+                &pool.name,
+                &control,
+                on_demand,
+                status.as_deref(),
+            ) {
                 Ok(target) => targets.push(target),
                 Err(err) => notes.push(format!("{err:#}")),
             }
