@@ -3,6 +3,7 @@
 
 pub mod watch;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -116,6 +117,12 @@ impl Config {
     /// Checks the parsed command line against the system: services exist, `--fpm-bin` is a binary
     /// only root could have put there, the pools file names the pool. Errors name the argument.
     pub fn from_run(run: RunArgs) -> Result<Config> {
+        Config::from_run_checked(run, &mut SystemChecks::default())
+    }
+
+    /// [`Config::from_run`], with the answers of its checks against the system kept in `checks`:
+    /// `watch` builds many targets in one run with the same fpm_bin, configuration and services.
+    pub fn from_run_checked(run: RunArgs, checks: &mut SystemChecks) -> Result<Config> {
         let (Some(url), Some(timeout)) = (run.url, run.timeout) else {
             bail!("the URL and TIMEOUT arguments are required (see --help)");
         };
@@ -139,10 +146,17 @@ impl Config {
             "--stuck-after needs --status: only php-fpm's status page tells how long a worker has been in its request"
         );
         let control = match (run.fpm_bin, run.fpm_config) {
-            (Some(bin), Some(config)) => direct_control(&bin, &config)?,
-            _ => Control::Service(run.service.map(existing_service).transpose()?),
+            (Some(bin), Some(config)) => checks.direct_control(bin, config)?,
+            _ => Control::Service(
+                run.service
+                    .map(|name| checks.existing_service(name))
+                    .transpose()?,
+            ),
         };
-        let cgi_service = run.cgi_service.map(existing_service).transpose()?;
+        let cgi_service = run
+            .cgi_service
+            .map(|name| checks.existing_service(name))
+            .transpose()?;
         let evidence_dir = run.evidence_dir.unwrap_or_else(|| {
             probe
                 .state
@@ -239,6 +253,47 @@ impl ProbeConfig {
             thresholds,
             state,
         })
+    }
+}
+
+/// The answers of [`Config::from_run`]'s checks against the system, kept for one run of `watch`
+/// (#21): its discovered pools share a few php-fpm binaries, configurations and services, which
+/// are checked once each instead of once per pool. A failed check keeps its message.
+#[derive(Debug, Default)]
+pub struct SystemChecks {
+    direct: HashMap<(PathBuf, PathBuf), Result<Control, String>>,
+    services: HashMap<String, Result<String, String>>,
+}
+
+impl SystemChecks {
+    /// `direct_control`, asked once per binary and configuration; the first answer is the
+    /// check's own, a later failure its message.
+    fn direct_control(&mut self, bin: PathBuf, config: PathBuf) -> Result<Control> {
+        let key = (bin, config);
+        if let Some(known) = self.direct.get(&key) {
+            return known.clone().map_err(|err| anyhow::anyhow!(err));
+        }
+        let checked = direct_control(&key.0, &key.1);
+        let kept = match &checked {
+            Ok(control) => Ok(control.clone()),
+            Err(err) => Err(format!("{err:#}")),
+        };
+        self.direct.insert(key, kept);
+        checked
+    }
+
+    /// `existing_service`, asked once per name.
+    fn existing_service(&mut self, name: String) -> Result<String> {
+        if let Some(known) = self.services.get(&name) {
+            return known.clone().map_err(|err| anyhow::anyhow!(err));
+        }
+        let checked = existing_service(name.clone());
+        let kept = match &checked {
+            Ok(name) => Ok(name.clone()),
+            Err(err) => Err(format!("{err:#}")),
+        };
+        self.services.insert(name, kept);
+        checked
     }
 }
 

@@ -12,7 +12,7 @@ use crate::probe::Target;
 
 // The classic run: `URL TIMEOUT [EMAILS] [PHP_CGI] [OPTIONS]` (no doc comment: it would become the
 // `about` of `hook`, which flattens it).
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 #[allow(
     clippy::struct_excessive_bools,
     reason = "each is an on/off flag of the command line"

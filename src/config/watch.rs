@@ -12,6 +12,9 @@ use lettre::Address;
 use toml::de::{DeTable, DeValue};
 
 mod keys;
+mod memo;
+
+pub use memo::Memo;
 
 use keys::{
     DISCOVER_KEYS, RUN_KEYS, Setting, Settings, TARGET_KEYS, Value, check_key, header_lines,
@@ -125,14 +128,45 @@ impl Discover {
     /// has one. Never from the top's `status`: that would be one page for every pool. Without a
     /// page of its own, `stuck_after` is dropped for it (only a status page tells how long a worker
     /// has been in its request); its saturation is judged from /proc.
+    ///
+    /// `memo` is the run's: what the pools before this one had parsed and checked.
     pub fn target(
         &self,
+        memo: &mut Memo,
         url: &str,
         pool: &str,
         control: &DiscoveredControl,
         on_demand: bool,
         status: Option<&str>,
     ) -> Result<Target> {
+        let (settings, alert_only, own) = self.settings_of(control, on_demand, status);
+        let mut config = memo
+            .classic(url, &settings, &self.run)
+            .map_err(|(_, err)| anyhow!("discovered pool '{pool}' ({url}): {err:#}"))?;
+        config.fpm_pool = Some(pool.to_owned());
+        let master = match own {
+            Some(key) => {
+                config.lock = crate::lock::instance_path(&key);
+                key
+            }
+            None => crate::fpm::instance_key(&config.control, None),
+        };
+        Ok(Target {
+            config,
+            pool: Some(pool.to_owned()),
+            alert_only,
+            master,
+        })
+    }
+
+    /// A discovered pool's settings, why it is watched alert-only, if it is, and then the instance
+    /// key of its own (its configuration's) it is grouped and locked by.
+    fn settings_of(
+        &self,
+        control: &DiscoveredControl,
+        on_demand: bool,
+        status: Option<&str>,
+    ) -> (Settings, Option<String>, Option<String>) {
         let mut settings = self.settings.clone();
         // The top's thresholds are the listed targets' (whose url is a status page).
         for threshold in THRESHOLDS {
@@ -168,22 +202,7 @@ impl Discover {
                 },
             );
         }
-        let mut config = classic(url, &settings, &self.run)
-            .map_err(|(_, err)| anyhow!("discovered pool '{pool}' ({url}): {err:#}"))?;
-        config.fpm_pool = Some(pool.to_owned());
-        let master = match own {
-            Some(key) => {
-                config.lock = crate::lock::instance_path(&key);
-                key
-            }
-            None => crate::fpm::instance_key(&config.control, None),
-        };
-        Ok(Target {
-            config,
-            pool: Some(pool.to_owned()),
-            alert_only,
-            master,
-        })
+        (settings, alert_only, own)
     }
 }
 
@@ -679,7 +698,14 @@ mod tests {
         let discover = config.discover.unwrap();
         let found = |conf: &str| {
             discover
-                .target("unix:///run/a.sock", "www", &alert_only(conf), false, None)
+                .target(
+                    &mut Memo::default(),
+                    "unix:///run/a.sock",
+                    "www",
+                    &alert_only(conf),
+                    false,
+                    None,
+                )
                 .unwrap()
         };
         let (a, b) = (found("/x/a.conf"), found("/x/b.conf"));
@@ -719,6 +745,7 @@ mod tests {
         let discover = config.discover.unwrap();
         let target = discover
             .target(
+                &mut Memo::default(),
                 "unix:///run/php/www.sock;/ping",
                 "www",
                 &alert_only("/x/php-fpm.conf"),
@@ -752,6 +779,7 @@ mod tests {
             .discover
             .unwrap()
             .target(
+                &mut Memo::default(),
                 "unix:///run/php/www.sock;/ping",
                 "www",
                 &alert_only("/x/php-fpm.conf"),
@@ -773,6 +801,7 @@ mod tests {
         let control = alert_only("/x/php-fpm.conf");
         let own = discover
             .target(
+                &mut Memo::default(),
                 "unix:///run/php/a.sock;/ping",
                 "a",
                 &control,
@@ -786,7 +815,14 @@ mod tests {
         );
         assert_eq!(own.config.stuck_after, Some(Duration::from_mins(5)));
         let none = discover
-            .target("unix:///run/php/b.sock;/ping", "b", &control, false, None)
+            .target(
+                &mut Memo::default(),
+                "unix:///run/php/b.sock;/ping",
+                "b",
+                &control,
+                false,
+                None,
+            )
             .unwrap();
         assert!(none.config.status.is_none(), "never the top's page");
         assert!(none.config.stuck_after.is_none(), "no page: /proc only");

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::config::watch::{Discover, DiscoveredControl, Target};
+use crate::config::watch::{Discover, DiscoveredControl, Memo, Target};
 use crate::fpm::{self, sockets};
 use crate::listener;
 
@@ -37,6 +37,8 @@ pub fn targets(discover: &Discover) -> (Vec<Target>, Vec<String>) {
     } else {
         listener::unix_by_file()
     };
+    // The settings every pool shares are parsed and checked once per run, not once per pool.
+    let mut memo = Memo::default();
     for config in configs {
         let control = control_of(&config, discover.fpm_bin.is_some());
         let read = fpm::read_config(&config);
@@ -65,7 +67,14 @@ pub fn targets(discover: &Discover) -> (Vec<Target>, Vec<String>) {
                     .filter_map(|l| activators.get(&l.inode))
                     .flatten()
                     .any(|&pid| sockets::trusted_process(pid));
-            match discover.target(&url, &pool.name, &control, on_demand, status.as_deref()) {
+            match discover.target(
+                &mut memo,
+                &url,
+                &pool.name,
+                &control,
+                on_demand,
+                status.as_deref(),
+            ) {
                 Ok(target) => targets.push(target),
                 Err(err) => notes.push(format!("{err:#}")),
             }

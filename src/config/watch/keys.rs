@@ -102,9 +102,7 @@ pub(super) fn words(url: &str, settings: &Settings, run: &RunSettings) -> Vec<Os
             Value::List(l) => words.extend([option, l.join(",")]),
         }
     }
-    let state = run
-        .state_dir
-        .join(format!("{}.json", crate::state::file_stem(url)));
+    let state = state_path(url, run);
     words.extend([
         "--log".to_owned(),
         run.log.display().to_string(),
@@ -115,6 +113,12 @@ pub(super) fn words(url: &str, settings: &Settings, run: &RunSettings) -> Vec<Os
         words.push("--dry-run".to_owned());
     }
     words.into_iter().map(OsString::from).collect()
+}
+
+/// A target's state file: `state_dir/<url in safe characters>-<hash>.json`.
+pub(super) fn state_path(url: &str, run: &RunSettings) -> PathBuf {
+    run.state_dir
+        .join(format!("{}.json", crate::state::file_stem(url)))
 }
 
 /// A message about `--max-restarts` as the file says it, `max_restarts`, with the line of the key
