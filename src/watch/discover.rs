@@ -6,6 +6,7 @@
 //! (systemd, an activator) is an on-demand pool, watched without waking it.
 
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use crate::config::watch::{Discover, DiscoveredControl, Memo, Target};
@@ -154,8 +155,8 @@ fn status_of(settings: &std::collections::BTreeMap<String, String>) -> Option<St
 
 /// The sockets processes other than php-fpm hold open, with their holders: a pool's listening
 /// socket held by one of root's is held by systemd's `.socket` unit (or an activator), which starts
-/// its php-fpm on the first request. php-fpm's own processes, most of a host with many pools, are
-/// not read; whose a holder is, is asked only of a pool's socket's holders.
+/// its php-fpm on the first request. Other users' processes and php-fpm's own, most of a host with
+/// many pools, are not read; whose a holder really is, is asked only of a pool's socket's holders.
 fn activator_sockets() -> HashMap<u64, Vec<u32>> {
     let mut inodes: HashMap<u64, Vec<u32>> = HashMap::new();
     let Ok(procs) = std::fs::read_dir("/proc") else {
@@ -169,6 +170,14 @@ fn activator_sockets() -> HashMap<u64, Vec<u32>> {
         else {
             continue;
         };
+        // Only root's (or our) processes are activators: another user's is not read further
+        // (its /proc directory is its effective uid's; `trusted_process` judges the holders found).
+        if entry
+            .metadata()
+            .is_ok_and(|meta| !crate::listener::trusted_uid(meta.uid()))
+        {
+            continue;
+        }
         let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
             continue;
         };
