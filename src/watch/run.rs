@@ -29,8 +29,8 @@ use crate::stdout::errln;
 /// At most this many probes (and masters acted on) at once.
 pub const CONCURRENCY: usize = 64;
 
-/// A master's lock and its targets, with what their probes found.
-type Group = (PathBuf, Vec<(usize, Probed)>);
+/// A master's targets (by index), with what their probes found.
+type Members = Vec<(usize, Probed)>;
 
 /// What the concurrent probes found of one target.
 struct Probed {
@@ -73,37 +73,35 @@ pub enum Master {
 /// The answers of one master's pools are believed by one [`Believer`], resolved once.
 fn probe_all(targets: &[Target]) -> Vec<Probed> {
     let believers = believers(targets);
-    let slots: Vec<Mutex<Option<Probed>>> = targets.iter().map(|_| Mutex::new(None)).collect();
+    let mut slots: Vec<(usize, Option<Probed>)> = (0..targets.len()).map(|i| (i, None)).collect();
+    at_once(&mut slots, |(i, slot)| {
+        *slot = Some(probe_one(&targets[*i], &believers[*i]));
+    });
+    slots
+        .into_iter()
+        .map(|(i, slot)| slot.unwrap_or_else(|| probe_one(&targets[i], &believers[i])))
+        .collect()
+}
+
+/// Calls `each` on every item at once, on at most [`CONCURRENCY`] threads (this one among them),
+/// each taking the next item as it is done with one: N hung pools cost one timeout, not N.
+fn at_once<T: Send>(items: &mut [T], each: impl Fn(&mut T) + Sync) {
+    let items: Vec<Mutex<&mut T>> = items.iter_mut().map(Mutex::new).collect();
     let next = AtomicUsize::new(0);
     let work = || {
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(target) = targets.get(i) else {
-                break;
-            };
-            let probed = probe_one(target, &believers[i]);
-            if let Ok(mut slot) = slots[i].lock() {
-                *slot = Some(probed);
+        while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
+            if let Ok(mut item) = item.lock() {
+                each(&mut item);
             }
         }
     };
-    let workers = targets.len().clamp(1, CONCURRENCY);
+    let workers = items.len().clamp(1, CONCURRENCY);
     std::thread::scope(|scope| {
         for _ in 1..workers {
             scope.spawn(work);
         }
         work();
     });
-    slots
-        .into_iter()
-        .zip(targets.iter().zip(&believers))
-        .map(|(slot, (target, believer))| {
-            slot.into_inner()
-                .ok()
-                .flatten()
-                .unwrap_or_else(|| probe_one(target, believer))
-        })
-        .collect()
 }
 
 /// Each target's [`Believer`]: one per master (and pid file), shared by its pools.
@@ -163,44 +161,25 @@ fn decision(target: &Target, probed: &Probed) -> Decision {
 /// The run over `targets`: probes, then each master acted on under its own lock.
 pub fn act(config: &WatchConfig, targets: &[Target], trigger: Trigger) -> Vec<(PathBuf, Master)> {
     let probed = probe_all(targets);
-    let mut groups: BTreeMap<PathBuf, Vec<(usize, Probed)>> = BTreeMap::new();
+    let mut groups: BTreeMap<PathBuf, Members> = BTreeMap::new();
     for (index, probed) in probed.into_iter().enumerate() {
         groups
             .entry(targets[index].config.lock.clone())
             .or_default()
             .push((index, probed));
     }
-    let keys: Vec<PathBuf> = groups.keys().cloned().collect();
-    let results: Vec<Mutex<Option<Master>>> = keys.iter().map(|_| Mutex::new(None)).collect();
-    let pending: Vec<Mutex<Option<Group>>> =
-        groups.into_iter().map(|g| Mutex::new(Some(g))).collect();
-    let next = AtomicUsize::new(0);
     // Masters are acted on at once too: a relaunch of one never waits for another's.
-    let work = || {
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(slot) = pending.get(i) else {
-                break;
-            };
-            let Some((lock_path, members)) = slot.lock().ok().and_then(|mut g| g.take()) else {
-                continue;
-            };
-            let master = master_run(config, targets, &lock_path, members, trigger);
-            if let Ok(mut result) = results[i].lock() {
-                *result = Some(master);
-            }
-        }
-    };
-    let workers = pending.len().clamp(1, CONCURRENCY);
-    std::thread::scope(|scope| {
-        for _ in 1..workers {
-            scope.spawn(work);
-        }
-        work();
+    let mut masters: Vec<(PathBuf, Members, Option<Master>)> = groups
+        .into_iter()
+        .map(|(lock, members)| (lock, members, None))
+        .collect();
+    at_once(&mut masters, |(lock_path, members, done)| {
+        let members = std::mem::take(members);
+        *done = Some(master_run(config, targets, lock_path, members, trigger));
     });
-    keys.into_iter()
-        .zip(results)
-        .filter_map(|(lock, result)| Some((lock, result.into_inner().ok().flatten()?)))
+    masters
+        .into_iter()
+        .filter_map(|(lock, _, done)| Some((lock, done?)))
         .collect()
 }
 
@@ -208,8 +187,8 @@ pub fn act(config: &WatchConfig, targets: &[Target], trigger: Trigger) -> Vec<(P
 fn master_run(
     config: &WatchConfig,
     targets: &[Target],
-    lock_path: &std::path::Path,
-    mut members: Vec<(usize, Probed)>,
+    lock_path: &Path,
+    mut members: Members,
     trigger: Trigger,
 ) -> Master {
     let wait = match trigger {
@@ -312,18 +291,14 @@ fn ask_again(targets: &[Target], members: &mut [(usize, Probed)]) {
         return;
     };
     let believer = Believer::new(&targets[*first].config);
-    for chunk in due.chunks_mut(CONCURRENCY) {
-        std::thread::scope(|scope| {
-            for member in chunk.iter_mut() {
-                let (index, probed) = &mut **member;
-                let config = &targets[*index].config;
-                let believer = &believer;
-                scope.spawn(move || {
-                    probed.fresh = Some(checked(config, &mut probed.state, believer));
-                });
-            }
-        });
-    }
+    at_once(&mut due, |member| {
+        let (index, probed) = &mut **member;
+        probed.fresh = Some(checked(
+            &targets[*index].config,
+            &mut probed.state,
+            &believer,
+        ));
+    });
 }
 
 /// A master's pools probed anew, their state read anew: after waiting for a lock another run held,
@@ -333,15 +308,9 @@ fn probe_again(targets: &[Target], members: &mut [(usize, Probed)]) {
         return;
     };
     let believer = Believer::new(&targets[*first].config);
-    for chunk in members.chunks_mut(CONCURRENCY) {
-        std::thread::scope(|scope| {
-            for (index, probed) in chunk.iter_mut() {
-                let target = &targets[*index];
-                let believer = &believer;
-                scope.spawn(move || *probed = probe_one(target, believer));
-            }
-        });
-    }
+    at_once(members, |(index, probed)| {
+        *probed = probe_one(&targets[*index], &believer);
+    });
 }
 
 /// One pool of the master, through the classic pipeline with the master's budget; `leader` is the
