@@ -6,26 +6,23 @@
 
 pub mod discover;
 mod host;
+mod mail;
 mod metrics;
+mod probe;
 mod run;
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use chrono::{Local, Timelike};
-use lettre::Address;
 
-use crate::alert::{self, Alert};
 use crate::config::watch::{Target, WatchConfig};
 use crate::deadline::Watchdog;
 use crate::exit::Exit;
 use crate::journal::{self, Journal};
-use crate::report::{Action, Mail, Report, RunState, Trigger};
+use crate::report::{Action, Report, RunState, Trigger};
 use crate::spawn;
-use crate::state::PendingMail;
 use crate::stdout::{errln, outln};
 use run::{Done, Master};
 
@@ -146,7 +143,7 @@ fn run_targets(config: &WatchConfig, targets: &[Target], trigger: Trigger) -> Re
     };
     done.sort_by_key(|d| d.index);
     keep_telling(&mut done, trigger);
-    mail(config, targets, &mut done);
+    mail::send(config, targets, &mut done);
     for d in &done {
         let Some(report) = &d.report else {
             continue;
@@ -213,104 +210,6 @@ fn keep_telling(done: &mut [Done], trigger: Trigger) {
                 d.report = None;
             }
         }
-    }
-}
-
-/// One mail per run per set of recipients, listing every pool with a problem and what was done. A
-/// mail that fails is said in each line's `mail=` and on stderr; each alert's outcome is then booked
-/// in its target's state, so a failed one is sent again by the next run (#19).
-fn mail(config: &WatchConfig, targets: &[Target], done: &mut [Done]) {
-    let mut by_recipients: BTreeMap<Vec<String>, (Vec<Address>, Vec<usize>)> = BTreeMap::new();
-    for (at, d) in done.iter().enumerate() {
-        let recipients = &targets[d.index].config.recipients;
-        if !d.alert || recipients.is_empty() || d.report.is_none() {
-            continue;
-        }
-        let mut key: Vec<String> = recipients.iter().map(ToString::to_string).collect();
-        key.sort();
-        by_recipients
-            .entry(key)
-            .or_insert_with(|| (recipients.clone(), Vec::new()))
-            .1
-            .push(at);
-    }
-    // Whether each one's alert went; an alert in no mail did not.
-    let mut outcome = vec![false; done.len()];
-    let host = rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned();
-    for (recipients, members) in by_recipients.into_values() {
-        let reports: Vec<&Report> = members
-            .iter()
-            .filter_map(|&at| done[at].report.as_ref())
-            .collect();
-        let alert = compose(&host, &reports);
-        let sent = match &config.from {
-            Some(from) => Ok(from.clone()),
-            None => alert::default_sender(&host),
-        }
-        .and_then(|from| alert::send(&config.transport, &from, &recipients, &alert));
-        let said = match &sent {
-            Ok(()) => Mail::Sent,
-            Err(err) => {
-                errln!(
-                    "php-relaunch: {}",
-                    crate::escape::field(&format!("mail: {err:#}"))
-                );
-                Mail::Failed
-            }
-        };
-        for &at in &members {
-            outcome[at] = sent.is_ok();
-            if let Some(report) = done[at].report.as_mut() {
-                report.mail = said;
-                if let Err(err) = &sent {
-                    // In its own field, as a classic run's (#19): `error=` tells of php-fpm.
-                    report.mail_error = Some(format!("{err:#}"));
-                }
-            }
-        }
-    }
-    let booked: Vec<(usize, &PendingMail, bool)> = done
-        .iter()
-        .zip(outcome)
-        .filter_map(|(d, sent)| Some((d.index, d.pending.as_ref()?, sent)))
-        .collect();
-    run::book_mails(targets, &booked);
-}
-
-/// One mail of several reports: the subject counts them, the body has each one's alert text.
-fn compose(host: &str, reports: &[&Report]) -> Alert {
-    let one: Vec<Alert> = reports.iter().map(|r| alert::compose(host, r)).collect();
-    if let [only] = one.as_slice() {
-        return only.clone();
-    }
-    let pools: Vec<String> = reports
-        .iter()
-        .map(|r| r.pool.clone().unwrap_or_else(|| r.target.clone()))
-        .collect();
-    let mut body = format!(
-        "{} pools had a problem in this run: {}\n",
-        reports.len(),
-        pools.join(", ")
-    );
-    for (report, alert) in reports.iter().zip(&one) {
-        let _ = write!(
-            body,
-            "\n==== {} ====\n{}\n",
-            report.pool.as_deref().unwrap_or(&report.target),
-            alert.subject
-        );
-        body.push_str(&alert.body);
-    }
-    Alert {
-        subject: crate::escape::field(&format!(
-            "php-relaunch on {host}: {} pools with a problem ({})",
-            reports.len(),
-            pools.join(", ")
-        )),
-        body,
     }
 }
 

@@ -1,23 +1,19 @@
-//! One `watch` run (#21): every target probed at once (bounded, each within its own deadline), then
-//! per php-fpm master, under that master's lock: each pool judged on its own through the classic
-//! run's pipeline, the master relaunched at most once, its budget and cooldown its own. Then one
-//! mail per set of recipients, one log line per target with something to say, one metrics file.
+//! One `watch` run (#21): every target probed at once (`probe`), then per php-fpm master, under that
+//! master's lock: each pool judged on its own through the classic run's pipeline, the master
+//! relaunched at most once, its budget and cooldown its own.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Local};
 
 use super::host::WatchHost;
-use crate::config::Config;
+use super::probe::{Probed, ask_again, at_once, checked, decision, probe_again, probe_all};
 use crate::config::watch::{Target, WatchConfig};
 use crate::health::{self, Saving};
 use crate::lock;
 use crate::metrics::Seen;
-use crate::ondemand::{self, Dormancy};
 use crate::policy::{self, Decision};
 use crate::probe::Verdict;
 use crate::report::{Action, Report, RunState, Trigger};
@@ -26,21 +22,8 @@ use crate::run::system::Believer;
 use crate::state::{self, PendingMail, State};
 use crate::stdout::errln;
 
-/// At most this many probes (and masters acted on) at once.
-pub const CONCURRENCY: usize = 64;
-
 /// A master's targets (by index), with what their probes found.
 type Members = Vec<(usize, Probed)>;
-
-/// What the concurrent probes found of one target.
-struct Probed {
-    state: State,
-    before: Saving,
-    dormancy: Dormancy,
-    verdict: Option<Verdict>,
-    /// After its master was relaunched for a sibling: its answer then.
-    fresh: Option<Verdict>,
-}
 
 /// What a run did about one target.
 pub struct Done {
@@ -56,7 +39,7 @@ pub struct Done {
     /// Whether its alert is due in the run's mail.
     pub alert: bool,
     /// Its alert, as it stands in its state until the run's mail is booked (see
-    /// [`book_mails`]).
+    /// `mail::send`).
     pub pending: Option<PendingMail>,
 }
 
@@ -66,96 +49,6 @@ pub enum Master {
     Busy,
     /// Acted on.
     Done(Vec<Done>),
-}
-
-/// Probes every target at once, at most [`CONCURRENCY`] at a time, each within its own deadline:
-/// N hung pools cost one timeout, not N. A sleeping on-demand pool is looked at, never connected to.
-/// The answers of one master's pools are believed by one [`Believer`], resolved once.
-fn probe_all(targets: &[Target]) -> Vec<Probed> {
-    let believers = believers(targets);
-    let mut slots: Vec<(usize, Option<Probed>)> = (0..targets.len()).map(|i| (i, None)).collect();
-    at_once(&mut slots, |(i, slot)| {
-        *slot = Some(probe_one(&targets[*i], &believers[*i]));
-    });
-    slots
-        .into_iter()
-        .map(|(i, slot)| slot.unwrap_or_else(|| probe_one(&targets[i], &believers[i])))
-        .collect()
-}
-
-/// Calls `each` on every item at once, on at most [`CONCURRENCY`] threads (this one among them),
-/// each taking the next item as it is done with one: N hung pools cost one timeout, not N.
-fn at_once<T: Send>(items: &mut [T], each: impl Fn(&mut T) + Sync) {
-    let items: Vec<Mutex<&mut T>> = items.iter_mut().map(Mutex::new).collect();
-    let next = AtomicUsize::new(0);
-    let work = || {
-        while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
-            if let Ok(mut item) = item.lock() {
-                each(&mut item);
-            }
-        }
-    };
-    let workers = items.len().clamp(1, CONCURRENCY);
-    std::thread::scope(|scope| {
-        for _ in 1..workers {
-            scope.spawn(work);
-        }
-        work();
-    });
-}
-
-/// Each target's [`Believer`]: one per master (and pid file), shared by its pools.
-fn believers(targets: &[Target]) -> Vec<Arc<Believer>> {
-    let mut by_master: BTreeMap<(&Path, Option<&Path>), Arc<Believer>> = BTreeMap::new();
-    targets
-        .iter()
-        .map(|target| {
-            let config = &target.config;
-            by_master
-                .entry((&config.lock, config.pid_file.as_deref()))
-                .or_insert_with(|| Arc::new(Believer::new(config)))
-                .clone()
-        })
-        .collect()
-}
-
-/// The target's probe, its healthy answer believed as a classic run believes it (#18): from root's
-/// listener, with a verified master of its php-fpm running.
-fn checked(config: &Config, state: &mut State, believer: &Believer) -> Verdict {
-    let mut verdict = health::check(&config.probe, state);
-    verdict.answer = believer.believe(config, verdict.answer);
-    verdict
-}
-
-fn probe_one(target: &Target, believer: &Believer) -> Probed {
-    let config = &target.config;
-    let (mut state, before) = health::load_state(&config.probe.state);
-    state.target = config.probe.target.to_string();
-    let dormancy = config
-        .on_demand
-        .as_deref()
-        .map_or(Dormancy::Awake, ondemand::dormancy);
-    let verdict = (dormancy == Dormancy::Awake).then(|| checked(config, &mut state, believer));
-    Probed {
-        state,
-        before,
-        dormancy,
-        verdict,
-        fresh: None,
-    }
-}
-
-/// The decision the answer calls for (as the pipeline will make it).
-fn decision(target: &Target, probed: &Probed) -> Decision {
-    match (&probed.dormancy, &probed.verdict) {
-        (Dormancy::Awake, Some(verdict)) => policy::decide(
-            &verdict.answer,
-            &target.config.relaunch_on,
-            target.config.probe.target.is_fastcgi(),
-        ),
-        (Dormancy::Lost(_), _) => Decision::SocketLost,
-        _ => Decision::Healthy,
-    }
 }
 
 /// The run over `targets`: probes, then each master acted on under its own lock.
@@ -279,40 +172,6 @@ fn master_run(
     Master::Done(done)
 }
 
-/// The pools of a just relaunched master that called for a relaunch too, asked again at once (at
-/// most [`CONCURRENCY`] at a time), each within its own deadline, and believed only with the new
-/// master verified.
-fn ask_again(targets: &[Target], members: &mut [(usize, Probed)]) {
-    let mut due: Vec<&mut (usize, Probed)> = members
-        .iter_mut()
-        .filter(|(index, probed)| decision(&targets[*index], probed) == Decision::Relaunch)
-        .collect();
-    let Some((first, _)) = due.first() else {
-        return;
-    };
-    let believer = Believer::new(&targets[*first].config);
-    at_once(&mut due, |member| {
-        let (index, probed) = &mut **member;
-        probed.fresh = Some(checked(
-            &targets[*index].config,
-            &mut probed.state,
-            &believer,
-        ));
-    });
-}
-
-/// A master's pools probed anew, their state read anew: after waiting for a lock another run held,
-/// what that run did (a relaunch, its memory) is what this one judges.
-fn probe_again(targets: &[Target], members: &mut [(usize, Probed)]) {
-    let Some((first, _)) = members.first() else {
-        return;
-    };
-    let believer = Believer::new(&targets[*first].config);
-    at_once(members, |(index, probed)| {
-        *probed = probe_one(&targets[*index], &believer);
-    });
-}
-
 /// One pool of the master, through the classic pipeline with the master's budget; `leader` is the
 /// report of the pool whose failure relaunched the master earlier in this run, if one did.
 fn pool_run(
@@ -376,7 +235,7 @@ fn pool_run(
     let (seen, mut report, outgoing) =
         pipeline::check(&target.config, &mut state, &mut host, trigger, || {});
     // The alert is collected for the run's one mail, sent after every master's lock is let go, and
-    // stays pending in the state until its outcome is booked (`book_mails`), as a classic run's.
+    // stays pending in the state until its outcome is booked (`mail::send`), as a classic run's.
     let mut pending = None;
     if let (Some(report), Some(outgoing)) = (report.as_mut(), outgoing) {
         pipeline::deliver(&mut host, report, &outgoing.alert);
@@ -534,40 +393,5 @@ fn name_affected(done: &mut [Done], leader: usize, targets: &[Target]) {
             "affected: healthy pools restarted with their master: {}",
             affected.join(", ")
         ));
-    }
-}
-
-/// How long booking a mail's outcome waits for a master's lock that another run holds.
-const BOOKING_WAIT: Duration = Duration::from_secs(5);
-
-/// Books the outcome of the run's mails in each target's state, under its master's lock (waited
-/// for at most [`BOOKING_WAIT`]): a sent alert is the incident's, a failed one is due again on the
-/// next run, an incident the relaunch healed kept open as healed and untold (#19). A state whose
-/// lock stays busy keeps the alert pending: the next run counts it as failed and sends it again.
-pub fn book_mails(targets: &[Target], booked: &[(usize, &PendingMail, bool)]) {
-    let mut by_lock: BTreeMap<&Path, Vec<(usize, &PendingMail, bool)>> = BTreeMap::new();
-    for &(index, pending, sent) in booked {
-        by_lock
-            .entry(&targets[index].config.lock)
-            .or_default()
-            .push((index, pending, sent));
-    }
-    for (lock_path, members) in by_lock {
-        let Some(Ok(mut lock)) = lock::acquire_within(lock_path, Instant::now() + BOOKING_WAIT)
-        else {
-            errln!(
-                "php-relaunch: could not take the lock '{}' again to book the alert's outcome: it \
-                 counts as failed on the next run",
-                lock_path.display()
-            );
-            continue;
-        };
-        lock.say_holder(&lock::holder("booking a mail"));
-        for (index, pending, sent) in members {
-            let path = &targets[index].config.probe.state;
-            let (mut state, before) = health::load_state(path);
-            policy::mail_outcome(&mut state, pending, sent);
-            health::save_state(path, &state, &before);
-        }
     }
 }
