@@ -108,17 +108,19 @@ impl Believer {
         };
         // The socket that answered must be one this master listens on (#21: the pool user can
         // link another master's socket, root's too, in place of a pool's).
-        let paths: Vec<PathBuf> = match &config.probe.target {
+        // The path a FastCGI probe connected through must be a socket file (a link there led the
+        // probe to whatever it names); a pool's path behind a web server may be empty.
+        let (paths, answered_there): (Vec<PathBuf>, bool) = match &config.probe.target {
             Target::FastCgi {
                 address: Address::Unix(path),
                 ..
-            } => vec![path.clone()],
-            Target::FastCgi { .. } => Vec::new(),
-            Target::Http(_) => instance.pool_socket_paths(),
+            } => (vec![path.clone()], true),
+            Target::FastCgi { .. } => (Vec::new(), true),
+            Target::Http(_) => (instance.pool_socket_paths(), false),
         };
         match paths
             .iter()
-            .find(|path| !self.master_listens_at(master, path))
+            .find(|path| !self.master_listens_at(master, path, answered_there))
         {
             Some(path) => Answer::Untrusted(format!(
                 "the socket at {} is not one php-fpm's master (pid {master}) listens on: not \
@@ -129,11 +131,12 @@ impl Believer {
         }
     }
 
-    /// Whether the socket file at `path` is bound to a listening socket `master` holds; no socket
-    /// file there is no claim.
-    fn master_listens_at(&self, master: u32, path: &Path) -> bool {
+    /// Whether the socket file at `path` is bound to a listening socket `master` holds. No socket
+    /// file there (nothing, or a link) is no claim, unless the answer came through `path`
+    /// (`answered_there`).
+    fn master_listens_at(&self, master: u32, path: &Path, answered_there: bool) -> bool {
         let Some(file) = listener::socket_file(path) else {
-            return true;
+            return !answered_there;
         };
         let (held, by_file) = self
             .sockets
