@@ -25,7 +25,7 @@ use rustix::process::Signal;
 
 pub use alive::{Verified, known, masterless, no_master};
 pub use answers::answers_itself;
-pub use conf::{PoolConf, read as read_config, setting_of as config_setting};
+pub use conf::{PoolConf, read as read_config, root_config, setting_of as config_setting};
 pub use procs::{Proc, Sent, snapshot};
 pub use relaunch::{Levers, Plan, Relaunch, Step, relaunch, relaunch_cgi};
 pub use service::{detect_service, service_command, service_exists, service_kind, take_notes};

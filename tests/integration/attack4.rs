@@ -4,9 +4,9 @@
 //! Debian) or as `nobody` would.
 
 use std::fs;
-use std::os::unix::fs::chown;
+use std::os::unix::fs::{PermissionsExt, chown};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::{Fpm, php_relaunch, shared_tempdir, stderr, stdout, wait_until};
@@ -135,4 +135,117 @@ fn attack4_a_symlink_to_another_masters_socket_keeps_a_hung_master_looking_healt
         .output()
         .unwrap();
     assert_ne!(classic.status.code(), Some(0), "{}", stdout(&classic));
+}
+
+/// `text` written to `path` by www-data.
+fn write_as_www_data(path: &Path, text: &str) {
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=33", "--regid=33", "--clear-groups", "tee"])
+        .arg(path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+}
+
+/// Root's php-fpm configuration, in a directory only root writes, that includes `pool.d/*.conf`,
+/// a directory the pool user can write (a hosting panel's per-site pool files, or a pool.d made
+/// group-writable): whatever www-data puts there is read by the master root starts. Only the main
+/// file was held to be root's. Returns the instance, and `secret/owned`, a file only a master
+/// started with www-data's settings makes (its pid file, in a directory only root may write).
+fn root_config_including_theirs(d: &Path) -> (Fpm, PathBuf) {
+    let home = d.join("fpm");
+    fs::create_dir(&home).unwrap();
+    let secret = d.join("secret");
+    fs::create_dir(&secret).unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o700)).unwrap();
+    let pool_d = www_data_dir(d, "pool.d");
+    let fpm = Fpm::new(&home);
+    fs::write(
+        &fpm.config,
+        format!(
+            "[global]\npid = {pid}\nerror_log = {home}/php-fpm.log\ndaemonize = yes\n\
+             include = {pool_d}/*.conf\n",
+            pid = fpm.pid_file.display(),
+            home = home.display(),
+            pool_d = pool_d.display()
+        ),
+    )
+    .unwrap();
+    fs::write(
+        pool_d.join("site.conf"),
+        format!(
+            "[site]\nuser = www-data\ngroup = www-data\nlisten = {sock}\npm = static\n\
+             pm.max_children = 1\nping.path = /ping\n",
+            sock = fpm.socket.display()
+        ),
+    )
+    .unwrap();
+    (fpm, secret.join("owned"))
+}
+
+/// A root-owned php-fpm configuration whose `include` pattern matches files the pool user can
+/// write: www-data adds a file with a `[global]` section of its own, the master is down, and watch
+/// (and the classic run) start php-fpm as root with it: its master writes where www-data said.
+/// Every file a configuration includes decides what root's master does, so each must be root's
+/// too (as `fpm::root_file` holds the main file), else the pools are alert-only.
+#[test]
+fn attack4_a_root_configuration_including_files_the_pool_user_writes_is_never_started() {
+    let dir = shared_tempdir();
+    let d = dir.path();
+    let (fpm, owned) = root_config_including_theirs(d);
+    write_as_www_data(
+        &d.join("pool.d/zz-evil.conf"),
+        &format!("[global]\npid = {}\n", owned.display()),
+    );
+    let file = d.join("watch.toml");
+    fs::write(
+        &file,
+        format!(
+            "timeout = 1\nrestart_timeout = 10\npause_file = \"{d}/pause\"\n\n[discover]\n\
+             fpm_configs = [\"{config}\"]\nfpm_bin = \"{bin}\"\n",
+            d = d.display(),
+            config = fpm.config.display(),
+            bin = fpm.bin.display()
+        ),
+    )
+    .unwrap();
+    let out = watch(d, &file, &[]);
+    let log = fs::read_to_string(d.join("log")).unwrap_or_default();
+    let started = owned.exists();
+    if let Ok(pid) = fs::read_to_string(&owned) {
+        crate::common::signal(pid.trim().parse().unwrap(), rustix::process::Signal::KILL);
+    }
+    assert!(
+        !started,
+        "root ran php-fpm with a pool file www-data wrote (exit {:?}): {log}{}",
+        out.status.code(),
+        stderr(&out)
+    );
+    // The classic run is held to the same: its --fpm-config is refused.
+    let classic = php_relaunch()
+        .arg(fpm.target("/ping"))
+        .arg("1")
+        .arg("--fpm-bin")
+        .arg(&fpm.bin)
+        .arg("--fpm-config")
+        .arg(&fpm.config)
+        .arg("--state")
+        .arg(d.join("classic.json"))
+        .output()
+        .unwrap();
+    let started = owned.exists();
+    if let Ok(pid) = fs::read_to_string(&owned) {
+        crate::common::signal(pid.trim().parse().unwrap(), rustix::process::Signal::KILL);
+    }
+    assert!(
+        !started,
+        "the classic run started php-fpm with a pool file www-data wrote (exit {:?}): {}{}",
+        classic.status.code(),
+        stdout(&classic),
+        stderr(&classic)
+    );
 }
