@@ -6,10 +6,10 @@
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::common::{Fpm, php_relaunch, shared_tempdir, stderr, stdout, wait_until};
+use crate::common::{Fpm, Nginx, php_relaunch, shared_tempdir, stderr, stdout, wait_until};
 
 /// www-data's uid and gid on Debian.
 const WWW_DATA: u32 = 33;
@@ -106,7 +106,10 @@ fn attack4_a_symlink_to_another_masters_socket_keeps_a_hung_master_looking_healt
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 
     a.freeze();
-    let (a_sock, b_sock) = (a.socket.display().to_string(), b.socket.display().to_string());
+    let (a_sock, b_sock) = (
+        a.socket.display().to_string(),
+        b.socket.display().to_string(),
+    );
     assert!(as_www_data(&["ln", "-sf", &b_sock, &a_sock]));
     let out = watch(d, &file, &["--dry-run"]);
     assert_ne!(
@@ -248,4 +251,170 @@ fn attack4_a_root_configuration_including_files_the_pool_user_writes_is_never_st
         stdout(&classic),
         stderr(&classic)
     );
+}
+
+/// Requests held open in the background, ended when dropped.
+struct Busy(Vec<Child>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One master of two pools, `www` and `shop`, their sockets in `run/` (the pool user's, as
+/// Debian's /run/php); `www` has its status page on a socket of its own (pm.status_listen).
+fn two_pool_master(d: &Path) -> Fpm {
+    let fpm = Fpm::new(d);
+    let run = www_data_dir(d, "run");
+    fs::write(d.join("sleep.php"), "<?php sleep(60); echo 'slept';\n").unwrap();
+    let pool = |name: &str, extra: &str| {
+        format!(
+            "\n[{name}]\nuser = www-data\ngroup = www-data\nlisten = {r}/{name}.sock\n\
+             listen.owner = www-data\nlisten.group = www-data\nlisten.mode = 0660\n\
+             pm = static\npm.max_children = 2\nping.path = /ping\npm.status_path = /status\n{extra}",
+            r = run.display()
+        )
+    };
+    fs::write(
+        &fpm.config,
+        format!(
+            "[global]\npid = {pid}\nerror_log = {d}/php-fpm.log\ndaemonize = yes\n{www}{shop}",
+            pid = fpm.pid_file.display(),
+            d = d.display(),
+            www = pool(
+                "www",
+                &format!("pm.status_listen = {}/www-status.sock\n", run.display())
+            ),
+            shop = pool("shop", ""),
+        ),
+    )
+    .unwrap();
+    fpm.start();
+    wait_until("both pools", Duration::from_secs(10), || {
+        run.join("www.sock").exists() && run.join("shop.sock").exists()
+    });
+    fpm
+}
+
+/// The workers of `pool` of `fpm`, by their title.
+fn workers_of(fpm: &Fpm, pool: &str) -> Vec<u32> {
+    let master = fpm.master();
+    fpm.pids()
+        .into_iter()
+        .filter(|&p| Some(p) != master)
+        .filter(|&p| {
+            fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.trim_end_matches(['\0', ' ']) == format!("php-fpm: pool {pool}"))
+        })
+        .collect()
+}
+
+/// `n` requests to `sleep.php` held open on `pool`, as anyone who may connect to its socket can.
+fn occupy(d: &Path, pool: &str, n: usize) -> Busy {
+    let sleep = format!(
+        "unix://{}/run/{pool}.sock;{}/sleep.php",
+        d.display(),
+        d.display()
+    );
+    Busy(
+        (0..n)
+            .map(|_| {
+                php_relaunch()
+                    .args(["check", &sleep, "60"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    )
+}
+
+/// An nginx serving www's ping at `/ping` and www's status page at `/status`, over their sockets.
+fn nginx_for_www(d: &Path) -> Nginx {
+    let port = crate::common::free_port();
+    fs::copy("/etc/nginx/fastcgi_params", d.join("fastcgi_params")).unwrap();
+    let run = d.join("run");
+    let nginx = Nginx::custom(
+        d,
+        port,
+        &format!(
+            "user www-data;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\n\
+             events {{ worker_connections 64; }}\nhttp {{\n access_log off;\n server {{\n  \
+             listen 127.0.0.1:{port};\n  location = /ping {{ include {d}/fastcgi_params; fastcgi_param SCRIPT_FILENAME {d}$fastcgi_script_name; \
+             fastcgi_pass unix:{run}/www.sock; }}\n  location = /status {{ fastcgi_param SCRIPT_FILENAME {d}$fastcgi_script_name; include \
+             {d}/fastcgi_params; fastcgi_pass unix:{run}/www-status.sock; }}\n }}\n}}\n",
+            d = d.display(),
+            run = run.display(),
+        ),
+    );
+    nginx.start();
+    nginx
+}
+
+/// The first round's fix judges a target's own pool, and takes a status page's `pool` only when
+/// the target's pool is unknown: an HTTP heartbeat. There the page still chooses which pool's
+/// workers are killed: www-data links `shop`'s socket (another site's pool of the same master)
+/// in place of www's status socket, fills www (its heartbeat times out), and watch reads shop's
+/// page through nginx, judges shop, and SIGKILLs shop's worker in the middle of its request; shop
+/// being "not saturated", the master is then restarted too (every pool's requests dropped), where
+/// www's full pool alone is alerted and left alone.
+#[test]
+fn attack4_a_status_page_over_http_gets_another_pools_workers_killed() {
+    let dir = shared_tempdir();
+    let d = dir.path();
+    let fpm = two_pool_master(d);
+    let nginx = nginx_for_www(d);
+    wait_until("shop's two workers", Duration::from_secs(10), || {
+        workers_of(&fpm, "shop").len() == 2
+    });
+    let shop = workers_of(&fpm, "shop");
+    let _busy = occupy(d, "www", 2);
+    wait_until("www to be full", Duration::from_secs(20), || {
+        !php_relaunch()
+            .args(["check", &nginx.url("ping"), "0.3"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    });
+    let _slow = occupy(d, "shop", 1);
+    let (shop_sock, status) = (
+        d.join("run/shop.sock").display().to_string(),
+        d.join("run/www-status.sock").display().to_string(),
+    );
+    assert!(as_www_data(&["ln", "-f", &shop_sock, &status]));
+    // shop's request has been running longer than stuck_after.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let file = d.join("stuck.toml");
+    fs::write(
+        &file,
+        format!(
+            "timeout = 2\npause_file = \"{d}/pause\"\n\n[[target]]\nurl = \"{ping}\"\n\
+             fpm_bin = \"{bin}\"\nfpm_config = \"{conf}\"\nstatus = \"{status}\"\n\
+             stuck_after = \"1s\"\n",
+            d = d.display(),
+            ping = nginx.url("ping"),
+            bin = fpm.bin.display(),
+            conf = fpm.config.display(),
+            status = nginx.url("status"),
+        ),
+    )
+    .unwrap();
+    let out = watch(d, &file, &[]);
+    let log = fs::read_to_string(d.join("log")).unwrap_or_default();
+    assert!(
+        shop.iter().all(|&p| crate::common::alive(p)),
+        "shop's worker was killed for www's page (exit {:?}): {log}{}",
+        out.status.code(),
+        stderr(&out)
+    );
+    // www is full: alerted, and its master (every pool's requests) left alone.
+    assert!(log.contains("state=saturated"), "{log}");
+    assert!(!log.contains("action=restart"), "{log}");
 }
