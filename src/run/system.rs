@@ -2,7 +2,7 @@
 //! through `pools`, the heartbeat through `probe`, mail through `alert`, evidence files, the clock.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -88,8 +88,34 @@ impl Believer {
         if !answer.is_healthy() {
             return answer;
         }
+        // What a FastCGI probe connected to: the socket file at its path, or at the end of a link
+        // there (Debian's alternatives link /run/php/php-fpm.sock), which counts only if the
+        // master is verified to listen on it (the pool user may link any socket in, #21).
+        let reached = match &config.probe.target {
+            Target::FastCgi {
+                address: Address::Unix(path),
+                ..
+            } => match listener::socket_file_reached(path) {
+                Some(reached) => Some((path, reached)),
+                None => {
+                    return Answer::Untrusted(format!(
+                        "{} is not a socket file (replaced since it answered): not believed",
+                        path.display()
+                    ));
+                }
+            },
+            _ => None,
+        };
+        let unverified = |answer: Answer| match reached {
+            Some((path, (_, true))) => Answer::Untrusted(format!(
+                "{} is a link, and no verified php-fpm master tells whose socket it leads to: not \
+                 believed (probe the socket itself)",
+                path.display()
+            )),
+            _ => answer,
+        };
         let Some(instance) = &self.instance else {
-            return answer;
+            return unverified(answer);
         };
         // A FastCGI target's own listener was checked by the probe.
         let foreign = if config.probe.target.is_fastcgi() {
@@ -102,26 +128,24 @@ impl Believer {
         }
         let master = match self.master.get_or_init(|| instance.running_master()) {
             // Nothing to verify a master by (a service of unknown binary).
-            fpm::Verified::Unknown => return answer,
+            fpm::Verified::Unknown => return unverified(answer),
             fpm::Verified::None => return Answer::Untrusted(fpm::no_master(instance)),
             fpm::Verified::Runs(pid) => *pid,
         };
         // The socket that answered must be one this master listens on (#21: the pool user can
-        // link another master's socket, root's too, in place of a pool's).
-        // The path a FastCGI probe connected through must be a socket file (a link there led the
-        // probe to whatever it names); a pool's path behind a web server may be empty.
-        let (paths, answered_there): (Vec<PathBuf>, bool) = match &config.probe.target {
-            Target::FastCgi {
-                address: Address::Unix(path),
-                ..
-            } => (vec![path.clone()], true),
-            Target::FastCgi { .. } => (Vec::new(), true),
-            Target::Http(_) => (instance.pool_socket_paths(), false),
+        // link another master's socket, root's too, in place of a pool's); a pool's path behind a
+        // web server may be empty (no claim).
+        let not_held = match (&config.probe.target, reached) {
+            (_, Some((path, (file, _)))) => {
+                (!self.master_listens_on(master, file)).then(|| path.clone())
+            }
+            (Target::FastCgi { .. }, None) => None,
+            (Target::Http(_), None) => instance.pool_socket_paths().into_iter().find(|path| {
+                listener::socket_file(path)
+                    .is_some_and(|file| !self.master_listens_on(master, file))
+            }),
         };
-        match paths
-            .iter()
-            .find(|path| !self.master_listens_at(master, path, answered_there))
-        {
+        match not_held {
             Some(path) => Answer::Untrusted(format!(
                 "the socket at {} is not one php-fpm's master (pid {master}) listens on: not \
                  believed",
@@ -131,13 +155,8 @@ impl Believer {
         }
     }
 
-    /// Whether the socket file at `path` is bound to a listening socket `master` holds. No socket
-    /// file there (nothing, or a link) is no claim, unless the answer came through `path`
-    /// (`answered_there`).
-    fn master_listens_at(&self, master: u32, path: &Path, answered_there: bool) -> bool {
-        let Some(file) = listener::socket_file(path) else {
-            return !answered_there;
-        };
+    /// Whether the socket file `file` is bound to a listening socket `master` holds.
+    fn master_listens_on(&self, master: u32, file: listener::FileId) -> bool {
         let (held, by_file) = self
             .sockets
             .get_or_init(|| (fpm::sockets::held(master), listener::unix_by_file()));
@@ -149,7 +168,9 @@ impl Believer {
         }
         // Not in the table read for the first answer (a socket made since): asked again, fresh.
         let held = fpm::sockets::held(master);
-        listener::unix(path).iter().any(|l| held.contains(&l.inode))
+        listener::unix_by_file()
+            .get(&file)
+            .is_some_and(|bound| bound.iter().any(|l| held.contains(&l.inode)))
     }
 }
 

@@ -101,6 +101,26 @@ fn attack4_a_symlink_to_another_masters_socket_keeps_a_hung_master_looking_healt
     let run = www_data_dir(d, "run");
     let a = master_in(d, &run, "a");
     let b = master_in(d, &run, "b");
+    // A link to the master's own socket (as Debian's alternatives link /run/php/php-fpm.sock)
+    // leads to a socket the verified master listens on: believed.
+    let alias = Fpm {
+        socket: d.join("alias.sock"),
+        bin: a.bin.clone(),
+        config: a.config.clone(),
+        pid_file: a.pid_file.clone(),
+        port: None,
+    };
+    std::os::unix::fs::symlink(&a.socket, &alias.socket).unwrap();
+    let out = watch(d, &target_file(d, &alias), &["--dry-run"]);
+    std::mem::forget(alias);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
     let file = target_file(d, &a);
     let out = watch(d, &file, &["--dry-run"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -417,4 +437,45 @@ fn attack4_a_status_page_over_http_gets_another_pools_workers_killed() {
     // www is full: alerted, and its master (every pool's requests) left alone.
     assert!(log.contains("state=saturated"), "{log}");
     assert!(!log.contains("action=restart"), "{log}");
+}
+
+/// An alert-only discovered pool (no service and no `fpm_bin`: nothing to verify its master by)
+/// believed any root listener the path led to: www-data links master `b`'s socket in place of
+/// hung master `a`'s, and no alert ever tells of `a`. A link at the path a probe connected through
+/// is never php-fpm's socket, whatever is known of its master.
+#[test]
+fn attack4_a_link_at_an_alert_only_pools_path_silences_its_hung_master() {
+    let dir = shared_tempdir();
+    let d = dir.path();
+    let run = www_data_dir(d, "run");
+    let a = master_in(d, &run, "a");
+    let b = master_in(d, &run, "b");
+    let file = d.join("watch.toml");
+    fs::write(
+        &file,
+        format!(
+            "timeout = 2\nrestart_timeout = 10\npause_file = \"{d}/pause\"\n\n[discover]\n\
+             fpm_configs = [\"{conf}\"]\n",
+            d = d.display(),
+            conf = a.config.display()
+        ),
+    )
+    .unwrap();
+    let out = watch(d, &file, &["--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    a.freeze();
+    let (a_sock, b_sock) = (
+        a.socket.display().to_string(),
+        b.socket.display().to_string(),
+    );
+    assert!(as_www_data(&["ln", "-sf", &b_sock, &a_sock]));
+    let out = watch(d, &file, &["--dry-run"]);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a hung alert-only master taken for healthy through a link: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
 }
