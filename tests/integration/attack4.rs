@@ -479,3 +479,44 @@ fn attack4_a_link_at_an_alert_only_pools_path_silences_its_hung_master() {
         stderr(&out)
     );
 }
+
+/// The same with a hard link (a socket file, bound to master `b`'s listener): an alert-only pool
+/// has no verified master to hold the socket against, so `a`'s hang is never told. Its master is
+/// still known by its configuration: only a root process titled `php-fpm: master process (CONF)`
+/// holding the listener bound there is `a`'s.
+#[test]
+fn attack4_a_hard_link_at_an_alert_only_pools_path_silences_its_hung_master() {
+    let dir = shared_tempdir();
+    let d = dir.path();
+    let run = www_data_dir(d, "run");
+    let a = master_in(d, &run, "a");
+    let b = master_in(d, &run, "b");
+    let file = d.join("watch.toml");
+    fs::write(
+        &file,
+        format!(
+            "timeout = 2\nrestart_timeout = 10\npause_file = \"{d}/pause\"\n\n[discover]\n\
+             fpm_configs = [\"{conf}\"]\n",
+            d = d.display(),
+            conf = a.config.display()
+        ),
+    )
+    .unwrap();
+    let out = watch(d, &file, &["--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    a.freeze();
+    let (a_sock, b_sock) = (
+        a.socket.display().to_string(),
+        b.socket.display().to_string(),
+    );
+    assert!(as_www_data(&["ln", "-f", &b_sock, &a_sock]));
+    let out = watch(d, &file, &["--dry-run"]);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a hung alert-only master taken for healthy through a hard link: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
