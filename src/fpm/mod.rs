@@ -415,6 +415,14 @@ impl Instance {
             .collect()
     }
 
+    /// The name of this config's only pool, when it has exactly one.
+    pub fn only_pool(&self) -> Option<String> {
+        match self.pools.as_slice() {
+            [pool] => Some(pool.title.trim_start_matches("php-fpm: pool ").to_owned()),
+            _ => None,
+        }
+    }
+
     /// The pool of this config that listens at the unix socket `path` or on TCP `port`.
     pub fn pool_listening_at(&self, path: Option<&Path>, port: Option<u16>) -> Option<String> {
         self.pools.iter().find_map(|pool| {

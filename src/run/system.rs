@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 
 use super::host::{Found, FoundReplicas, Host};
 use crate::alert::{self, Alert};
@@ -296,8 +296,11 @@ impl Host for System<'_> {
         let plan = instance.plan(&procs);
         let load = if plan == Plan::Restart {
             // A status page is a claim (its socket may be the pool user's); /proc is the fact, judged
-            // for the pool in question alone (#19).
-            let target_pool = config
+            // for the pool in question alone (#19): the target's own pool, known from its config
+            // (the pool listening at its socket or port, or a master's only pool). Never the pool
+            // a page names (#21: the pool user can put another pool's page, or its own, at the
+            // status socket's path, and a web server passes on whatever answers there).
+            let pool = config
                 .fpm_pool
                 .clone()
                 .or_else(|| match &config.probe.target {
@@ -309,7 +312,7 @@ impl Host for System<'_> {
                         address: Address::Tcp { port, .. },
                         ..
                     } => instance.pool_listening_at(None, Some(*port)),
-                    Target::Http(_) => None,
+                    Target::Http(_) => instance.only_pool(),
                 });
             let page = self
                 .status_page()
@@ -317,13 +320,10 @@ impl Host for System<'_> {
                     load::from_status(status, config.probe.timeout, config.stuck_after)
                 })
                 // A page about another pool says nothing of this one (#21).
-                .filter(|page| match (&page.pool, &config.fpm_pool) {
+                .filter(|page| match (&page.pool, &pool) {
                     (Some(said), Some(pool)) => said == pool,
                     _ => true,
                 });
-            // The target's own pool when known: a page's `pool` is a claim (#21: the pool user
-            // can put another pool's page at the status socket's path).
-            let pool = target_pool.or_else(|| page.as_ref().and_then(|p| p.pool.clone()));
             let seen = load::from_proc(&instance, &procs, pool.as_deref());
             self.judged_pool.clone_from(&pool);
             // No status page, or one that does not answer: /proc alone judges.
@@ -345,8 +345,14 @@ impl Host for System<'_> {
     }
 
     fn kill_stuck(&mut self, pids: &[u32]) -> Result<StuckKill> {
-        self.instance()?
-            .kill_stuck(pids, self.judged_pool.as_deref())
+        // Only workers of the pool judged, known from the target's config, never from a page.
+        let Some(pool) = self.judged_pool.as_deref() else {
+            bail!(
+                "not killed: the pool the target is of is not known (a heartbeat through a web \
+                 server in front of a master of several pools; a status page's pool is a claim)"
+            );
+        };
+        self.instance()?.kill_stuck(pids, Some(pool))
     }
 
     fn test_config(&mut self) -> Result<()> {
