@@ -324,7 +324,7 @@ fn direct_control(bin: &Path, config: &Path) -> Result<Control> {
     let bin = fpm::trusted_binary(bin).with_context(|| format!("--fpm-bin '{}'", bin.display()))?;
     // Root starts php-fpm with it: only a configuration only root could have written (#21).
     let config =
-        fpm::root_file(config).with_context(|| format!("--fpm-config '{}'", config.display()))?;
+        fpm::root_config(config).with_context(|| format!("--fpm-config '{}'", config.display()))?;
     ensure!(
         config.is_file(),
         "--fpm-config '{}' is not a file",

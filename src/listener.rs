@@ -184,6 +184,23 @@ pub fn socket_file(path: &Path) -> Option<FileId> {
     Some((rustix::fs::major(dev), rustix::fs::minor(dev), meta.ino()))
 }
 
+/// The socket file at `path` or, when `path` is a link, at the end of its links: what a connect to
+/// `path` reaches. Whether it was reached through a link is said too.
+pub fn socket_file_reached(path: &Path) -> Option<(FileId, bool)> {
+    if let Some(file) = socket_file(path) {
+        return Some((file, false));
+    }
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.file_type().is_socket() {
+        return None;
+    }
+    let dev = meta.dev();
+    Some((
+        (rustix::fs::major(dev), rustix::fs::minor(dev), meta.ino()),
+        true,
+    ))
+}
+
 /// The listening unix sockets bound to each socket file, all at once: for judging many paths
 /// against one table.
 pub fn unix_by_file() -> HashMap<FileId, Vec<Listener>> {

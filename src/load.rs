@@ -107,7 +107,9 @@ pub fn parse_full(raw: &str, stuck_after: Option<Duration>) -> Option<Load> {
 /// claims, checked before any kill.
 pub fn believed(page: Load, seen: Option<Load>) -> Load {
     match seen {
-        Some(seen) if page.saturated() && !seen.saturated() => Load {
+        // Either way: a page cannot make a pool /proc shows full look free either (#19: a busy
+        // pool is never restarted, whatever answers at its status path).
+        Some(seen) if page.saturated() != seen.saturated() => Load {
             source: "/proc, contradicting the status page",
             stuck: page.stuck,
             raw: page.raw,
@@ -231,6 +233,14 @@ mod tests {
         assert_eq!(judged.stuck, page.stuck, "claims kept, to be checked");
         assert_eq!(believed(page.clone(), Some(seen(2))), page);
         assert_eq!(believed(page.clone(), None), page);
+        // Nor does a page that says a pool /proc shows full is free.
+        let free = Load {
+            busy: 1,
+            ..page.clone()
+        };
+        let judged = believed(free, Some(seen(2)));
+        assert_eq!((judged.busy, judged.total), (2, 2));
+        assert!(judged.saturated());
     }
 
     #[test]

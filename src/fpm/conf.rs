@@ -123,6 +123,57 @@ pub fn read(config: &Path) -> FpmConf {
     conf
 }
 
+/// `config` made canonical, if it and every file it includes, and every directory an `include`
+/// pattern lists, are root's as [`super::root_file`] holds a file (#21): root starts a master with
+/// it, and an included file says as much as the main one (`[global]` settings, pools, their
+/// `user` and `listen`). Includes of included files are followed too, as php-fpm does; a relative
+/// pattern, or one with a wildcard outside its last component, cannot be judged and is refused.
+pub fn root_config(config: &Path) -> anyhow::Result<PathBuf> {
+    use anyhow::{Context, bail};
+    let canonical = super::root_file(config)?;
+    let mut pending = vec![canonical.clone()];
+    let mut read = 0;
+    while let Some(file) = pending.pop() {
+        read += 1;
+        if read > MAX_INCLUDES {
+            bail!("'{}' includes too many files", canonical.display());
+        }
+        let text = secure_file::read_text(&file, Links::Follow, MAX_CONFIG)
+            .with_context(|| format!("cannot read '{}'", file.display()))?;
+        for pattern in text.lines().filter_map(|l| setting(l, "include")) {
+            let path = Path::new(&pattern);
+            let dir = path.parent().unwrap_or(Path::new(""));
+            if !path.is_absolute() || dir.to_string_lossy().contains(['*', '?', '[']) {
+                bail!(
+                    "'{}' includes '{pattern}', which cannot be judged (a relative path, or a \
+                     wildcard in a directory): not trusted to run as root",
+                    file.display()
+                );
+            }
+            super::trust::root_dir(dir)
+                .with_context(|| format!("'{}' includes '{pattern}'", file.display()))?;
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            let matched = if name.starts_with('*') || !name.contains(['*', '?', '[']) {
+                expand(&pattern)
+            } else {
+                // A pattern `expand` does not read: every file of its directory, to be safe.
+                std::fs::read_dir(dir)
+                    .with_context(|| format!("cannot read '{}'", dir.display()))?
+                    .flatten()
+                    .map(|e| e.path())
+                    .collect()
+            };
+            // What does not exist is not read (php-fpm warns that nothing matches).
+            for included in matched.iter().filter(|p| p.symlink_metadata().is_ok()) {
+                let included = super::root_file(included)
+                    .with_context(|| format!("'{}' includes '{pattern}'", file.display()))?;
+                pending.push(included);
+            }
+        }
+    }
+    Ok(canonical)
+}
+
 /// The first `key = value` setting of a php-fpm config file (its main file only).
 pub fn setting_of(config: &Path, key: &str) -> Option<String> {
     secure_file::read_text(config, Links::Follow, MAX_CONFIG)
@@ -217,6 +268,36 @@ mod tests {
             .map(|p| (p.name.as_str(), p.user.as_deref()))
             .collect();
         assert_eq!(pools, [("api", Some("api")), ("www", Some("www-data"))]);
+    }
+
+    #[test]
+    fn a_root_configuration_includes_only_what_root_could_write() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let pools = d.join("pool.d");
+        std::fs::create_dir(&pools).unwrap();
+        std::fs::set_permissions(&pools, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let conf = d.join("php-fpm.conf");
+        std::fs::write(&conf, format!("include = {}/*.conf\n", pools.display())).unwrap();
+        std::fs::write(pools.join("www.conf"), "[www]\n").unwrap();
+        root_config(&conf).unwrap();
+        let mode = |path: &Path, mode| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        mode(&pools.join("www.conf"), 0o666);
+        let err = format!("{:#}", root_config(&conf).unwrap_err());
+        assert!(err.contains("www.conf' is writable by group"), "{err}");
+        mode(&pools.join("www.conf"), 0o644);
+        // Sticky will not do: others may add a file there.
+        mode(&pools, 0o1777);
+        let err = format!("{:#}", root_config(&conf).unwrap_err());
+        assert!(err.contains("pool.d' is writable by group"), "{err}");
+        mode(&pools, 0o755);
+        std::fs::write(&conf, "include = pool.d/*.conf\n").unwrap();
+        let err = format!("{:#}", root_config(&conf).unwrap_err());
+        assert!(err.contains("cannot be judged"), "{err}");
     }
 
     #[test]

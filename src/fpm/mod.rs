@@ -25,7 +25,7 @@ use rustix::process::Signal;
 
 pub use alive::{Verified, known, masterless, no_master};
 pub use answers::answers_itself;
-pub use conf::{PoolConf, read as read_config, setting_of as config_setting};
+pub use conf::{PoolConf, read as read_config, root_config, setting_of as config_setting};
 pub use procs::{Proc, Sent, snapshot};
 pub use relaunch::{Levers, Plan, Relaunch, Step, relaunch, relaunch_cgi};
 pub use service::{detect_service, service_command, service_exists, service_kind, take_notes};
@@ -413,6 +413,14 @@ impl Instance {
                 Some((name, idle))
             })
             .collect()
+    }
+
+    /// The name of this config's only pool, when it has exactly one.
+    pub fn only_pool(&self) -> Option<String> {
+        match self.pools.as_slice() {
+            [pool] => Some(pool.title.trim_start_matches("php-fpm: pool ").to_owned()),
+            _ => None,
+        }
     }
 
     /// The pool of this config that listens at the unix socket `path` or on TCP `port`.

@@ -53,6 +53,29 @@ pub fn root_file(path: &Path) -> Result<PathBuf> {
     Ok(canonical)
 }
 
+/// `dir` made canonical, if only root (or we) could add a file to it: an `include` pattern's
+/// directory, whose every matching file php-fpm reads. Unlike a directory above a file, a sticky
+/// one will not do (others may add their own files to it).
+pub fn root_dir(dir: &Path) -> Result<PathBuf> {
+    links_only_root_placed(dir)?;
+    let canonical = dir
+        .canonicalize()
+        .with_context(|| format!("cannot find '{}'", dir.display()))?;
+    let meta = std::fs::metadata(&canonical)
+        .with_context(|| format!("cannot read '{}'", canonical.display()))?;
+    if !meta.is_dir() {
+        bail!("'{}' is not a directory", canonical.display());
+    }
+    if meta.mode() & 0o022 != 0 {
+        bail!(
+            "directory '{}' is writable by group or others: not trusted to run as root",
+            canonical.display()
+        );
+    }
+    only_root_could_write(&canonical, &meta)?;
+    Ok(canonical)
+}
+
 /// The file and every directory above it owned by root (or us), not writable by group or others.
 fn only_root_could_write(canonical: &Path, meta: &std::fs::Metadata) -> Result<()> {
     check_owner(canonical, meta, "file")?;

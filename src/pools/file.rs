@@ -123,7 +123,7 @@ pub fn load(path: &Path) -> Result<Vec<Pool>> {
                     );
                     let config_at = at(r.fpm_config.span());
                     // Root starts a master with it: only a configuration root controls (#18).
-                    let fpm_config = fpm::root_file(r.fpm_config.get_ref()).with_context(|| {
+                    let fpm_config = fpm::root_config(r.fpm_config.get_ref()).with_context(|| {
                         format!(
                             "{config_at}: replica {replica}: field `fpm_config` '{}'",
                             r.fpm_config.get_ref().display()

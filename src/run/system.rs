@@ -2,11 +2,11 @@
 //! through `pools`, the heartbeat through `probe`, mail through `alert`, evidence files, the clock.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 
 use super::host::{Found, FoundReplicas, Host};
 use crate::alert::{self, Alert};
@@ -88,8 +88,34 @@ impl Believer {
         if !answer.is_healthy() {
             return answer;
         }
+        // What a FastCGI probe connected to: the socket file at its path, or at the end of a link
+        // there (Debian's alternatives link /run/php/php-fpm.sock), which counts only if the
+        // master is verified to listen on it (the pool user may link any socket in, #21).
+        let reached = match &config.probe.target {
+            Target::FastCgi {
+                address: Address::Unix(path),
+                ..
+            } => match listener::socket_file_reached(path) {
+                Some(reached) => Some((path, reached)),
+                None => {
+                    return Answer::Untrusted(format!(
+                        "{} is not a socket file (replaced since it answered): not believed",
+                        path.display()
+                    ));
+                }
+            },
+            _ => None,
+        };
+        let unverified = |answer: Answer| match reached {
+            Some((path, (_, true))) => Answer::Untrusted(format!(
+                "{} is a link, and no verified php-fpm master tells whose socket it leads to: not \
+                 believed (probe the socket itself)",
+                path.display()
+            )),
+            _ => answer,
+        };
         let Some(instance) = &self.instance else {
-            return answer;
+            return unverified(answer);
         };
         // A FastCGI target's own listener was checked by the probe.
         let foreign = if config.probe.target.is_fastcgi() {
@@ -102,24 +128,24 @@ impl Believer {
         }
         let master = match self.master.get_or_init(|| instance.running_master()) {
             // Nothing to verify a master by (a service of unknown binary).
-            fpm::Verified::Unknown => return answer,
+            fpm::Verified::Unknown => return unverified(answer),
             fpm::Verified::None => return Answer::Untrusted(fpm::no_master(instance)),
             fpm::Verified::Runs(pid) => *pid,
         };
         // The socket that answered must be one this master listens on (#21: the pool user can
-        // link another master's socket, root's too, in place of a pool's).
-        let paths: Vec<PathBuf> = match &config.probe.target {
-            Target::FastCgi {
-                address: Address::Unix(path),
-                ..
-            } => vec![path.clone()],
-            Target::FastCgi { .. } => Vec::new(),
-            Target::Http(_) => instance.pool_socket_paths(),
+        // link another master's socket, root's too, in place of a pool's); a pool's path behind a
+        // web server may be empty (no claim).
+        let not_held = match (&config.probe.target, reached) {
+            (_, Some((path, (file, _)))) => {
+                (!self.master_listens_on(master, file)).then(|| path.clone())
+            }
+            (Target::FastCgi { .. }, None) => None,
+            (Target::Http(_), None) => instance.pool_socket_paths().into_iter().find(|path| {
+                listener::socket_file(path)
+                    .is_some_and(|file| !self.master_listens_on(master, file))
+            }),
         };
-        match paths
-            .iter()
-            .find(|path| !self.master_listens_at(master, path))
-        {
+        match not_held {
             Some(path) => Answer::Untrusted(format!(
                 "the socket at {} is not one php-fpm's master (pid {master}) listens on: not \
                  believed",
@@ -129,12 +155,8 @@ impl Believer {
         }
     }
 
-    /// Whether the socket file at `path` is bound to a listening socket `master` holds; no socket
-    /// file there is no claim.
-    fn master_listens_at(&self, master: u32, path: &Path) -> bool {
-        let Some(file) = listener::socket_file(path) else {
-            return true;
-        };
+    /// Whether the socket file `file` is bound to a listening socket `master` holds.
+    fn master_listens_on(&self, master: u32, file: listener::FileId) -> bool {
         let (held, by_file) = self
             .sockets
             .get_or_init(|| (fpm::sockets::held(master), listener::unix_by_file()));
@@ -146,7 +168,9 @@ impl Believer {
         }
         // Not in the table read for the first answer (a socket made since): asked again, fresh.
         let held = fpm::sockets::held(master);
-        listener::unix(path).iter().any(|l| held.contains(&l.inode))
+        listener::unix_by_file()
+            .get(&file)
+            .is_some_and(|bound| bound.iter().any(|l| held.contains(&l.inode)))
     }
 }
 
@@ -272,8 +296,11 @@ impl Host for System<'_> {
         let plan = instance.plan(&procs);
         let load = if plan == Plan::Restart {
             // A status page is a claim (its socket may be the pool user's); /proc is the fact, judged
-            // for the pool in question alone (#19).
-            let target_pool = config
+            // for the pool in question alone (#19): the target's own pool, known from its config
+            // (the pool listening at its socket or port, or a master's only pool). Never the pool
+            // a page names (#21: the pool user can put another pool's page, or its own, at the
+            // status socket's path, and a web server passes on whatever answers there).
+            let pool = config
                 .fpm_pool
                 .clone()
                 .or_else(|| match &config.probe.target {
@@ -285,7 +312,7 @@ impl Host for System<'_> {
                         address: Address::Tcp { port, .. },
                         ..
                     } => instance.pool_listening_at(None, Some(*port)),
-                    Target::Http(_) => None,
+                    Target::Http(_) => instance.only_pool(),
                 });
             let page = self
                 .status_page()
@@ -293,13 +320,10 @@ impl Host for System<'_> {
                     load::from_status(status, config.probe.timeout, config.stuck_after)
                 })
                 // A page about another pool says nothing of this one (#21).
-                .filter(|page| match (&page.pool, &config.fpm_pool) {
+                .filter(|page| match (&page.pool, &pool) {
                     (Some(said), Some(pool)) => said == pool,
                     _ => true,
                 });
-            // The target's own pool when known: a page's `pool` is a claim (#21: the pool user
-            // can put another pool's page at the status socket's path).
-            let pool = target_pool.or_else(|| page.as_ref().and_then(|p| p.pool.clone()));
             let seen = load::from_proc(&instance, &procs, pool.as_deref());
             self.judged_pool.clone_from(&pool);
             // No status page, or one that does not answer: /proc alone judges.
@@ -321,8 +345,14 @@ impl Host for System<'_> {
     }
 
     fn kill_stuck(&mut self, pids: &[u32]) -> Result<StuckKill> {
-        self.instance()?
-            .kill_stuck(pids, self.judged_pool.as_deref())
+        // Only workers of the pool judged, known from the target's config, never from a page.
+        let Some(pool) = self.judged_pool.as_deref() else {
+            bail!(
+                "not killed: the pool the target is of is not known (a heartbeat through a web \
+                 server in front of a master of several pools; a status page's pool is a claim)"
+            );
+        };
+        self.instance()?.kill_stuck(pids, Some(pool))
     }
 
     fn test_config(&mut self) -> Result<()> {

@@ -97,7 +97,7 @@ fn control_of(config: &Path, fpm_bin: bool) -> DiscoveredControl {
     match (service, fpm_bin) {
         (Some(service), _) => DiscoveredControl::Service(service),
         // Root would start a master with it: only a configuration root controls (#18).
-        (None, true) => match fpm::root_file(config) {
+        (None, true) => match fpm::root_config(config) {
             Ok(_) => DiscoveredControl::Direct(config.to_owned()),
             Err(err) => DiscoveredControl::AlertOnly {
                 config: config.to_owned(),

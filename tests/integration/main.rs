@@ -3,6 +3,7 @@
 //! and the one builder of the binary's command; each module is one area of the README.
 
 mod attack3;
+mod attack4;
 mod common;
 mod dns;
 mod doctor;
