@@ -83,6 +83,9 @@ pub struct Target {
     /// The instance key of its master, which names its lock, its budget and its group: its
     /// control's, or for a discovered configuration without one, that configuration's.
     pub master: String,
+    /// A discovered configuration watched alert-only: its answers are believed only from its own
+    /// master's sockets.
+    pub watched: Option<PathBuf>,
 }
 
 /// `[discover]`: the configurations whose pools are watched, and the settings their targets get.
@@ -151,11 +154,16 @@ impl Discover {
             }
             None => crate::fpm::instance_key(&config.control, None),
         };
+        let watched = match control {
+            DiscoveredControl::AlertOnly { config, .. } => Some(config.clone()),
+            _ => None,
+        };
         Ok(Target {
             config,
             pool: Some(pool.to_owned()),
             alert_only,
             master,
+            watched,
         })
     }
 
@@ -429,6 +437,7 @@ fn listed(
             pool,
             alert_only,
             master,
+            watched: None,
         },
     ))
 }

@@ -53,6 +53,37 @@ impl Instance {
     }
 }
 
+/// Who opened a listening socket that answered (`SO_PEERCRED`'s pid): a php-fpm master (root's, a
+/// php-fpm binary only root could have put there), with the configuration its title names; another
+/// php-fpm process; or something else (systemd holding an on-demand pool's socket, an activator).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opener {
+    /// A php-fpm master of ours, running this configuration.
+    Master(PathBuf),
+    /// A php-fpm process that is not one of our masters.
+    OtherFpm,
+    /// Not php-fpm, or gone.
+    Other,
+}
+
+/// Who process `pid` is, as the opener of a listening socket.
+pub fn opener(pid: u32) -> Opener {
+    let Some(p) = procs::process(pid) else {
+        return Opener::Other;
+    };
+    let Some(exe) = p.exe.as_deref().filter(|exe| super::is_php_fpm(exe)) else {
+        return Opener::Other;
+    };
+    let ours = p.uid == Some(super::trust::me()) && super::trust::binary(exe).is_ok();
+    match super::master_config(&p.cmd) {
+        Some(config) if ours => {
+            let config = Path::new(config);
+            Opener::Master(config.canonicalize().unwrap_or_else(|_| config.to_owned()))
+        }
+        _ => Opener::OtherFpm,
+    }
+}
+
 /// Whether a verified master of a php-fpm runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verified {

@@ -377,6 +377,18 @@ impl Connection {
         Ok(Connection { stream, deadline })
     }
 
+    /// The process that opened the unix listening socket this connection reached (`SO_PEERCRED`:
+    /// who called listen(2), php-fpm's master for its pools); `None` over TCP or when the kernel
+    /// cannot say (a process of another pid namespace).
+    pub fn listener_pid(&self) -> Option<u32> {
+        match &self.stream {
+            Stream::Unix(s) => rustix::net::sockopt::socket_peercred(s)
+                .ok()
+                .and_then(|cred| u32::try_from(cred.pid.as_raw_nonzero().get()).ok()),
+            Stream::Tcp(_) => None,
+        }
+    }
+
     /// Why the listening socket this connection reached is not to be believed, if it is not (#18):
     /// a unix socket's listener (`SO_PEERCRED`) or a TCP listener on this host (/proc/net/tcp{,6})
     /// owned by another user than root or us. A listener on another host cannot be checked: `None`.

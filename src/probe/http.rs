@@ -30,6 +30,7 @@ pub fn probe_http(url: &str, timeout: Duration) -> Verdict {
             latency: started.elapsed(),
             body: Vec::new(),
             stderr: None,
+            listener: None,
         };
     };
     let addrs = match super::resolve::resolve(host, port, started + timeout) {
@@ -40,6 +41,7 @@ pub fn probe_http(url: &str, timeout: Duration) -> Verdict {
                 latency: started.elapsed(),
                 body: Vec::new(),
                 stderr: None,
+                listener: None,
             };
         }
     };
@@ -70,6 +72,7 @@ pub fn probe_http(url: &str, timeout: Duration) -> Verdict {
         latency: started.elapsed(),
         body,
         stderr: None,
+        listener: None,
     }
 }
 

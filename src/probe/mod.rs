@@ -48,6 +48,9 @@ pub struct Verdict {
     /// What php-fpm wrote to the request's STDERR stream, trimmed and cut to [`MAX_STDERR`]
     /// characters (escaped where it is shown); `None` over HTTP or when it wrote nothing.
     pub stderr: Option<String>,
+    /// Over a unix socket, the process that opened the listening socket that answered (see
+    /// [`fastcgi::Connection::listener_pid`]): php-fpm's master, for its pools.
+    pub listener: Option<u32>,
 }
 
 /// The most of php-fpm's STDERR kept for the log line and the mail.
@@ -121,6 +124,7 @@ fn probe_fastcgi(address: &Address, script: Option<&Script>, timeout: Duration) 
     let started = Instant::now();
     let result = exchange(address, script, started + timeout);
     let latency = started.elapsed();
+    let listener = result.as_ref().ok().and_then(|e| e.listener);
     let (answer, body, stderr) = match result {
         Ok(Exchanged {
             status,
@@ -147,6 +151,7 @@ fn probe_fastcgi(address: &Address, script: Option<&Script>, timeout: Duration) 
         latency,
         body,
         stderr: said(&stderr),
+        listener,
     }
 }
 
@@ -161,6 +166,8 @@ pub struct Exchanged {
     pub stderr: Vec<u8>,
     /// Why the listener that answered is not to be believed, if it is not (#18).
     pub distrust: Option<String>,
+    /// The process that opened the unix listening socket that answered.
+    pub listener: Option<u32>,
 }
 
 /// One FastCGI exchange: GET_VALUES without a script, a GET request with one.
@@ -171,6 +178,7 @@ pub fn exchange(
 ) -> Result<Exchanged, fastcgi::Error> {
     let mut conn = fastcgi::Connection::open(address, deadline)?;
     let distrust = conn.distrust();
+    let listener = conn.listener_pid();
     let Some(script) = script else {
         conn.send(&fastcgi::get_values_request())?;
         fastcgi::read_get_values_result(&mut conn)?;
@@ -179,6 +187,7 @@ pub fn exchange(
             body: Vec::new(),
             stderr: Vec::new(),
             distrust,
+            listener,
         });
     };
     let params = params(address, script);
@@ -193,6 +202,7 @@ pub fn exchange(
         body: body.to_vec(),
         stderr: reply.stderr,
         distrust,
+        listener,
     })
 }
 

@@ -2,7 +2,7 @@
 //! through `pools`, the heartbeat through `probe`, mail through `alert`, evidence files, the clock.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -47,11 +47,11 @@ pub struct System<'a> {
 /// whoever holds its inherited listening socket answered, a program PHP started). Only a healthy
 /// answer is looked at, so the hot path reads php-fpm's config, the socket tables and the pid file's
 /// process, and starts nothing.
-pub fn believed(config: &Config, answer: Answer) -> Answer {
-    if !answer.is_healthy() {
-        return answer;
+pub fn believed(config: &Config, verdict: Verdict) -> Answer {
+    if !verdict.answer.is_healthy() {
+        return verdict.answer;
     }
-    Believer::new(config).believe(config, answer)
+    Believer::new(config, None).believe(config, verdict)
 }
 
 /// What healthy answers of one php-fpm's pools are believed by (see [`believed`]), resolved once for
@@ -61,10 +61,23 @@ pub fn believed(config: &Config, answer: Answer) -> Answer {
 /// healthy answer that needs them; a socket not found in them is looked at again, fresh.
 pub struct Believer {
     instance: Option<Instance>,
+    /// The configuration of a php-fpm watched without being controlled (`watch`'s alert-only
+    /// pools): its answers count only from a listening socket its master opened.
+    watched: Option<PathBuf>,
     /// Its verified master.
     master: OnceLock<fpm::Verified>,
     /// The listening sockets the master holds, and those bound to each socket file.
     sockets: OnceLock<Sockets>,
+}
+
+/// Whose a listening socket that answered is, by the process that opened it.
+enum Opened {
+    /// This php-fpm's master's: believed.
+    Ours,
+    /// Another php-fpm's: not believed, and why.
+    Foreign(String),
+    /// Not told by its opener (systemd, an activator): the socket's path decides.
+    Unknown,
 }
 
 /// The sockets a master holds, and the listening unix sockets bound to each socket file.
@@ -74,19 +87,32 @@ type Sockets = (
 );
 
 impl Believer {
-    /// The php-fpm `config` controls, when it is known without scanning every process.
-    pub fn new(config: &Config) -> Believer {
+    /// The php-fpm `config` controls, when it is known without scanning every process; else the
+    /// php-fpm configuration `watched` names, when one does.
+    pub fn new(config: &Config, watched: Option<&Path>) -> Believer {
         Believer {
             instance: fpm::known(&config.control, config.pid_file.as_deref()),
+            watched: watched.map(|path| path.canonicalize().unwrap_or_else(|_| path.to_owned())),
             master: OnceLock::new(),
             sockets: OnceLock::new(),
         }
     }
 
-    /// `answer` of `config`'s target (a target of this php-fpm), or why it is not believed.
-    pub fn believe(&self, config: &Config, answer: Answer) -> Answer {
+    /// The answer of `config`'s target (a target of this php-fpm), or why it is not believed.
+    pub fn believe(&self, config: &Config, verdict: Verdict) -> Answer {
+        let answer = verdict.answer;
         if !answer.is_healthy() {
             return answer;
+        }
+        // The process that opened the unix listening socket that answered (its master, for a
+        // pool's) says whose socket it is, whatever stands at the path now (#21: the pool user
+        // can flip a link there between the answer and any look at the path).
+        if let Some(pid) = verdict.listener {
+            match self.opened_by(pid) {
+                Opened::Ours => return answer,
+                Opened::Foreign(reason) => return Answer::Untrusted(reason),
+                Opened::Unknown => {}
+            }
         }
         // What a FastCGI probe connected to: the socket file at its path, or at the end of a link
         // there (Debian's alternatives link /run/php/php-fpm.sock), which counts only if the
@@ -155,6 +181,40 @@ impl Believer {
         }
     }
 
+    /// Whose is the listening socket process `pid` opened: this php-fpm's master's, another php-fpm's,
+    /// or it cannot be told here (systemd or an activator opened it: the path decides).
+    fn opened_by(&self, pid: u32) -> Opened {
+        if let Some(instance) = &self.instance
+            && let fpm::Verified::Runs(master) =
+                self.master.get_or_init(|| instance.running_master())
+            && *master == pid
+        {
+            return Opened::Ours;
+        }
+        match fpm::opener(pid) {
+            fpm::Opener::Master(config)
+                if self.instance.is_none() && self.watched.as_ref() == Some(&config) =>
+            {
+                Opened::Ours
+            }
+            fpm::Opener::Master(config) => Opened::Foreign(format!(
+                "the socket that answered was opened by another php-fpm master (pid {pid}, '{}'): \
+                 not believed",
+                config.display()
+            )),
+            fpm::Opener::OtherFpm => Opened::Foreign(format!(
+                "the socket that answered was opened by php-fpm process {pid}, no verified master \
+                 of this php-fpm: not believed"
+            )),
+            fpm::Opener::Other if self.watched.is_some() => Opened::Foreign(format!(
+                "the socket that answered was opened by pid {pid}, not by the master of '{}': not \
+                 believed",
+                self.watched.as_deref().unwrap_or(Path::new("")).display()
+            )),
+            fpm::Opener::Other => Opened::Unknown,
+        }
+    }
+
     /// Whether the socket file `file` is bound to a listening socket `master` holds.
     fn master_listens_on(&self, master: u32, file: listener::FileId) -> bool {
         let (held, by_file) = self
@@ -200,8 +260,8 @@ impl<'a> System<'a> {
         (!(self.probe_timed_out && same_socket)).then_some(status)
     }
 
-    fn believed(&self, answer: Answer) -> Answer {
-        believed(self.config, answer)
+    fn believed(&self, verdict: Verdict) -> Answer {
+        believed(self.config, verdict)
     }
 
     /// After a relaunch, a healthy answer counts only with a verified master running (#18: php-fpm
@@ -238,7 +298,7 @@ impl Host for System<'_> {
 
     fn probe(&mut self, state: &mut State) -> Verdict {
         let mut verdict = health::check(&self.config.probe, state);
-        verdict.answer = self.believed(verdict.answer);
+        verdict.answer = self.believed(verdict.clone());
         self.probed(&verdict.answer);
         verdict
     }
@@ -267,8 +327,8 @@ impl Host for System<'_> {
         let probe = &self.config.probe;
         let deadline = Instant::now() + self.config.restart_timeout;
         let answered = poll_until(deadline, VERIFY_INTERVAL, || {
-            let answer = probe::probe(&probe.target, probe.timeout, probe.expect.as_deref()).answer;
-            let answer = self.believed(answer);
+            let verdict = probe::probe(&probe.target, probe.timeout, probe.expect.as_deref());
+            let answer = self.believed(verdict);
             if !answer.is_healthy() {
                 Err(answer)
             } else if self.master_verified() {

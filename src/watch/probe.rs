@@ -76,17 +76,23 @@ fn believers(targets: &[Target]) -> Vec<Arc<Believer>> {
             let config = &target.config;
             by_master
                 .entry((&config.lock, config.pid_file.as_deref()))
-                .or_insert_with(|| Arc::new(Believer::new(config)))
+                .or_insert_with(|| Arc::new(believer_of(target)))
                 .clone()
         })
         .collect()
+}
+
+/// What a target's answers are believed by: its php-fpm's master, or the master of the
+/// configuration it is watched by.
+pub(super) fn believer_of(target: &Target) -> Believer {
+    Believer::new(&target.config, target.watched.as_deref())
 }
 
 /// The target's probe, its healthy answer believed as a classic run believes it (#18): from root's
 /// listener, with a verified master of its php-fpm running.
 pub(super) fn checked(config: &Config, state: &mut State, believer: &Believer) -> Verdict {
     let mut verdict = health::check(&config.probe, state);
-    verdict.answer = believer.believe(config, verdict.answer);
+    verdict.answer = believer.believe(config, verdict.clone());
     verdict
 }
 
@@ -132,7 +138,7 @@ pub(super) fn ask_again(targets: &[Target], members: &mut [(usize, Probed)]) {
     let Some((first, _)) = due.first() else {
         return;
     };
-    let believer = Believer::new(&targets[*first].config);
+    let believer = believer_of(&targets[*first]);
     at_once(&mut due, |member| {
         let (index, probed) = &mut **member;
         probed.fresh = Some(checked(
@@ -149,7 +155,7 @@ pub(super) fn probe_again(targets: &[Target], members: &mut [(usize, Probed)]) {
     let Some((first, _)) = members.first() else {
         return;
     };
-    let believer = Believer::new(&targets[*first].config);
+    let believer = believer_of(&targets[*first]);
     at_once(members, |(index, probed)| {
         *probed = probe_one(&targets[*index], &believer);
     });

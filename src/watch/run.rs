@@ -9,7 +9,9 @@ use std::time::{Duration, Instant, SystemTime};
 use chrono::{DateTime, Local};
 
 use super::host::WatchHost;
-use super::probe::{Probed, ask_again, at_once, checked, decision, probe_again, probe_all};
+use super::probe::{
+    Probed, ask_again, at_once, believer_of, checked, decision, probe_again, probe_all,
+};
 use crate::config::watch::{Target, WatchConfig};
 use crate::health::{self, Saving};
 use crate::lock;
@@ -18,7 +20,6 @@ use crate::policy::{self, Decision};
 use crate::probe::Verdict;
 use crate::report::{Action, Report, RunState, Trigger};
 use crate::run::pipeline;
-use crate::run::system::Believer;
 use crate::state::{self, PendingMail, State};
 use crate::stdout::errln;
 
@@ -202,7 +203,7 @@ fn pool_run(
     if relaunch && let Some(leader) = leader {
         // Its master was relaunched this run for a sibling: asked again, not relaunched again.
         let fresh = fresh.unwrap_or_else(|| {
-            let believer = Believer::new(&target.config);
+            let believer = believer_of(target);
             checked(&target.config, &mut state, &believer)
         });
         if fresh.answer.is_healthy() {

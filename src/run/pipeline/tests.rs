@@ -137,6 +137,7 @@ impl Host for Fake {
             latency: Duration::from_millis(3),
             body: Vec::new(),
             stderr: None,
+            listener: None,
         }
     }
 
