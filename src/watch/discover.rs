@@ -94,15 +94,20 @@ fn control_of(config: &Path, fpm_bin: bool) -> DiscoveredControl {
         .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
         .map(|version| format!("php{version}-fpm"))
         .filter(|service| fpm::service_exists(service));
+    // Root would start a master with it, through its service or fpm_bin: only a configuration
+    // root controls, its includes too (#18).
+    let untrusted = |err: anyhow::Error| DiscoveredControl::AlertOnly {
+        config: config.to_owned(),
+        why: format!("{err:#}: php-fpm is not started with it"),
+    };
     match (service, fpm_bin) {
-        (Some(service), _) => DiscoveredControl::Service(service),
-        // Root would start a master with it: only a configuration root controls (#18).
+        (Some(service), _) => match fpm::root_config(config) {
+            Ok(_) => DiscoveredControl::Service(service),
+            Err(err) => untrusted(err),
+        },
         (None, true) => match fpm::root_config(config) {
             Ok(_) => DiscoveredControl::Direct(config.to_owned()),
-            Err(err) => DiscoveredControl::AlertOnly {
-                config: config.to_owned(),
-                why: format!("{err:#}: php-fpm is not started with it"),
-            },
+            Err(err) => untrusted(err),
         },
         (None, false) => DiscoveredControl::AlertOnly {
             config: config.to_owned(),
