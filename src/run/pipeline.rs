@@ -282,6 +282,17 @@ fn relaunch(config: &Config, host: &mut impl Host, report: &mut Report) -> Done 
     report.old_pid = found.master;
     report.processes = found.processes;
     if config.dry_run {
+        // What a run would find before relaunching: a full pool is alerted, not relaunched.
+        if found.plan == Plan::Restart
+            && let Some(load) = &found.load
+            && load.stuck.is_empty()
+            && load.saturated()
+            && !config.relaunch_saturated
+        {
+            report.state = RunState::Saturated;
+            report.note(not_relaunched(config, load));
+            return Done::Nothing;
+        }
         report.action = Action::Would(found.plan);
         return Done::Nothing;
     }
@@ -411,14 +422,19 @@ fn relieve(
     }
     if load.saturated() && !config.relaunch_saturated {
         report.state = RunState::Saturated;
-        report.note(format!(
-            "{}: not relaunched, which would drop their requests ({} to allow)",
-            load.describe(),
-            config.terms.flag("relaunch-saturated")
-        ));
+        report.note(not_relaunched(config, load));
         return Some(Done::Nothing);
     }
     None
+}
+
+/// Why a full pool is not relaunched, in the terms its settings were given in.
+fn not_relaunched(config: &Config, load: &Load) -> String {
+    format!(
+        "{}: not relaunched, which would drop their requests ({} to allow)",
+        load.describe(),
+        config.terms.flag("relaunch-saturated")
+    )
 }
 
 /// The heartbeat belongs to a pool of replicas: relaunch, one at a time, just the replicas that fail

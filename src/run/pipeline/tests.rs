@@ -582,6 +582,19 @@ fn a_saturated_pool_is_alerted_unless_relaunching_it_is_allowed() {
 }
 
 #[test]
+fn a_dry_run_says_a_saturated_pool_would_be_alerted_not_relaunched() {
+    let saturated = || Some(found(Some(100), Plan::Restart, Some(load(5, 5, &[]))));
+    let mut host = Fake::answering(Answer::Timeout).finding(saturated());
+    let report = run(&config(&["--dry-run"]), &mut State::default(), &mut host).unwrap();
+    assert_eq!(
+        fields(&report),
+        "verdict=timeout action=none old_pid=100 new_pid=- state=saturated mail=none"
+    );
+    assert_eq!(report.exit(), Exit::Alerted);
+    assert_eq!(host.did, ["probe", "inspect"]);
+}
+
+#[test]
 fn stuck_workers_are_killed_and_that_is_enough() {
     let config = config(&[]);
     let mut state = State::default();
