@@ -5,7 +5,7 @@
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use rustix::process::Signal;
@@ -13,9 +13,9 @@ use rustix::process::Signal;
 use crate::common::{
     Fpm, alive, field, php_relaunch, shared_tempdir, signal, stderr, stdout, wait_until,
 };
-
-/// www-data's uid and gid on Debian.
-const WWW_DATA: u32 = 33;
+use crate::pool_user::{
+    Busy, WWW_DATA, master_in, occupy, two_pool_master, watch, workers_of, write_as_www_data,
+};
 
 /// A `[discover]` watch file for `fpm`'s config, controlled directly through its binary.
 fn discover_file(dir: &Path, fpm: &Fpm) -> PathBuf {
@@ -32,21 +32,6 @@ fn discover_file(dir: &Path, fpm: &Fpm) -> PathBuf {
     )
     .unwrap();
     file
-}
-
-/// `php-relaunch watch --config FILE` with its log and state in `dir`.
-fn watch(dir: &Path, file: &Path, extra: &[&str]) -> std::process::Output {
-    php_relaunch()
-        .arg("watch")
-        .arg("--config")
-        .arg(file)
-        .arg("--log")
-        .arg(dir.join("log"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .args(extra)
-        .output()
-        .unwrap()
 }
 
 /// A process the pool's PHP started in the background, ended by pid when dropped.
@@ -134,89 +119,6 @@ fn attack3_a_php_background_program_keeps_a_crashed_pool_from_being_relaunched()
     );
 }
 
-/// Requests held open in the background, ended when dropped.
-struct Busy(Vec<Child>);
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// One master of two pools, `www` and `shop`, their sockets in `run/`, a directory the pool user
-/// owns as Debian's /run/php; `www` has its status page on a socket of its own (pm.status_listen).
-fn two_pool_master(d: &Path) -> Fpm {
-    let fpm = Fpm::new(d);
-    let run = d.join("run");
-    fs::create_dir(&run).unwrap();
-    chown(&run, Some(WWW_DATA), Some(WWW_DATA)).unwrap();
-    fs::write(d.join("sleep.php"), "<?php sleep(60); echo 'slept';\n").unwrap();
-    let pool = |name: &str, extra: &str| {
-        format!(
-            "\n[{name}]\nuser = www-data\ngroup = www-data\nlisten = {r}/{name}.sock\n\
-             listen.owner = www-data\nlisten.group = www-data\nlisten.mode = 0660\n\
-             pm = static\npm.max_children = 2\nping.path = /ping\npm.status_path = /status\n{extra}",
-            r = run.display()
-        )
-    };
-    fs::write(
-        &fpm.config,
-        format!(
-            "[global]\npid = {pid}\nerror_log = {d}/php-fpm.log\ndaemonize = yes\n{www}{shop}",
-            pid = fpm.pid_file.display(),
-            d = d.display(),
-            www = pool(
-                "www",
-                &format!("pm.status_listen = {}/www-status.sock\n", run.display())
-            ),
-            shop = pool("shop", ""),
-        ),
-    )
-    .unwrap();
-    fpm.start();
-    wait_until("both pools", Duration::from_secs(10), || {
-        run.join("www.sock").exists() && run.join("shop.sock").exists()
-    });
-    fpm
-}
-
-/// The workers of `pool` of `fpm`, by their title.
-fn workers_of(fpm: &Fpm, pool: &str) -> Vec<u32> {
-    let master = fpm.master();
-    fpm.pids()
-        .into_iter()
-        .filter(|&p| Some(p) != master)
-        .filter(|&p| {
-            fs::read_to_string(format!("/proc/{p}/cmdline"))
-                .is_ok_and(|c| c.trim_end_matches(['\0', ' ']) == format!("php-fpm: pool {pool}"))
-        })
-        .collect()
-}
-
-/// `n` requests to `sleep.php` held open on `pool`, as anyone who may connect to its socket can.
-fn occupy(d: &Path, pool: &str, n: usize) -> Busy {
-    let sleep = format!(
-        "unix://{}/run/{pool}.sock;{}/sleep.php",
-        d.display(),
-        d.display()
-    );
-    Busy(
-        (0..n)
-            .map(|_| {
-                php_relaunch()
-                    .args(["check", &sleep, "60"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect(),
-    )
-}
-
 /// Both workers of `www` busy, until its ping no longer answers.
 fn fill_www(d: &Path) -> Busy {
     let busy = occupy(d, "www", 2);
@@ -287,20 +189,6 @@ fn attack3_a_linked_status_socket_gets_another_pools_workers_killed() {
     // www is judged by its own workers: full, so alerted and left alone.
     assert!(log.contains("state=saturated"), "{log}");
     assert!(!log.contains("action=kill-stuck"), "{log}");
-}
-
-/// Writes `text` to `path` as www-data.
-fn write_as_www_data(path: &Path, text: &str) {
-    let mut child = Command::new("setpriv")
-        .args(["--reuid=33", "--regid=33", "--clear-groups", "tee"])
-        .arg(path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
-    drop(child.stdin.take());
-    assert!(child.wait().unwrap().success());
 }
 
 /// www-data's own php-fpm configuration in a directory of its own (`theirs/`), whose master (run as
@@ -389,32 +277,6 @@ fn attack3_a_discovered_configuration_the_pool_user_owns_is_never_started() {
         stderr(&out)
     );
     assert!(log.contains("alert only"), "{log}");
-}
-
-/// A private php-fpm of one pool `name`, its socket in `run`, a directory the pool user owns.
-fn master_in(d: &Path, run: &Path, name: &str) -> Fpm {
-    let home = d.join(name);
-    fs::create_dir(&home).unwrap();
-    let mut fpm = Fpm::new(&home);
-    fpm.socket = run.join(format!("{name}.sock"));
-    fs::write(
-        &fpm.config,
-        format!(
-            "[global]\npid = {pid}\nerror_log = {home}/php-fpm.log\ndaemonize = yes\n\n\
-             [{name}]\nuser = www-data\ngroup = www-data\nlisten = {sock}\nlisten.owner = www-data\n\
-             listen.group = www-data\nlisten.mode = 0660\npm = static\npm.max_children = 2\n\
-             ping.path = /ping\n",
-            pid = fpm.pid_file.display(),
-            home = home.display(),
-            sock = fpm.socket.display()
-        ),
-    )
-    .unwrap();
-    fpm.start();
-    wait_until("its socket", Duration::from_secs(10), || {
-        fpm.socket.exists()
-    });
-    fpm
 }
 
 /// The pool user owns the sockets' directory (and the socket files): it links another master's

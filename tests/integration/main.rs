@@ -20,6 +20,7 @@ mod ondemand;
 mod owner21;
 mod policy;
 mod pong;
+mod pool_user;
 mod pools;
 mod relaunch;
 mod report;

@@ -6,28 +6,12 @@
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, chown, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use rustix::process::Signal;
 
 use crate::common::{Fpm, field, live_pid_in, php_relaunch, shared_tempdir, signal, stderr};
-
-/// www-data's uid and gid on Debian.
-const WWW_DATA: u32 = 33;
-
-/// Writes `text` to `path` as www-data.
-fn write_as_www_data(path: &Path, text: &str) {
-    let mut child = Command::new("setpriv")
-        .args(["--reuid=33", "--regid=33", "--clear-groups", "tee"])
-        .arg(path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
-    drop(child.stdin.take());
-    assert!(child.wait().unwrap().success());
-}
+use crate::pool_user::{WWW_DATA, write_as_www_data};
 
 /// A directory of `d` that www-data owns (where the pool user can write).
 fn theirs(d: &Path) -> PathBuf {
