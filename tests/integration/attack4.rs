@@ -301,39 +301,7 @@ fn attack4_a_status_page_over_http_gets_another_pools_workers_killed() {
 /// is never php-fpm's socket, whatever is known of its master.
 #[test]
 fn attack4_a_link_at_an_alert_only_pools_path_silences_its_hung_master() {
-    let dir = shared_tempdir();
-    let d = dir.path();
-    let run = www_data_dir(d, "run");
-    let a = master_in(d, &run, "a");
-    let b = master_in(d, &run, "b");
-    let file = d.join("watch.toml");
-    fs::write(
-        &file,
-        format!(
-            "timeout = 2\nrestart_timeout = 10\npause_file = \"{d}/pause\"\n\n[discover]\n\
-             fpm_configs = [\"{conf}\"]\n",
-            d = d.display(),
-            conf = a.config.display()
-        ),
-    )
-    .unwrap();
-    let out = watch(d, &file, &["--dry-run"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-
-    a.freeze();
-    let (a_sock, b_sock) = (
-        a.socket.display().to_string(),
-        b.socket.display().to_string(),
-    );
-    assert!(as_www_data(&["ln", "-sf", &b_sock, &a_sock]));
-    let out = watch(d, &file, &["--dry-run"]);
-    assert_ne!(
-        out.status.code(),
-        Some(0),
-        "a hung alert-only master taken for healthy through a link: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    alert_only_master_hidden_by(&["ln", "-sf"], "a link");
 }
 
 /// The same with a hard link (a socket file, bound to master `b`'s listener): an alert-only pool
@@ -342,6 +310,12 @@ fn attack4_a_link_at_an_alert_only_pools_path_silences_its_hung_master() {
 /// holding the listener bound there is `a`'s.
 #[test]
 fn attack4_a_hard_link_at_an_alert_only_pools_path_silences_its_hung_master() {
+    alert_only_master_hidden_by(&["ln", "-f"], "a hard link");
+}
+
+/// Master `a` discovered alert-only and hung, while www-data puts `b`'s socket at its path with
+/// `ln`: the run must not say healthy.
+fn alert_only_master_hidden_by(ln: &[&str], what: &str) {
     let dir = shared_tempdir();
     let d = dir.path();
     let run = www_data_dir(d, "run");
@@ -366,12 +340,17 @@ fn attack4_a_hard_link_at_an_alert_only_pools_path_silences_its_hung_master() {
         a.socket.display().to_string(),
         b.socket.display().to_string(),
     );
-    assert!(as_www_data(&["ln", "-f", &b_sock, &a_sock]));
+    let argv: Vec<&str> = ln
+        .iter()
+        .copied()
+        .chain([b_sock.as_str(), a_sock.as_str()])
+        .collect();
+    assert!(as_www_data(&argv));
     let out = watch(d, &file, &["--dry-run"]);
     assert_ne!(
         out.status.code(),
         Some(0),
-        "a hung alert-only master taken for healthy through a hard link: {}{}",
+        "a hung alert-only master taken for healthy through {what}: {}{}",
         stdout(&out),
         stderr(&out)
     );
