@@ -172,3 +172,98 @@ fn attack5_a_program_php_left_running_answers_for_a_hung_master() {
         stderr(&out)
     );
 }
+
+/// The test suite's activator (tests/fixtures/activator.py, root's, as systemd's `.socket` unit)
+/// holding a pool's socket and starting php-fpm on the first connection; ended by pid when dropped.
+struct Activated {
+    bin: PathBuf,
+    config: PathBuf,
+    socket: PathBuf,
+    activator: std::process::Child,
+}
+
+impl Activated {
+    fn start(d: &Path) -> Activated {
+        let bin = d.join("php-fpm");
+        fs::copy("/usr/sbin/php-fpm8.2", &bin).unwrap();
+        let socket = d.join("www.sock");
+        let config = d.join("php-fpm.conf");
+        fs::write(
+            &config,
+            format!(
+                "[global]\npid = {d}/php-fpm.pid\nerror_log = {d}/php-fpm.log\n\n\
+                 [www]\nuser = www-data\ngroup = www-data\nlisten = {socket}\npm = ondemand\n\
+                 pm.max_children = 4\npm.process_idle_timeout = 60s\nping.path = /ping\n",
+                d = d.display(),
+                socket = socket.display(),
+            ),
+        )
+        .unwrap();
+        let activator = std::process::Command::new("/usr/bin/python3")
+            .arg(project().join("tests/fixtures/activator.py"))
+            .arg(&socket)
+            .arg("--")
+            .arg(&bin)
+            .args(["--nodaemonize", "--fpm-config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let ready = PathBuf::from(format!("{}.ready", socket.display()));
+        wait_until("the activator", Duration::from_secs(10), || ready.exists());
+        Activated {
+            bin,
+            config,
+            socket,
+            activator,
+        }
+    }
+}
+
+impl Drop for Activated {
+    fn drop(&mut self) {
+        signal(self.activator.id(), Signal::TERM);
+        let _ = self.activator.wait();
+        for pid in crate::common::pids_of_exe(&self.bin) {
+            signal(pid, Signal::KILL);
+        }
+    }
+}
+
+/// An alert-only discovered pool (no service, no `fpm_bin`) that root's activator holds, as
+/// systemd's `.socket` unit does: awake and answering, its php-fpm master started with the very
+/// configuration watched, it is alerted as `untrusted-listener` on every run, because its socket was
+/// opened by the activator, not by "the master of its configuration" (a false alarm mailed every
+/// minute while the pool is up).
+#[test]
+fn attack5_an_awake_socket_activated_alert_only_pool_is_not_called_untrusted() {
+    let dir = shared_tempdir();
+    let d = dir.path();
+    let pool = Activated::start(d);
+    let file = d.join("watch.toml");
+    fs::write(
+        &file,
+        format!(
+            "timeout = 2\npause_file = \"{d}/pause\"\n\n[discover]\nfpm_configs = [\"{conf}\"]\n",
+            d = d.display(),
+            conf = pool.config.display()
+        ),
+    )
+    .unwrap();
+    // Awake: the first request starts its master.
+    let target = format!("unix://{};/ping", pool.socket.display());
+    let woke = php_relaunch()
+        .args(["check", &target, "5"])
+        .output()
+        .unwrap();
+    assert!(woke.status.success(), "{}", stderr(&woke));
+    let out = watch(d, &file, &["--dry-run"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "an awake, healthy socket-activated pool alerted: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
