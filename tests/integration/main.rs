@@ -4,6 +4,7 @@
 
 mod attack3;
 mod attack4;
+mod attack5;
 mod common;
 mod dns;
 mod doctor;
