@@ -84,6 +84,17 @@ pub fn opener(pid: u32) -> Opener {
     }
 }
 
+/// The pid of a root php-fpm master (a trusted php-fpm binary) whose title names `config`, the
+/// canonical path of a configuration nothing controls (`watch`'s alert-only pools), if one runs.
+pub fn master_running(config: &Path) -> Option<u32> {
+    let procs = snapshot().ok()?;
+    procs
+        .iter()
+        .filter(|p| !p.gone && super::master_config(&p.cmd).is_some())
+        .find(|p| opener(p.pid) == Opener::Master(config.to_owned()))
+        .map(|p| p.pid)
+}
+
 /// Whether a verified master of a php-fpm runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verified {

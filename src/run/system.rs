@@ -108,7 +108,7 @@ impl Believer {
         // pool's) says whose socket it is, whatever stands at the path now (#21: the pool user
         // can flip a link there between the answer and any look at the path).
         if let Some(pid) = verdict.listener {
-            match self.opened_by(pid) {
+            match self.opened_by(pid, config) {
                 Opened::Ours => return answer,
                 Opened::Foreign(reason) => return Answer::Untrusted(reason),
                 Opened::Unknown => {}
@@ -183,7 +183,7 @@ impl Believer {
 
     /// Whose is the listening socket process `pid` opened: this php-fpm's master's, another php-fpm's,
     /// or it cannot be told here (systemd or an activator opened it: the path decides).
-    fn opened_by(&self, pid: u32) -> Opened {
+    fn opened_by(&self, pid: u32, config: &Config) -> Opened {
         if let Some(instance) = &self.instance
             && let fpm::Verified::Runs(master) =
                 self.master.get_or_init(|| instance.running_master())
@@ -206,12 +206,43 @@ impl Believer {
                 "the socket that answered was opened by php-fpm process {pid}, no verified master \
                  of this php-fpm: not believed"
             )),
-            fpm::Opener::Other if self.watched.is_some() => Opened::Foreign(format!(
-                "the socket that answered was opened by pid {pid}, not by the master of '{}': not \
-                 believed",
-                self.watched.as_deref().unwrap_or(Path::new("")).display()
-            )),
-            fpm::Opener::Other => Opened::Unknown,
+            fpm::Opener::Other => match &self.watched {
+                // systemd or an activator opened it (an awake on-demand pool): it is this
+                // configuration's when that configuration's master holds the socket the probe
+                // reached.
+                Some(watched) if self.watched_master_holds(pid, watched, config) => Opened::Ours,
+                Some(watched) => Opened::Foreign(format!(
+                    "the socket that answered was opened by pid {pid}, and no master of '{}' \
+                     holds it: not believed",
+                    watched.display()
+                )),
+                None => Opened::Unknown,
+            },
+        }
+    }
+
+    /// Whether the socket `opener` (one of root's, an activator) opened, the one at the target's
+    /// path, is held by a root php-fpm master running `watched`.
+    fn watched_master_holds(&self, opener: u32, watched: &Path, config: &Config) -> bool {
+        let Target::FastCgi {
+            address: Address::Unix(path),
+            ..
+        } = &config.probe.target
+        else {
+            return false;
+        };
+        if !fpm::sockets::trusted_process(opener) {
+            return false;
+        }
+        let Some((file, _)) = listener::socket_file_reached(path) else {
+            return false;
+        };
+        let master = self.master.get_or_init(|| {
+            fpm::master_running(watched).map_or(fpm::Verified::None, fpm::Verified::Runs)
+        });
+        match master {
+            fpm::Verified::Runs(master) => self.master_listens_on(*master, file),
+            _ => false,
         }
     }
 
