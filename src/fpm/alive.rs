@@ -14,7 +14,7 @@ impl Instance {
     /// binary to verify a master by).
     pub fn master_runs(&self) -> Option<bool> {
         match self.running_master() {
-            Verified::Runs(_) => Some(true),
+            Verified::Runs(_) | Verified::Stopped(_) => Some(true),
             Verified::None => Some(false),
             Verified::Unknown => None,
         }
@@ -40,14 +40,15 @@ impl Instance {
             .as_deref()
             .and_then(read_pid)
             .and_then(procs::process);
-        if let Some(named) = named.filter(|p| self.is_master(p)) {
-            return Verified::Runs(named.pid);
-        }
-        match snapshot()
-            .ok()
-            .and_then(|procs| self.master(&procs).map(|p| p.pid))
-        {
-            Some(pid) => Verified::Runs(pid),
+        let master = match named.filter(|p| self.is_master(p)) {
+            Some(named) => Some(named),
+            None => snapshot()
+                .ok()
+                .and_then(|procs| self.master(&procs).cloned()),
+        };
+        match master {
+            Some(p) if p.stopped => Verified::Stopped(p.pid),
+            Some(p) => Verified::Runs(p.pid),
             None => Verified::None,
         }
     }
@@ -60,6 +61,8 @@ impl Instance {
 pub enum Opener {
     /// A php-fpm master of ours, running this configuration.
     Master(PathBuf),
+    /// One of our masters, stopped: what answers on its sockets is not php-fpm.
+    Stopped,
     /// A php-fpm process that is not one of our masters.
     OtherFpm,
     /// Not php-fpm, or gone.
@@ -76,6 +79,7 @@ pub fn opener(pid: u32) -> Opener {
     };
     let ours = p.uid == Some(super::trust::me()) && super::trust::binary(exe).is_ok();
     match super::master_config(&p.cmd) {
+        Some(_) if ours && p.stopped => Opener::Stopped,
         Some(config) if ours => {
             let config = Path::new(config);
             Opener::Master(config.canonicalize().unwrap_or_else(|_| config.to_owned()))
@@ -100,6 +104,9 @@ pub fn master_running(config: &Path) -> Option<u32> {
 pub enum Verified {
     /// This one, by pid.
     Runs(u32),
+    /// This one, SIGSTOPped (or traced): whatever answers on its sockets, a program its workers
+    /// started holding one, say, is not php-fpm (#21).
+    Stopped(u32),
     /// None runs.
     None,
     /// It cannot be told: no trusted binary to verify a master by.

@@ -21,7 +21,8 @@ pub fn answers_itself(
 ) -> Option<String> {
     let procs = snapshot().ok()?;
     let instance = Instance::resolve(control, pid_file, &procs).ok()?;
-    instance.master(&procs)?;
+    // A stopped master's sockets may be answered by anything its workers started (#21).
+    instance.master(&procs).filter(|master| !master.stopped)?;
     let family: Vec<u32> = instance.family(&procs).iter().map(|p| p.pid).collect();
     let pools = conf::read(&instance.config.as_ref()?.path).pools;
     if pools.is_empty() {

@@ -70,6 +70,15 @@ pub struct Believer {
     sockets: OnceLock<Sockets>,
 }
 
+/// Why an answer on the sockets of a stopped master is not php-fpm's: its workers do not run
+/// either, or do only what a stopped master can no longer replace; a program one of them started
+/// keeps the listening socket it inherited and answers on it (#21).
+fn stopped(master: u32) -> String {
+    format!(
+        "php-fpm's master (pid {master}) is stopped: what answers on its socket is not believed"
+    )
+}
+
 /// Whose a listening socket that answered is, by the process that opened it.
 enum Opened {
     /// This php-fpm's master's: believed.
@@ -156,6 +165,7 @@ impl Believer {
             // Nothing to verify a master by (a service of unknown binary).
             fpm::Verified::Unknown => return unverified(answer),
             fpm::Verified::None => return Answer::Untrusted(fpm::no_master(instance)),
+            fpm::Verified::Stopped(pid) => return Answer::Untrusted(stopped(*pid)),
             fpm::Verified::Runs(pid) => *pid,
         };
         // The socket that answered must be one this master listens on (#21: the pool user can
@@ -184,12 +194,14 @@ impl Believer {
     /// Whose is the listening socket process `pid` opened: this php-fpm's master's, another php-fpm's,
     /// or it cannot be told here (systemd or an activator opened it: the path decides).
     fn opened_by(&self, pid: u32, config: &Config) -> Opened {
-        if let Some(instance) = &self.instance
-            && let fpm::Verified::Runs(master) =
-                self.master.get_or_init(|| instance.running_master())
-            && *master == pid
-        {
-            return Opened::Ours;
+        if let Some(instance) = &self.instance {
+            match self.master.get_or_init(|| instance.running_master()) {
+                fpm::Verified::Runs(master) if *master == pid => return Opened::Ours,
+                fpm::Verified::Stopped(master) if *master == pid => {
+                    return Opened::Foreign(stopped(pid));
+                }
+                _ => {}
+            }
         }
         match fpm::opener(pid) {
             fpm::Opener::Master(config)
@@ -202,6 +214,7 @@ impl Believer {
                  not believed",
                 config.display()
             )),
+            fpm::Opener::Stopped => Opened::Foreign(stopped(pid)),
             fpm::Opener::OtherFpm => Opened::Foreign(format!(
                 "the socket that answered was opened by php-fpm process {pid}, no verified master \
                  of this php-fpm: not believed"
