@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::config::watch::Target;
@@ -19,6 +20,12 @@ use crate::state::State;
 
 /// At most this many probes (and masters acted on) at once.
 pub const CONCURRENCY: usize = 64;
+
+/// The threads a run starts with.
+const FIRST_WORKERS: usize = 4;
+
+/// How often a run looks whether its threads are kept waiting (then it doubles them).
+const RAMP: Duration = Duration::from_millis(1);
 
 /// What the concurrent probes found of one target.
 pub(super) struct Probed {
@@ -46,24 +53,41 @@ pub(super) fn probe_all(targets: &[Target]) -> Vec<Probed> {
         .collect()
 }
 
-/// Calls `each` on every item at once, on at most [`CONCURRENCY`] threads (this one among them),
-/// each taking the next item as it is done with one: N hung pools cost one timeout, not N.
+/// Calls `each` on every item at once, on at most [`CONCURRENCY`] threads, each taking the next item
+/// as it is done with one: N hung pools cost one timeout, not N. Threads are not free (a 200-pool
+/// run spent a fifth of its time making and unmaking 64 of them, their stacks and signal stacks),
+/// so the run starts with a few and doubles them every [`RAMP`] in which fewer items were done
+/// than there are threads: healthy pools answer in a fraction of that, hung ones not at all.
 pub(super) fn at_once<T: Send>(items: &mut [T], each: impl Fn(&mut T) + Sync) {
     let items: Vec<Mutex<&mut T>> = items.iter_mut().map(Mutex::new).collect();
     let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
     let work = || {
         while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
             if let Ok(mut item) = item.lock() {
                 each(&mut item);
             }
+            done.fetch_add(1, Ordering::Relaxed);
         }
     };
-    let workers = items.len().clamp(1, CONCURRENCY);
     std::thread::scope(|scope| {
-        for _ in 1..workers {
+        let mut workers = items.len().clamp(1, FIRST_WORKERS);
+        for _ in 0..workers {
             scope.spawn(work);
         }
-        work();
+        let mut before = 0;
+        while next.load(Ordering::Relaxed) < items.len() && workers < CONCURRENCY {
+            std::thread::sleep(RAMP);
+            let now = done.load(Ordering::Relaxed);
+            if now - before < workers {
+                let more = workers.min(CONCURRENCY - workers);
+                for _ in 0..more {
+                    scope.spawn(work);
+                }
+                workers += more;
+            }
+            before = now;
+        }
     });
 }
 
