@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
@@ -152,13 +151,6 @@ fn inet_diag_msg(msg: &[u8]) -> Option<(SocketAddr, Listener)> {
         inode: u64::from(u32_at(msg, 68)?),
     };
     Some((SocketAddr::new(ip, port), listener))
-}
-
-/// The owner of the listener a connected unix stream reached (`SO_PEERCRED`: who called listen).
-pub fn unix_peer_uid(stream: impl AsFd) -> Option<u32> {
-    rustix::net::sockopt::socket_peercred(stream)
-        .ok()
-        .map(|cred| cred.uid.as_raw())
 }
 
 /// The unix listeners bound to the socket file at `path` in this mount namespace: matched by the
@@ -340,7 +332,7 @@ fn unix_diag_msg(msg: &[u8]) -> Option<Bound> {
 mod tests {
     use super::*;
     use std::net::TcpListener;
-    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::os::unix::net::UnixListener;
 
     #[test]
     fn a_tcp_listener_is_found_with_its_owner_and_inode() {
@@ -386,10 +378,6 @@ mod tests {
         let found = unix(&path);
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].trusted());
-        assert_eq!(
-            unix_peer_uid(UnixStream::connect(&path).unwrap()),
-            Some(rustix::process::geteuid().as_raw())
-        );
 
         // Another socket bound at the same name (its file replaced) is another listener.
         std::fs::remove_file(&path).unwrap();

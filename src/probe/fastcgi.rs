@@ -358,6 +358,9 @@ enum Stream {
 pub struct Connection {
     stream: Stream,
     deadline: Instant,
+    /// Over a unix socket, who opened the listening socket it reached: its uid and pid
+    /// (`SO_PEERCRED`, asked once).
+    peer: Option<(u32, Option<u32>)>,
 }
 
 impl Connection {
@@ -365,28 +368,36 @@ impl Connection {
     /// write waits in poll(2) for the time left, which keeps to the deadline within a millisecond
     /// (socket timeouts count in scheduler ticks, and overshot by 20 ms here).
     pub fn open(address: &Address, deadline: Instant) -> Result<Connection, Error> {
-        let stream = match address {
-            Address::Tcp { host, port } => Stream::Tcp(connect_tcp(host, *port, deadline)?),
-            Address::Unix(path) => Stream::Unix(connect_unix(path, deadline)?),
+        let (stream, peer) = match address {
+            Address::Tcp { host, port } => {
+                let stream = connect_tcp(host, *port, deadline)?;
+                stream.set_nonblocking(true).map_err(|err| io_error(&err))?;
+                (Stream::Tcp(stream), None)
+            }
+            // Made non-blocking, and left so.
+            Address::Unix(path) => {
+                let stream = connect_unix(path, deadline)?;
+                let peer = rustix::net::sockopt::socket_peercred(&stream)
+                    .ok()
+                    .map(|cred| {
+                        let pid = u32::try_from(cred.pid.as_raw_nonzero().get()).ok();
+                        (cred.uid.as_raw(), pid)
+                    });
+                (Stream::Unix(stream), peer)
+            }
         };
-        match &stream {
-            Stream::Tcp(s) => s.set_nonblocking(true),
-            Stream::Unix(s) => s.set_nonblocking(true),
-        }
-        .map_err(|err| io_error(&err))?;
-        Ok(Connection { stream, deadline })
+        Ok(Connection {
+            stream,
+            deadline,
+            peer,
+        })
     }
 
     /// The process that opened the unix listening socket this connection reached (`SO_PEERCRED`:
     /// who called listen(2), php-fpm's master for its pools); `None` over TCP or when the kernel
     /// cannot say (a process of another pid namespace).
     pub fn listener_pid(&self) -> Option<u32> {
-        match &self.stream {
-            Stream::Unix(s) => rustix::net::sockopt::socket_peercred(s)
-                .ok()
-                .and_then(|cred| u32::try_from(cred.pid.as_raw_nonzero().get()).ok()),
-            Stream::Tcp(_) => None,
-        }
+        self.peer.and_then(|(_, pid)| pid)
     }
 
     /// Why the listening socket this connection reached is not to be believed, if it is not (#18):
@@ -394,10 +405,10 @@ impl Connection {
     /// owned by another user than root or us. A listener on another host cannot be checked: `None`.
     pub fn distrust(&self) -> Option<String> {
         match &self.stream {
-            Stream::Unix(s) => {
-                let uid = crate::listener::unix_peer_uid(s);
-                crate::listener::distrust_owner(uid, "the socket that answered")
-            }
+            Stream::Unix(_) => crate::listener::distrust_owner(
+                self.peer.map(|(uid, _)| uid),
+                "the socket that answered",
+            ),
             Stream::Tcp(s) => {
                 let listeners = crate::listener::tcp(s.peer_addr().ok()?);
                 crate::listener::distrust(&listeners, "the port that answered")
@@ -506,13 +517,7 @@ fn connect_unix(path: &Path, deadline: Instant) -> Result<UnixStream, Error> {
         done => Ok(done),
     });
     match connected {
-        Ok(Ok(fd)) => {
-            let stream = UnixStream::from(fd);
-            stream
-                .set_nonblocking(false)
-                .map_err(|err| io_error(&err))?;
-            Ok(stream)
-        }
+        Ok(Ok(fd)) => Ok(UnixStream::from(fd)),
         Ok(Err(err)) => Err(io_error(&err.into())),
         Err(()) => Err(Error::Timeout),
     }
