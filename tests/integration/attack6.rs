@@ -2,6 +2,7 @@
 //! what root controls). Private php-fpm masters from a copy of Debian's binary; the attacker acts
 //! only as the pool's own PHP code could (a script that starts a program in the background).
 
+use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -89,7 +90,8 @@ fn attack6_pools_stop_counts_a_replica_whose_master_is_stopped_as_serving() {
         d.display()
     );
     for fpm in &replicas {
-        toml += &format!(
+        let _ = write!(
+            toml,
             "\n[[pools.www.replicas]]\nfpm_bin = \"{}\"\nfpm_config = \"{}\"\nping = \"unix://{};/ping\"\n",
             fpm.bin.display(),
             fpm.config.display(),
