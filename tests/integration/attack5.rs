@@ -76,7 +76,7 @@ fn target_file(d: &Path, fpm: &Fpm) -> PathBuf {
 }
 
 /// A program the pool's PHP left running, ended by pid when dropped.
-struct Responder(u32);
+pub(crate) struct Responder(u32);
 
 impl Drop for Responder {
     fn drop(&mut self) {
@@ -87,7 +87,7 @@ impl Drop for Responder {
 /// What any PHP script of the pool may do: start a program in the background. It inherits the
 /// pool's listening socket from its worker (php-fpm leaves it open across exec) and answers every
 /// FastCGI request that reaches it as a healthy pool would (tests/fixtures/inherited_responder.pl).
-fn php_leaves_a_responder(d: &Path, fpm: &Fpm) -> Responder {
+pub(crate) fn php_leaves_a_responder(d: &Path, fpm: &Fpm) -> Responder {
     let drop_box = d.join("bg");
     fs::create_dir(&drop_box).unwrap();
     chown(&drop_box, Some(WWW_DATA), Some(WWW_DATA)).unwrap();

@@ -5,6 +5,7 @@
 mod attack3;
 mod attack4;
 mod attack5;
+mod attack6;
 mod common;
 mod dns;
 mod doctor;
