@@ -10,16 +10,6 @@ use std::path::{Path, PathBuf};
 use super::{Control, Instance, procs, read_pid, snapshot};
 
 impl Instance {
-    /// Whether a verified master of this php-fpm runs: `None` when it cannot be told (no trusted
-    /// binary to verify a master by).
-    pub fn master_runs(&self) -> Option<bool> {
-        match self.running_master() {
-            Verified::Runs(_) | Verified::Stopped(_) => Some(true),
-            Verified::None => Some(false),
-            Verified::Unknown => None,
-        }
-    }
-
     /// The unix socket files its pools listen on.
     pub fn pool_socket_paths(&self) -> Vec<PathBuf> {
         self.pools
@@ -123,13 +113,32 @@ pub fn known(control: &Control, pid_file: Option<&Path>) -> Option<Instance> {
     Instance::resolve(control, pid_file, &[]).ok()
 }
 
-/// Why a healthy answer is not php-fpm's: no verified master of `instance` runs. `None` when one
-/// runs, or it cannot be told (a service of unknown binary).
-pub fn masterless(instance: &Instance) -> Option<String> {
-    if instance.master_runs()? {
-        return None;
+/// Why a healthy answer is not php-fpm's: no verified master of `instance` runs, or it is stopped,
+/// or another php-fpm opened the unix socket that answered (`listener`, `SO_PEERCRED`'s pid: a pool
+/// user can put another master's socket at a path it owns). `None` when its running master opened
+/// it (or systemd, an activator did), or it cannot be told (a service of unknown binary).
+pub fn masterless(instance: &Instance, listener: Option<u32>) -> Option<String> {
+    match instance.running_master() {
+        Verified::Unknown => None,
+        Verified::None => Some(no_master(instance)),
+        Verified::Stopped(pid) => Some(stopped(pid)),
+        Verified::Runs(master) => match listener {
+            Some(pid) if pid != master && opener(pid) != Opener::Other => Some(format!(
+                "the socket that answered was opened by pid {pid}, not by php-fpm's master (pid \
+                 {master}): not believed"
+            )),
+            _ => None,
+        },
     }
-    Some(no_master(instance))
+}
+
+/// Why an answer on the sockets of a stopped master is not php-fpm's: its workers do not run either,
+/// or do only what a stopped master can no longer replace; a program one of them started keeps the
+/// listening socket it inherited and answers on it (#21).
+pub fn stopped(master: u32) -> String {
+    format!(
+        "php-fpm's master (pid {master}) is stopped: what answers on its socket is not believed"
+    )
 }
 
 /// What [`masterless`] says when no verified master of `instance` runs.

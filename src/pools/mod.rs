@@ -120,9 +120,10 @@ impl Replica {
         let verdict = probe::probe(&self.ping, PING_TIMEOUT, None);
         let answer = &verdict.answer;
         if answer.is_healthy() {
-            // Only while its verified master runs: its workers' children may hold the socket (#18).
-            if let Some(why) =
-                fpm::known(&self.control(), None).and_then(|instance| fpm::masterless(&instance))
+            // Only while its verified master runs, and from a socket it opened: its workers'
+            // children may hold the socket (#18), and the pool user may link another's in (#21).
+            if let Some(why) = fpm::known(&self.control(), None)
+                .and_then(|instance| fpm::masterless(&instance, verdict.listener))
             {
                 return Err(format!("untrusted-listener ({why})"));
             }

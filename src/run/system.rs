@@ -70,15 +70,6 @@ pub struct Believer {
     sockets: OnceLock<Sockets>,
 }
 
-/// Why an answer on the sockets of a stopped master is not php-fpm's: its workers do not run
-/// either, or do only what a stopped master can no longer replace; a program one of them started
-/// keeps the listening socket it inherited and answers on it (#21).
-fn stopped(master: u32) -> String {
-    format!(
-        "php-fpm's master (pid {master}) is stopped: what answers on its socket is not believed"
-    )
-}
-
 /// Whose a listening socket that answered is, by the process that opened it.
 enum Opened {
     /// This php-fpm's master's: believed.
@@ -150,6 +141,20 @@ impl Believer {
             _ => answer,
         };
         let Some(instance) = &self.instance else {
+            // A configuration watched alert-only: its master must run, unstopped (a TCP answer
+            // says nothing of who opened its socket; a program PHP started may hold it, #21).
+            if let Some(watched) = &self.watched
+                && !matches!(
+                    self.master.get_or_init(|| fpm::master_running(watched)
+                        .map_or(fpm::Verified::None, fpm::Verified::Runs)),
+                    fpm::Verified::Runs(_)
+                )
+            {
+                return Answer::Untrusted(format!(
+                    "no php-fpm master of '{}' runs (or it is stopped): not believed",
+                    watched.display()
+                ));
+            }
             return unverified(answer);
         };
         // A FastCGI target's own listener was checked by the probe.
@@ -165,7 +170,7 @@ impl Believer {
             // Nothing to verify a master by (a service of unknown binary).
             fpm::Verified::Unknown => return unverified(answer),
             fpm::Verified::None => return Answer::Untrusted(fpm::no_master(instance)),
-            fpm::Verified::Stopped(pid) => return Answer::Untrusted(stopped(*pid)),
+            fpm::Verified::Stopped(pid) => return Answer::Untrusted(fpm::stopped(*pid)),
             fpm::Verified::Runs(pid) => *pid,
         };
         // The socket that answered must be one this master listens on (#21: the pool user can
@@ -198,7 +203,7 @@ impl Believer {
             match self.master.get_or_init(|| instance.running_master()) {
                 fpm::Verified::Runs(master) if *master == pid => return Opened::Ours,
                 fpm::Verified::Stopped(master) if *master == pid => {
-                    return Opened::Foreign(stopped(pid));
+                    return Opened::Foreign(fpm::stopped(pid));
                 }
                 _ => {}
             }
@@ -214,7 +219,7 @@ impl Believer {
                  not believed",
                 config.display()
             )),
-            fpm::Opener::Stopped => Opened::Foreign(stopped(pid)),
+            fpm::Opener::Stopped => Opened::Foreign(fpm::stopped(pid)),
             fpm::Opener::OtherFpm => Opened::Foreign(format!(
                 "the socket that answered was opened by php-fpm process {pid}, no verified master \
                  of this php-fpm: not believed"
