@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use crate::common::{Fpm, Nginx, php_relaunch, shared_tempdir, stderr, stdout, wait_until};
 use crate::pool_user::{
-    master_in, occupy, two_pool_master, watch, workers_of, write_as_www_data, www_data_dir,
+    master_in, occupy, target_file, two_pool_master, watch, workers_of, write_as_www_data,
+    www_data_dir,
 };
 
 /// `argv` run as www-data.
@@ -22,24 +23,6 @@ fn as_www_data(argv: &[&str]) -> bool {
         .status()
         .unwrap()
         .success()
-}
-
-/// A watch file of one `[[target]]`: `fpm`'s `/ping`, controlled through its binary and config.
-fn target_file(d: &Path, fpm: &Fpm) -> PathBuf {
-    let file = d.join("watch.toml");
-    fs::write(
-        &file,
-        format!(
-            "timeout = 2\nrestart_timeout = 10\npause_file = \"{d}/pause\"\n\n[[target]]\n\
-             url = \"{url}\"\nfpm_bin = \"{bin}\"\nfpm_config = \"{conf}\"\n",
-            d = d.display(),
-            url = fpm.target("/ping"),
-            bin = fpm.bin.display(),
-            conf = fpm.config.display()
-        ),
-    )
-    .unwrap();
-    file
 }
 
 /// The first round's hard link, as a symbolic link: the probe's connect follows it to master

@@ -12,68 +12,7 @@ use rustix::process::Signal;
 use crate::common::{
     Fpm, php_relaunch, project, shared_tempdir, signal, stderr, stdout, wait_until,
 };
-
-/// www-data's uid and gid on Debian.
-const WWW_DATA: u32 = 33;
-
-/// `php-relaunch watch --config FILE` with its log and state in `dir`.
-fn watch(dir: &Path, file: &Path, extra: &[&str]) -> std::process::Output {
-    php_relaunch()
-        .arg("watch")
-        .arg("--config")
-        .arg(file)
-        .arg("--log")
-        .arg(dir.join("log"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .args(extra)
-        .output()
-        .unwrap()
-}
-
-/// A private php-fpm of one pool `name` (www-data's, `/ping`), its socket in `d`.
-fn master_in(d: &Path, name: &str) -> Fpm {
-    let home = d.join(name);
-    fs::create_dir(&home).unwrap();
-    let mut fpm = Fpm::new(&home);
-    fpm.socket = d.join(format!("{name}.sock"));
-    fs::write(
-        &fpm.config,
-        format!(
-            "[global]\npid = {pid}\nerror_log = {home}/php-fpm.log\ndaemonize = yes\n\n\
-             [{name}]\nuser = www-data\ngroup = www-data\nlisten = {sock}\nlisten.owner = www-data\n\
-             listen.group = www-data\nlisten.mode = 0660\npm = static\npm.max_children = 2\n\
-             ping.path = /ping\n",
-            pid = fpm.pid_file.display(),
-            home = home.display(),
-            sock = fpm.socket.display()
-        ),
-    )
-    .unwrap();
-    fpm.start();
-    wait_until("its socket", Duration::from_secs(10), || {
-        fpm.socket.exists()
-    });
-    fpm
-}
-
-/// A watch file of one `[[target]]`: `fpm`'s `/ping`, controlled through its binary and config.
-fn target_file(d: &Path, fpm: &Fpm) -> PathBuf {
-    let file = d.join("watch.toml");
-    fs::write(
-        &file,
-        format!(
-            "timeout = 2\nrestart_timeout = 10\npause_file = \"{d}/pause\"\n\n[[target]]\n\
-             url = \"{url}\"\nfpm_bin = \"{bin}\"\nfpm_config = \"{conf}\"\n",
-            d = d.display(),
-            url = fpm.target("/ping"),
-            bin = fpm.bin.display(),
-            conf = fpm.config.display()
-        ),
-    )
-    .unwrap();
-    file
-}
+use crate::pool_user::{WWW_DATA, master_in, target_file, watch};
 
 /// A program the pool's PHP left running, ended by pid when dropped.
 pub(crate) struct Responder(u32);
@@ -147,7 +86,7 @@ fn classic(d: &Path, fpm: &Fpm) -> std::process::Output {
 fn attack5_a_program_php_left_running_answers_for_a_hung_master() {
     let dir = shared_tempdir();
     let d = dir.path();
-    let a = master_in(d, "a");
+    let a = master_in(d, d, "a");
     let file = target_file(d, &a);
     let out = watch(d, &file, &["--dry-run"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

@@ -76,6 +76,24 @@ pub fn master_in(d: &Path, run: &Path, name: &str) -> Fpm {
     fpm
 }
 
+/// A watch file of one `[[target]]`: `fpm`'s `/ping`, controlled through its binary and config.
+pub fn target_file(d: &Path, fpm: &Fpm) -> PathBuf {
+    let file = d.join("watch.toml");
+    fs::write(
+        &file,
+        format!(
+            "timeout = 2\nrestart_timeout = 10\npause_file = \"{d}/pause\"\n\n[[target]]\n\
+             url = \"{url}\"\nfpm_bin = \"{bin}\"\nfpm_config = \"{conf}\"\n",
+            d = d.display(),
+            url = fpm.target("/ping"),
+            bin = fpm.bin.display(),
+            conf = fpm.config.display()
+        ),
+    )
+    .unwrap();
+    file
+}
+
 /// Requests held open in the background, ended when dropped.
 pub struct Busy(Vec<Child>);
 
