@@ -3,6 +3,7 @@
 //! www-data owns, as Debian's /run/php; the attacker acts as www-data (setpriv) or as the pool's
 //! own PHP code.
 
+use std::fmt::Write as _;
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::os::unix::net::UnixListener;
@@ -125,6 +126,83 @@ fn attack7_check_believes_a_socket_whose_master_is_dead() {
         Some(0),
         "check says healthy with no php-fpm running: a program PHP left running answers on the \
          socket a dead master opened: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+/// Two replicas of a pool (`pools`, #4), their sockets in www-data's directory. Replica 2's php-fpm
+/// crashes and is started again (a relaunch unlinks the old socket file first); a program its PHP
+/// left running kept the old listening socket, and www-data kept a hard link to the old socket file
+/// (its own, `listen.owner`), which it renames back over replica 2's new socket. The kernel says the answering socket was opened by the dead master:
+/// the classic run and `watch` then ask whether the running master holds the socket at the path (it
+/// does not), but `pools` believes any socket whose opener is not a live php-fpm, so replica 2
+/// "serves" with no php-fpm behind its path (and `pools stop www 1` then takes the only php-fpm
+/// anything reaches down: seen, exit 0, "www/1: stopped (QUIT)").
+#[test]
+fn attack7_pools_believes_a_socket_its_dead_master_opened() {
+    let dir = shared_tempdir();
+    let d = dir.path();
+    let run = www_data_dir(d, "run");
+    let replicas = [master_in(d, &run, "r1"), master_in(d, &run, "r2")];
+    let mut toml = format!(
+        "[pools.www]\nbalancer = \"nginx\"\nrelease_link = \"{}/current\"\n",
+        d.display()
+    );
+    for fpm in &replicas {
+        let _ = write!(
+            toml,
+            "\n[[pools.www.replicas]]\nfpm_bin = \"{}\"\nfpm_config = \"{}\"\nping = \"unix://{};/ping\"\n",
+            fpm.bin.display(),
+            fpm.config.display(),
+            fpm.socket.display()
+        );
+    }
+    let pools_file = d.join("pools.toml");
+    fs::write(&pools_file, toml).unwrap();
+    let r2 = &replicas[1];
+    let _responder = php_leaves_a_responder(d, r2);
+    let kept = run.join("kept");
+    assert!(as_www_data(&[
+        "ln",
+        &r2.socket.display().to_string(),
+        &kept.display().to_string(),
+    ]));
+    // Replica 2 crashes (master and workers) and is started again: a new socket at its path.
+    let old = r2.master().unwrap();
+    for pid in r2.pids() {
+        signal(pid, Signal::KILL);
+    }
+    wait_until("replica 2 to be gone", Duration::from_secs(5), || {
+        !alive(old) && r2.pids().is_empty()
+    });
+    // A relaunch unlinks a pool's socket file that a listener answers on while no root process
+    // holds it, so php-fpm binds a fresh one (php-fpm refuses a path something answers on).
+    fs::remove_file(&r2.socket).unwrap();
+    r2.start();
+    wait_until("replica 2's socket", Duration::from_secs(10), || {
+        r2.socket.exists()
+    });
+    assert!(as_www_data(&[
+        "mv",
+        "-f",
+        &kept.display().to_string(),
+        &r2.socket.display().to_string(),
+    ]));
+
+    let out = php_relaunch()
+        .args(["pools", "status", "www", "2", "--config"])
+        .arg(&pools_file)
+        .output()
+        .unwrap();
+    for fpm in &replicas {
+        fpm.stop();
+    }
+    assert!(
+        out.status.code() == Some(1) && stdout(&out).contains("untrusted-listener"),
+        "replica 2's path leads to a socket its dead master opened, not to its running master's, \
+         and that answer was taken for replica 2's ping (exit {:?}): {}{}",
+        out.status.code(),
         stdout(&out),
         stderr(&out)
     );
