@@ -7,7 +7,6 @@ use std::fmt::Write as _;
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::os::unix::net::UnixListener;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
