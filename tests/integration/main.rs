@@ -6,6 +6,7 @@ mod attack3;
 mod attack4;
 mod attack5;
 mod attack6;
+mod attack7;
 mod common;
 mod dns;
 mod doctor;
