@@ -129,8 +129,17 @@ pub fn command(args: &IdleStopArgs) -> Result<Exit> {
 /// listening socket: the activator (systemd's `.socket` unit) that starts php-fpm again on the next
 /// request. The pool user's processes never count (#18): a program PHP starts inherits the socket.
 fn activated(instance: &Instance, procs: &[Proc], socket: &Path) -> bool {
+    let listening = sockets::listening(socket);
+    // The socket bound at the path must be the pool's own, which its master holds: the owner of the
+    // socket directory can put another activated socket there (#21).
+    if !instance
+        .master(procs)
+        .is_some_and(|master| sockets::holds(master.pid, &listening))
+    {
+        return false;
+    }
     let family: Vec<u32> = instance.family(procs).iter().map(|p| p.pid).collect();
-    sockets::holders(&sockets::listening(socket))
+    sockets::holders(&listening)
         .iter()
         .filter(|pid| !family.contains(pid))
         .any(|pid| {

@@ -380,7 +380,10 @@ impl Connection {
                 let peer = rustix::net::sockopt::socket_peercred(&stream)
                     .ok()
                     .map(|cred| {
-                        let pid = u32::try_from(cred.pid.as_raw_nonzero().get()).ok();
+                        // 0: a process of a pid namespace we cannot see; unknown then.
+                        let pid = u32::try_from(cred.pid.as_raw_nonzero().get())
+                            .ok()
+                            .filter(|&pid| pid != 0);
                         (cred.uid.as_raw(), pid)
                     });
                 (Stream::Unix(stream), peer)

@@ -801,15 +801,18 @@ fn a_hung_pool_relaunches_its_master_once_and_names_its_healthy_siblings() {
     let farm = Farm::start(&[("c", 4)], false);
     // A deadline the healthy pools meet even on a loaded machine: only c01's is to pass.
     let file = farm.watch_file_timeout(5, "");
-    // c01's only worker hangs; its master and the other pools' workers are fine.
-    let worker = farm
-        .family(0)
-        .into_iter()
-        .find(|&p| {
+    // c01's only worker hangs; its master and the other pools' workers are fine. (Under load a
+    // worker may show its pool's title a moment after the pool's socket exists.)
+    let c01_worker = || {
+        farm.family(0).into_iter().find(|&p| {
             fs::read_to_string(format!("/proc/{p}/cmdline"))
                 .is_ok_and(|c| c.trim_end_matches(['\0', ' ']) == "php-fpm: pool c01")
         })
-        .expect("c01's worker");
+    };
+    wait_until("c01's worker", Duration::from_secs(10), || {
+        c01_worker().is_some()
+    });
+    let worker = c01_worker().expect("c01's worker");
     signal(worker, Signal::STOP);
     wait_until("the worker to stop", Duration::from_secs(5), || {
         state(worker) == Some('T')
