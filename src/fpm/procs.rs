@@ -250,7 +250,7 @@ mod tests {
     #[test]
     fn one_process_reads_as_the_table_shows_it() {
         let mut child = Command::new("/bin/sleep")
-            .args(["30", "x"])
+            .args(["30", "1"])
             .spawn()
             .unwrap();
         let seen = me_as_seen(&child);
