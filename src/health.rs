@@ -12,6 +12,20 @@ use crate::stdout::errln;
 /// Probes once and judges the reply against `state`'s remembered counters (updated in place).
 pub fn check(config: &ProbeConfig, state: &mut State) -> Verdict {
     let mut verdict = probe::probe(&config.target, config.timeout, config.expect.as_deref());
+    // Over a unix socket, the socket's opener gone (no php-fpm holding the socket) or stopped: a
+    // program a worker started answered on the socket it inherited (#21). `check`'s too.
+    if verdict.answer.is_healthy()
+        && let (
+            Some(pid),
+            probe::Target::FastCgi {
+                address: probe::fastcgi::Address::Unix(path),
+                ..
+            },
+        ) = (verdict.listener, &config.target)
+        && let Some(reason) = crate::fpm::opener_not_running(pid, path)
+    {
+        verdict.answer = Answer::Untrusted(reason);
+    }
     if verdict.answer.is_healthy()
         && config.thresholds.any()
         && let Some(reason) = judge_status(config, &verdict.body, state)

@@ -325,7 +325,22 @@ fn check(plan: &Plan, env: &Env) -> u8 {
             errln!("{NAME}: {}", escape::field(&distrust));
             return code::CONNECT;
         }
-        Ok(crate::probe::Exchanged { status, body, .. }) => (status, body),
+        Ok(crate::probe::Exchanged {
+            status,
+            body,
+            listener,
+            ..
+        }) => {
+            // A program a worker started, answering on the socket it inherited after php-fpm died
+            // or stopped, is not php-fpm (#21).
+            if let (Some(pid), Address::Unix(path)) = (listener, address(&env.connect))
+                && let Some(why) = crate::fpm::opener_not_running(pid, &path)
+            {
+                errln!("{NAME}: {}", escape::field(&why));
+                return code::CONNECT;
+            }
+            (status, body)
+        }
         Err(err) => return failed(&err, page, &env.connect, &via, seconds),
     };
     let text = String::from_utf8_lossy(&body);

@@ -149,3 +149,38 @@ pub fn no_master(instance: &Instance) -> String {
     };
     format!("the heartbeat answers, but no verified php-fpm master{which} runs: not believed")
 }
+
+/// Why the process that opened the unix listening socket that answered (`SO_PEERCRED`: who
+/// called listen(2), php-fpm's master for its pools) cannot have answered for php-fpm: it is gone,
+/// or stopped. Read from `/proc/PID/stat`, its state after the last `)` (the name before it is the
+/// process's to choose).
+pub fn opener_not_running(pid: u32, path: &Path) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+    let state = stat
+        .as_deref()
+        .and_then(|stat| stat.get(stat.rfind(')')? + 2..)?.chars().next());
+    match state {
+        // A master that re-executed itself with a new pid (a reload of a daemonizing php-fpm)
+        // keeps the sockets its predecessor opened: php-fpm of root's (or ours) holding the
+        // socket bound at the path is php-fpm.
+        None | Some('Z' | 'X') if php_fpm_holds(path) => None,
+        None | Some('Z' | 'X') => Some(format!(
+            "the process that opened the socket that answered (pid {pid}) is gone: what answered \
+             holds a socket it inherited, not php-fpm"
+        )),
+        Some('T' | 't') => Some(format!(
+            "the process that opened the socket that answered (pid {pid}) is stopped: what \
+             answered is not php-fpm"
+        )),
+        Some(_) => None,
+    }
+}
+
+/// Whether a php-fpm process of root's (or ours) holds the listening socket bound at `path`.
+fn php_fpm_holds(path: &Path) -> bool {
+    super::sockets::holders(&super::sockets::listening(path))
+        .into_iter()
+        .any(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| super::is_php_fpm(&exe))
+        })
+}

@@ -23,7 +23,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use rustix::process::Signal;
 
-pub use alive::{Opener, Verified, known, master_running, masterless, no_master, opener, stopped};
+pub use alive::{
+    Opener, Verified, known, master_running, masterless, no_master, opener, opener_not_running,
+    stopped,
+};
 pub use answers::answers_itself;
 pub use conf::{PoolConf, read as read_config, root_config, setting_of as config_setting};
 pub use procs::{Proc, Sent, snapshot};

@@ -122,9 +122,20 @@ impl Replica {
         if answer.is_healthy() {
             // Only while its verified master runs, and from a socket it opened: its workers'
             // children may hold the socket (#18), and the pool user may link another's in (#21).
-            if let Some(why) = fpm::known(&self.control(), None)
-                .and_then(|instance| fpm::masterless(&instance, verdict.listener))
-            {
+            let opener = match (&self.ping, verdict.listener) {
+                (
+                    probe::Target::FastCgi {
+                        address: probe::fastcgi::Address::Unix(path),
+                        ..
+                    },
+                    Some(pid),
+                ) => fpm::opener_not_running(pid, path),
+                _ => None,
+            };
+            if let Some(why) = opener.or_else(|| {
+                fpm::known(&self.control(), None)
+                    .and_then(|instance| fpm::masterless(&instance, verdict.listener))
+            }) {
                 return Err(format!("untrusted-listener ({why})"));
             }
             Ok(format!(

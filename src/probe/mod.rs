@@ -125,16 +125,6 @@ fn probe_fastcgi(address: &Address, script: Option<&Script>, timeout: Duration) 
     let result = exchange(address, script, started + timeout);
     let latency = started.elapsed();
     let listener = result.as_ref().ok().and_then(|e| e.listener);
-    let result = result.map(|mut exchanged| {
-        // The socket's opener gone or stopped: whoever answered holds a socket it inherited, a
-        // program a worker started (#21). Asked of every unix answer, `check`'s included.
-        if exchanged.distrust.is_none()
-            && let (Some(pid), Address::Unix(path)) = (exchanged.listener, address)
-        {
-            exchanged.distrust = opener_not_running(pid, path);
-        }
-        exchanged
-    });
     let (answer, body, stderr) = match result {
         Ok(Exchanged {
             status,
@@ -163,42 +153,6 @@ fn probe_fastcgi(address: &Address, script: Option<&Script>, timeout: Duration) 
         stderr: said(&stderr),
         listener,
     }
-}
-
-/// Why the process that opened the unix listening socket that answered (`SO_PEERCRED`: who
-/// called listen(2), php-fpm's master for its pools) cannot have answered for php-fpm: it is gone,
-/// or stopped. Read from `/proc/PID/stat`, its state after the last `)` (the name before it is the
-/// process's to choose).
-fn opener_not_running(pid: u32, path: &std::path::Path) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
-    let state = stat
-        .as_deref()
-        .and_then(|stat| stat.get(stat.rfind(')')? + 2..)?.chars().next());
-    match state {
-        // A master that re-executed itself with a new pid (a reload of a daemonizing php-fpm)
-        // keeps the sockets its predecessor opened: php-fpm of root's (or ours) holding the
-        // socket bound at the path is php-fpm.
-        None | Some('Z' | 'X') if php_fpm_holds(path) => None,
-        None | Some('Z' | 'X') => Some(format!(
-            "the process that opened the socket that answered (pid {pid}) is gone: what answered \
-             holds a socket it inherited, not php-fpm"
-        )),
-        Some('T' | 't') => Some(format!(
-            "the process that opened the socket that answered (pid {pid}) is stopped: what \
-             answered is not php-fpm"
-        )),
-        Some(_) => None,
-    }
-}
-
-/// Whether a php-fpm process of root's (or ours) holds the listening socket bound at `path`.
-fn php_fpm_holds(path: &std::path::Path) -> bool {
-    crate::fpm::sockets::holders(&crate::fpm::sockets::listening(path))
-        .into_iter()
-        .any(|pid| {
-            std::fs::read_link(format!("/proc/{pid}/exe"))
-                .is_ok_and(|exe| crate::fpm::is_php_fpm(&exe))
-        })
 }
 
 /// What one FastCGI exchange brought back.
