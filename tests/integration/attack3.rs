@@ -14,7 +14,8 @@ use crate::common::{
     Fpm, alive, field, php_relaunch, shared_tempdir, signal, stderr, stdout, wait_until,
 };
 use crate::pool_user::{
-    Busy, WWW_DATA, master_in, occupy, two_pool_master, watch, workers_of, write_as_www_data,
+    Busy, WWW_DATA, master_in, occupy, target_file, two_pool_master, watch, workers_of,
+    write_as_www_data,
 };
 
 /// A `[discover]` watch file for `fpm`'s config, controlled directly through its binary.
@@ -293,19 +294,7 @@ fn attack3_another_masters_socket_linked_in_keeps_a_hung_master_looking_healthy(
     chown(&run, Some(WWW_DATA), Some(WWW_DATA)).unwrap();
     let a = master_in(d, &run, "a");
     let b = master_in(d, &run, "b");
-    let file = d.join("watch.toml");
-    fs::write(
-        &file,
-        format!(
-            "timeout = 2\nrestart_timeout = 10\npause_file = \"{d}/pause\"\n\n[[target]]\n\
-             url = \"{url}\"\nfpm_bin = \"{bin}\"\nfpm_config = \"{conf}\"\n",
-            d = d.display(),
-            url = a.target("/ping"),
-            bin = a.bin.display(),
-            conf = a.config.display()
-        ),
-    )
-    .unwrap();
+    let file = target_file(d, &a);
     let out = watch(d, &file, &["--dry-run"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 

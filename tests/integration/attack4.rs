@@ -6,24 +6,13 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use crate::common::{Fpm, Nginx, php_relaunch, shared_tempdir, stderr, stdout, wait_until};
 use crate::pool_user::{
-    master_in, occupy, target_file, two_pool_master, watch, workers_of, write_as_www_data,
-    www_data_dir,
+    as_www_data, master_in, occupy, target_file, two_pool_master, watch, workers_of,
+    write_as_www_data, www_data_dir,
 };
-
-/// `argv` run as www-data.
-fn as_www_data(argv: &[&str]) -> bool {
-    Command::new("setpriv")
-        .args(["--reuid=33", "--regid=33", "--clear-groups"])
-        .args(argv)
-        .status()
-        .unwrap()
-        .success()
-}
 
 /// The first round's hard link, as a symbolic link: the probe's connect follows it to master
 /// `b`'s socket (root's listener), and the believer, looking at the path without following it,

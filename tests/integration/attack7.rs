@@ -7,24 +7,13 @@ use std::fmt::Write as _;
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::os::unix::net::UnixListener;
-use std::process::Command;
 use std::time::Duration;
 
 use rustix::process::Signal;
 
 use crate::attack5::php_leaves_a_responder;
 use crate::common::{alive, php_relaunch, shared_tempdir, signal, stderr, stdout, wait_until};
-use crate::pool_user::{WWW_DATA, master_in, www_data_dir};
-
-/// `argv` run as www-data (no groups); true when it succeeded.
-fn as_www_data(argv: &[&str]) -> bool {
-    Command::new("setpriv")
-        .args(["--reuid=33", "--regid=33", "--clear-groups"])
-        .args(argv)
-        .status()
-        .unwrap()
-        .success()
-}
+use crate::pool_user::{WWW_DATA, as_www_data, master_in, www_data_dir};
 
 /// `idle-stop` refuses to stop a php-fpm that is not socket-activated (#18 item 8): only a root
 /// process outside php-fpm's family holding the listening socket bound to the file at the pool's

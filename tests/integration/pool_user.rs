@@ -27,6 +27,16 @@ pub fn write_as_www_data(path: &Path, text: &str) {
     assert!(child.wait().unwrap().success());
 }
 
+/// `argv` run as www-data (no groups); true when it succeeded.
+pub fn as_www_data(argv: &[&str]) -> bool {
+    Command::new("setpriv")
+        .args(["--reuid=33", "--regid=33", "--clear-groups"])
+        .args(argv)
+        .status()
+        .unwrap()
+        .success()
+}
+
 /// A directory the pool user owns, as Debian's /run/php.
 pub fn www_data_dir(d: &Path, name: &str) -> PathBuf {
     let run = d.join(name);
