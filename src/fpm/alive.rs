@@ -152,14 +152,9 @@ pub fn no_master(instance: &Instance) -> String {
 
 /// Why the process that opened the unix listening socket that answered (`SO_PEERCRED`: who
 /// called listen(2), php-fpm's master for its pools) cannot have answered for php-fpm: it is gone,
-/// or stopped. Read from `/proc/PID/stat`, its state after the last `)` (the name before it is the
-/// process's to choose).
+/// or stopped.
 pub fn opener_not_running(pid: u32, path: &Path) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
-    let state = stat
-        .as_deref()
-        .and_then(|stat| stat.get(stat.rfind(')')? + 2..)?.chars().next());
-    match state {
+    match procs::state(pid) {
         // A master that re-executed itself with a new pid (a reload of a daemonizing php-fpm)
         // keeps the sockets its predecessor opened: php-fpm of root's (or ours) holding the
         // socket bound at the path is php-fpm.

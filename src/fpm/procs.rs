@@ -98,13 +98,19 @@ pub fn snapshot() -> Result<Vec<Proc>> {
         .collect())
 }
 
+/// A process's scheduler state (`R`, `S`, `T`, `Z` …) from `/proc/PID/stat`: the field after the last
+/// `)`, since the name before it is the process's to choose. `None` when it is gone.
+pub fn state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.get(stat.rfind(')')? + 2..)?.chars().next()
+}
+
 /// One process read from /proc alone, without a scan of the process table: what verifies a master
 /// named by its pid file. Its `uid` is set only when the real and effective uids agree (a set-uid
 /// program run by another user is not that uid's process); time and memory are not read.
 pub fn process(pid: u32) -> Option<Proc> {
     let who = identity(pid)?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let state = stat.get(stat.rfind(')')? + 2..)?.chars().next()?;
+    let state = state(pid)?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let cmd = cmdline
         .split(|&b| b == 0)

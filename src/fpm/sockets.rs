@@ -71,13 +71,8 @@ pub fn holds(pid: u32, inodes: &[u64]) -> bool {
     if inodes.is_empty() {
         return false;
     }
-    let names: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
-    fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
-        fds.flatten().any(|fd| {
-            fs::read_link(fd.path())
-                .is_ok_and(|link| names.iter().any(|n| link.as_os_str() == n.as_str()))
-        })
-    })
+    let held = held(pid);
+    inodes.iter().any(|inode| held.contains(inode))
 }
 
 /// The listening sockets of a pool's `listen` setting (`/path`, `ADDR:PORT`, `[V6]:PORT`,

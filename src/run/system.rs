@@ -266,20 +266,14 @@ impl Believer {
 
     /// Whether the socket file `file` is bound to a listening socket `master` holds.
     fn master_listens_on(&self, master: u32, file: listener::FileId) -> bool {
-        let (held, by_file) = self
-            .sockets
-            .get_or_init(|| (fpm::sockets::held(master), listener::unix_by_file()));
-        if by_file
-            .get(&file)
-            .is_some_and(|bound| bound.iter().any(|l| held.contains(&l.inode)))
-        {
-            return true;
-        }
+        let read = || (fpm::sockets::held(master), listener::unix_by_file());
+        let holds = |(held, by_file): &Sockets| {
+            by_file
+                .get(&file)
+                .is_some_and(|bound| bound.iter().any(|l| held.contains(&l.inode)))
+        };
         // Not in the table read for the first answer (a socket made since): asked again, fresh.
-        let held = fpm::sockets::held(master);
-        listener::unix_by_file()
-            .get(&file)
-            .is_some_and(|bound| bound.iter().any(|l| held.contains(&l.inode)))
+        holds(self.sockets.get_or_init(read)) || holds(&read())
     }
 }
 

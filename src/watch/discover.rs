@@ -189,19 +189,8 @@ fn activator_sockets() -> HashMap<u64, Vec<u32>> {
         if fpm::is_php_fpm(&exe) {
             continue;
         }
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if let Ok(link) = std::fs::read_link(fd.path())
-                && let Some(inode) = link
-                    .to_str()
-                    .and_then(|l| l.strip_prefix("socket:["))
-                    .and_then(|l| l.strip_suffix(']'))
-                    .and_then(|n| n.parse().ok())
-            {
-                inodes.entry(inode).or_default().push(pid);
-            }
+        for inode in sockets::held(pid) {
+            inodes.entry(inode).or_default().push(pid);
         }
     }
     inodes
