@@ -9,7 +9,7 @@ use rustix::process::Signal;
 
 use crate::common::{shared_tempdir, signal, wait_until};
 
-pub const WWW_DATA: u32 = 33;
+pub use crate::pool_user::WWW_DATA;
 
 /// A FastCGI server that answers every request "pong", 200.
 pub const PONG: &str = r#"
@@ -51,6 +51,12 @@ while True:
     c, _ = s.accept()
     threading.Thread(target=serve, args=(c,), daemon=True).start()
 "#;
+
+/// The part of [`PONG`] that listens and answers, after its socket is bound: for other servers
+/// that bind their own way.
+pub fn serving() -> &'static str {
+    &PONG[PONG.find("s.listen(64)").expect("PONG listens")..]
+}
 
 /// The attacker's process, ended by pid when dropped.
 pub struct Attacker {

@@ -13,8 +13,7 @@ use crate::common::{
     Nginx, Site, curl_status, free_port, php_relaunch, shared_tempdir, signal, stderr, stdout,
     wait_until_quietly,
 };
-
-const WWW_DATA: u32 = 33;
+use crate::pool_user::WWW_DATA;
 
 /// `program args…` run as `www-data`, with no supplementary groups.
 fn as_www_data(program: &str) -> Command {

@@ -16,13 +16,11 @@ use crate::common::{
     Fpm, NOBODY, Site, alive, field, free_port, php_relaunch, shared_tempdir, signal, state,
     stderr, stdout, wait_until,
 };
+use crate::pool_user::WWW_DATA;
 
-const WWW_DATA: u32 = 33;
-
-/// A FastCGI server that answers every request "pong" with status 200, as an unprivileged user
-/// would run it. It binds its address as soon as it can (trying again every half millisecond, so it
-/// takes a port the moment it is freed), then leaves a mark file.
-const PONG: &str = r#"
+/// How [`pong`] binds: as soon as it can (trying again every half millisecond, so it takes a port the
+/// moment it is freed).
+const BIND: &str = r#"
 import os, socket, struct, sys, threading, time
 kind, where, mark = sys.argv[1:4]
 if kind == "tcp":
@@ -44,32 +42,13 @@ while True:
         time.sleep(0.0005)
 if kind == "unix":
     os.chmod(where, 0o666)
-s.listen(64)
-open(mark, "w").close()
-def record(kind, rid, data):
-    pad = (8 - len(data) % 8) % 8
-    return struct.pack(">BBHHBB", 1, kind, rid, len(data), pad, 0) + data + b"\0" * pad
-def serve(c):
-    try:
-        while True:
-            head = c.recv(8, socket.MSG_WAITALL)
-            if len(head) < 8:
-                return
-            _, kind, rid, length, pad, _ = struct.unpack(">BBHHBB", head)
-            if length + pad:
-                c.recv(length + pad, socket.MSG_WAITALL)
-            if kind == 9:
-                c.sendall(record(10, 0, b""))
-            elif kind == 5 and length == 0:
-                out = b"Status: 200 OK\r\nContent-Type: text/plain\r\n\r\npong"
-                c.sendall(record(6, rid, out) + record(6, rid, b"") + record(3, rid, b"\0" * 8))
-                return
-    finally:
-        c.close()
-while True:
-    c, _ = s.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
 "#;
+
+/// A FastCGI server that answers every request "pong" with status 200, as an unprivileged user
+/// would run it: bound as [`BIND`] says, then [`crate::pong::serving`]; it leaves a mark file.
+fn pong() -> String {
+    format!("{BIND}{}", crate::pong::serving())
+}
 
 /// Mounts a tmpfs over a directory in a mount namespace of its own, binds and holds a listening
 /// socket at the same path there, and leaves a mark file outside.
@@ -124,12 +103,12 @@ impl Attacker {
 
     /// A "pong" FastCGI server on a loopback port.
     fn pong_tcp(uid: u32, port: u16) -> Attacker {
-        Attacker::spawn(uid, false, PONG, &["tcp", &port.to_string()])
+        Attacker::spawn(uid, false, &pong(), &["tcp", &port.to_string()])
     }
 
     /// A "pong" FastCGI server on a unix socket path.
     fn pong_unix(uid: u32, path: &Path) -> Attacker {
-        Attacker::spawn(uid, false, PONG, &["unix", &path.display().to_string()])
+        Attacker::spawn(uid, false, &pong(), &["unix", &path.display().to_string()])
     }
 
     fn bound(&self) -> bool {
